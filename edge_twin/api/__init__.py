@@ -1,0 +1,1 @@
+"""Beside the pipeline: the local FastAPI service and the care-team dashboard."""

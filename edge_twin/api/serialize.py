@@ -1,0 +1,95 @@
+"""Domain types -> JSON for the API. Every number goes out with its uncertainty and
+provenance; times are ISO 8601 with an explicit UTC offset."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from edge_twin.assess.glycaemic import HYPO_MGDL, URGENT_LOW_MGDL, probability_below
+from edge_twin.clock import to_iso
+from edge_twin.domain import Reading, ReadingFlag, Signal, StateEstimate
+from edge_twin.estimate.view import is_stale
+from edge_twin.store.quarantine import QuarantinedMessage
+
+RISK_HORIZON_S = 30 * 60.0
+_FLAGS = [flag for flag in ReadingFlag if flag]
+
+
+def _r(value: float, digits: int = 2) -> float:
+    return round(value, digits)
+
+
+def estimate_json(
+    e: StateEstimate, now: float, stale_after_s: Mapping[str, float]
+) -> dict[str, Any]:
+    lo, hi = e.interval95
+    out: dict[str, Any] = {
+        "signal": e.signal.value,
+        "unit": e.signal.unit,
+        "at": to_iso(e.t),
+        "mean": _r(e.mean),
+        "sd": _r(e.sd, 3),
+        "interval95": [_r(lo), _r(hi)],
+        "last_measured_at": to_iso(e.last_measured_at),
+        "age_s": _r(e.age(now), 1),
+        "stale": is_stale(e, now, stale_after_s),
+        "stale_after_s": stale_after_s.get(e.signal),
+        "forecasts": [
+            {
+                "horizon_min": _r(f.horizon_s / 60.0, 1),
+                "mean": _r(f.mean),
+                "sd": _r(f.sd, 3),
+                "interval95": [_r(f.interval95[0]), _r(f.interval95[1])],
+            }
+            for f in e.forecasts
+        ],
+        "provenance": {
+            "model": e.provenance.model,
+            "model_version": e.provenance.model_version,
+            "device_ids": list(e.provenance.device_ids),
+            "n_measurements": e.provenance.n_measurements,
+            "through_reading_id": e.provenance.through_reading_id,
+        },
+    }
+    if e.rate_per_min is not None and e.rate_sd is not None:
+        out["rate_per_min"] = _r(e.rate_per_min, 3)
+        out["rate_sd"] = _r(e.rate_sd, 3)
+    if e.signal is Signal.GLUCOSE:
+        out["risks"] = [
+            {
+                "event": f"glucose below {threshold:g} mg/dL within 30 min",
+                "probability": _r(probability_below(e, threshold, RISK_HORIZON_S).probability, 4),
+                "method": "max over 5-min forecast steps of the normal CDF (a lower bound)",
+            }
+            for threshold in (HYPO_MGDL, URGENT_LOW_MGDL)
+        ]
+    return out
+
+
+def reading_json(r: Reading) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "device_id": r.device_id,
+        "signal": r.signal.value,
+        "unit": r.signal.unit,
+        "t": to_iso(r.t),
+        "value": r.value,
+        "seq": r.seq,
+        "received_at": to_iso(r.received_at),
+        "flags": [flag.name.lower() for flag in _FLAGS if flag.name and flag in r.flags],
+    }
+
+
+def quarantine_json(q: QuarantinedMessage) -> dict[str, Any]:
+    return {
+        "id": q.id,
+        "received_at": to_iso(q.received_at),
+        "topic": q.topic,
+        "reason": q.reason,
+        "detail": q.detail,
+        "record_index": q.record_index,
+        "device_id": q.device_id,
+        "payload_size": len(q.payload),
+        "payload_text": q.payload[:4096].decode("utf-8", errors="replace"),
+    }

@@ -1,0 +1,46 @@
+"""Serving the FastAPI app with uvicorn on a background thread (gateway and demo)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from edge_twin.errors import EdgeTwinError
+
+
+class ApiServer:
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        )
+        self._thread: threading.Thread | None = None
+        self.host = host
+        self.port = port
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread = threading.Thread(target=self._server.run, name="edge-twin-api", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise EdgeTwinError(
+                    f"the API did not start on {self.host}:{self.port} (port in use? set"
+                    " api.port or EDGE_TWIN_API_PORT)"
+                )
+            time.sleep(0.02)
+        sockets = self._server.servers[0].sockets if self._server.servers else []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None

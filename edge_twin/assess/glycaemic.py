@@ -1,0 +1,37 @@
+"""Glycaemic threshold risk from the twin's forecast distribution.
+
+    StateEstimate(glucose, forecasts at 5..60 min) -> ThresholdRisk
+
+P(glucose < threshold at some time within the horizon) is approximated by the largest
+per-step probability over the forecast steps within the horizon,
+    max_k Phi((threshold - mu_k) / sigma_k),
+which is a lower bound of the crossing probability (the path could dip between steps and
+the steps are correlated). It is monotone in the horizon and exact for a single step.
+The decompensation model (ONNX) is issue #6.
+"""
+
+from __future__ import annotations
+
+import math
+
+from edge_twin.domain import Signal, StateEstimate, ThresholdRisk
+
+HYPO_MGDL = 70.0
+URGENT_LOW_MGDL = 55.0
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def probability_below(estimate: StateEstimate, threshold: float, horizon_s: float) -> ThresholdRisk:
+    if estimate.signal is not Signal.GLUCOSE:
+        raise ValueError(f"glycaemic risk needs a glucose estimate, got {estimate.signal}")
+    steps = [(0.0, estimate.mean, estimate.sd)] + [
+        (f.horizon_s, f.mean, f.sd) for f in estimate.forecasts if f.horizon_s <= horizon_s
+    ]
+    p = max(
+        normal_cdf((threshold - mean) / sd) if sd > 0 else float(mean < threshold)
+        for _, mean, sd in steps
+    )
+    return ThresholdRisk(Signal.GLUCOSE, threshold, True, horizon_s, min(1.0, max(0.0, p)))

@@ -1,0 +1,156 @@
+"""A private mosquitto broker on a free loopback port, with its own generated config.
+
+The demo and the test suite start one; a gateway in the field uses the system broker
+configured by ``deploy/`` (same settings, plus authentication). Never a shared or public
+broker: this is health data.
+
+Settings that decide whether data is lost (docs/performance.md):
+- ``persistence true``: queued QoS 1 messages survive a broker restart;
+- ``max_queued_messages 0`` (bounded by ``max_queued_bytes`` instead): a gateway that is
+  down for days does not lose messages past mosquitto's default of 1,000;
+- ``max_inflight_messages``: how many unacknowledged QoS 1 messages the broker sends the
+  gateway at once, which bounds the gateway's commit batch.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from edge_twin.errors import BrokerError
+
+MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def find_mosquitto() -> str:
+    found = shutil.which("mosquitto") or next(
+        (p for p in MOSQUITTO_PATHS if Path(p).exists()), None
+    )
+    if found is None:
+        raise BrokerError(
+            "mosquitto is not installed: run scripts/setup.sh (it installs the Debian"
+            " package) or apt-get install mosquitto"
+        )
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def broker_config(port: int, data_dir: Path, max_inflight: int = 1000) -> str:
+    return "\n".join(
+        [
+            # Started as root, mosquitto would switch to user "mosquitto", which cannot write
+            # the private data dir: stay the user who started it.
+            f"user {getpass.getuser()}",
+            "per_listener_settings false",
+            f"listener {port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {data_dir}/",
+            "autosave_interval 1",
+            "max_queued_messages 0",
+            f"max_queued_bytes {256 * 1024 * 1024}",
+            f"max_inflight_messages {max_inflight}",
+            "set_tcp_nodelay true",
+            f"log_dest file {data_dir}/mosquitto.log",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "",
+        ]
+    )
+
+
+class PrivateBroker:
+    """``with PrivateBroker() as broker: broker.host, broker.port``. Stops on exit.
+
+    ``restart()`` stops and starts it on the same port and data dir (persistence test).
+    """
+
+    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = (
+            Path(tempfile.mkdtemp(prefix="edge-twin-mosquitto-")) if data_dir is None else data_dir
+        )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = port or 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        exe = find_mosquitto()
+        attempts = 1 if self.port else 5
+        for _ in range(attempts):
+            port = self.port or free_port(self.host)
+            conf = self.data_dir / "mosquitto.conf"
+            conf.write_text(broker_config(port, self.data_dir), encoding="utf-8")
+            self._proc = subprocess.Popen(
+                [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            if self._wait_ready(port, timeout):
+                self.port = port
+                return
+            self.stop()
+        log_tail = self.log_tail()
+        raise BrokerError(f"mosquitto did not start on {self.host}:{self.port or port}: {log_tail}")
+
+    def _wait_ready(self, port: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection((self.host, port), timeout=0.2):
+                    return True
+            except OSError:
+                time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        log = self.data_dir / "mosquitto.log"
+        if not log.exists():
+            return "(no log)"
+        return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> PrivateBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

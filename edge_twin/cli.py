@@ -1,0 +1,319 @@
+"""``edge-twin``: the gateway's command line. Each command is a thin wrapper over one
+library call, so everything here is scriptable and tested without the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edge_twin import __version__
+from edge_twin.api.serialize import estimate_json, quarantine_json
+from edge_twin.clock import SystemClock
+from edge_twin.config import Config, load_config
+from edge_twin.errors import EdgeTwinError
+from edge_twin.estimate.view import patient_estimates
+from edge_twin.store import Store, devices, quarantine
+
+app = typer.Typer(
+    help="edge-twin home gateway: ingest sensor readings over MQTT, keep each patient's"
+    " digital twin, serve the local API and dashboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="EDGE_TWIN_CONFIG",
+        help="TOML config file (settings: docs/configuration.md); EDGE_TWIN_<SECTION>_<KEY>"
+        " environment variables override it.",
+        exists=False,
+    ),
+]
+
+
+def _config(path: Path | None) -> Config:
+    return load_config(path)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"edge-twin {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def run(config: ConfigOpt = None) -> None:
+    """Run the gateway: MQTT ingest, the twin and the local API, until SIGINT/SIGTERM."""
+    from edge_twin.gateway import Gateway
+
+    cfg = _config(config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Gateway(cfg, SystemClock()) as gateway:
+        assert gateway.api is not None
+        console.print(
+            f"gateway {cfg.gateway.id}: MQTT {cfg.mqtt.host}:{cfg.mqtt.port},"
+            f" API and dashboard {gateway.api.url}, store {cfg.store.path}"
+        )
+        stop.wait()
+    console.print("stopped")
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    patients: Annotated[int, typer.Option(min=1, max=500, help="Patients in the home.")] = 4,
+    hours: Annotated[float, typer.Option(min=0.5, max=24 * 90, help="Simulated hours.")] = 12.0,
+    speed: Annotated[
+        float, typer.Option(min=1.0, help="Simulated seconds per wall-clock second.")
+    ] = 1440.0,
+    seed: Annotated[int, typer.Option(help="Simulator seed: same seed, same home.")] = 1,
+    db: Annotated[Path, typer.Option(help="SQLite file to (re)create and leave behind.")] = Path(
+        "var/demo.sqlite"
+    ),
+    api_port: Annotated[
+        int, typer.Option(help="Dashboard/API port (a free one if taken; 0: any).")
+    ] = 8080,
+    broker: Annotated[
+        str | None,
+        typer.Option(help="Use this broker HOST:PORT instead of starting a private mosquitto."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Simulate a home of patients through the whole pipeline at accelerated time.
+
+    Starts a private mosquitto, the gateway and its API, publishes the simulated devices'
+    readings, and prints what flowed. The SQLite file is left for inspection."""
+    from edge_twin.demo import DemoOptions, run_demo
+
+    broker_addr = None
+    if broker is not None:
+        host, _, port = broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise typer.BadParameter("use HOST:PORT", param_hint="--broker")
+        broker_addr = (host, int(port))
+    options = DemoOptions(patients, hours, speed, seed, db, api_port, broker_addr)
+    cfg = _config(config)
+    with Progress(
+        TextColumn("[bold]simulating"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=as_json,
+    ) as progress:
+        task = progress.add_task("home", total=1.0)
+
+        def started(url: str, n: int) -> None:
+            progress.console.print(
+                f"dashboard: {url}/   API docs: {url}/docs   ({n} messages, {patients} patients,"
+                f" {hours:g} h at {speed:g}x)"
+            )
+
+        summary = run_demo(
+            options,
+            cfg,
+            on_start=started,
+            on_progress=lambda f: progress.update(task, completed=f),
+        )
+    if as_json:
+        print(json.dumps(summary.as_json()))
+        return
+    table = Table(title=f"Twin at the end of {summary.simulated_hours:g} simulated hours")
+    for column in (
+        "patient",
+        "readings",
+        "glucose (twin)",
+        "glucose (truth)",
+        "P(<70 in 30 min)",
+        "status",
+        "hypo episodes",
+    ):
+        table.add_column(column)
+    for p in summary.patients:
+        table.add_row(
+            p.patient_id,
+            str(p.readings),
+            "-"
+            if p.glucose_mean is None
+            else f"{p.glucose_mean:.0f} ± {1.96 * (p.glucose_sd or 0):.0f}",
+            f"{p.glucose_truth:.0f}",
+            "-" if p.p_low_30min is None else f"{100 * p.p_low_30min:.1f}%",
+            "stale" if p.stale else "live",
+            str(p.hypo_episodes),
+        )
+    console.print(table)
+    quarantined = sum(summary.quarantined.values())
+    console.print(
+        f"messages published {summary.published}, ingested {summary.ingested_messages};"
+        f" readings stored {summary.readings_stored} (duplicates {summary.duplicates});"
+        f" quarantined {quarantined}; twin estimates {summary.estimates}\n"
+        f"alerts: {summary.alerts}; sync: {summary.sync}\n"
+        f"wall time {summary.wall_s:g} s; SQLite left at {summary.db}"
+    )
+
+
+@app.command()
+def provision(
+    device_id: Annotated[str, typer.Argument(help="The device's identity (its MQTT topic id).")],
+    patient_id: Annotated[str, typer.Argument(help="The patient the device belongs to.")],
+    device_type: Annotated[str, typer.Option("--type", "-t", help="cgm, wrist, bp_cuff or scale.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Bind a device to a patient. Readings from unbound devices are quarantined."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        d = devices.provision(store, device_id, patient_id, device_type, SystemClock().now())
+    console.print(f"{d.device_id} ({d.device_type}) -> patient {d.patient_id}")
+
+
+@app.command()
+def unprovision(
+    device_id: Annotated[str, typer.Argument(help="The device to unbind.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Unbind a device; its later readings are quarantined as unknown_device."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        devices.unprovision(store, device_id)
+    console.print(f"{device_id} unprovisioned")
+
+
+@app.command("devices")
+def list_devices(config: ConfigOpt = None) -> None:
+    """List provisioned devices with their last reported status."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        statuses = devices.statuses(store)
+        table = Table("device", "type", "patient", "online", "battery", "firmware")
+        for d in devices.all_devices(store):
+            s = statuses.get(d.device_id)
+            table.add_row(
+                d.device_id,
+                d.device_type.value,
+                d.patient_id,
+                "-" if s is None or s.online is None else ("yes" if s.online else "no"),
+                "-" if s is None or s.battery_pct is None else f"{s.battery_pct:g}%",
+                "-" if s is None or s.firmware is None else s.firmware,
+            )
+    console.print(table)
+
+
+@app.command("quarantine")
+def show_quarantine(
+    config: ConfigOpt = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Show rejected messages with their reason (newest first) and counts per reason."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        items = quarantine.recent(store, limit, reason)
+        counts = quarantine.counts_by_reason(store)
+    if as_json:
+        for q in items:
+            print(json.dumps(quarantine_json(q)))
+        return
+    console.print("counts: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+    table = Table("id", "reason", "topic", "detail", "payload")
+    for q in items:
+        text = q.payload[:60].decode("utf-8", errors="replace")
+        table.add_row(str(q.id), q.reason, q.topic, q.detail, text)
+    console.print(table)
+
+
+@app.command()
+def state(
+    patient_id: Annotated[str, typer.Argument(help="The patient.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Print a patient's twin state now, as JSON (the same as GET /patients/{id}/state)."""
+    cfg = _config(config)
+    now = SystemClock().now()
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        if not devices.patient_exists(store, patient_id):
+            raise EdgeTwinError(f"unknown patient {patient_id!r}")
+        out: dict[str, Any] = {
+            e.signal.value: estimate_json(e, now, cfg.estimate.stale_after_s)
+            for e in patient_estimates(store, patient_id, now)
+        }
+    print(json.dumps({"patient_id": patient_id, "signals": out}, indent=2))
+
+
+@app.command()
+def migrate(config: ConfigOpt = None) -> None:
+    """Create or upgrade the SQLite store to the current schema."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        console.print(f"{cfg.store.path}: schema {', '.join(store.schema_version())}")
+
+
+@app.command()
+def check(config: ConfigOpt = None) -> None:
+    """Self-check for field engineers: config, store, broker. Exit 1 if any fails."""
+    from edge_twin.ingest.mqtt import probe_broker
+
+    failures = 0
+
+    def line(ok: bool, what: str, detail: str) -> None:
+        nonlocal failures
+        failures += 0 if ok else 1
+        console.print(f"[{'green' if ok else 'red'}]{'ok  ' if ok else 'FAIL'}[/] {what}: {detail}")
+
+    try:
+        cfg = _config(config)
+        line(True, "config", str(config or "defaults + environment"))
+    except EdgeTwinError as exc:
+        line(False, "config", str(exc))
+        raise typer.Exit(1) from None
+    try:
+        with Store(cfg.store.path, cfg.store.synchronous) as store:
+            line(True, "store", f"{cfg.store.path} schema {store.schema_version()[-1]}")
+    except EdgeTwinError as exc:
+        line(False, "store", str(exc))
+    try:
+        probe_broker(cfg.mqtt)
+        line(True, "broker", f"{cfg.mqtt.host}:{cfg.mqtt.port} accepts connections")
+    except EdgeTwinError as exc:
+        line(False, "broker", str(exc))
+    if failures:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console entry point: errors of ours become one clear line and exit status 1."""
+    try:
+        app()
+    except EdgeTwinError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise SystemExit(1) from None

@@ -1,0 +1,235 @@
+"""Configuration: one TOML file plus ``EDGE_TWIN_<SECTION>_<KEY>`` environment overrides.
+
+Validated once, at start, by ``load_config``. Every problem is reported together, each
+with the setting's name, what was wrong and how to fix it, so a field engineer fixes the
+file in one pass. See ``docs/configuration.md`` for every setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from edge_twin.domain import Signal
+from edge_twin.errors import ConfigError
+
+ENV_PREFIX = "EDGE_TWIN_"
+
+
+def _rule(
+    default: Any, lo: float | None = None, hi: float | None = None, choices: tuple[str, ...] = ()
+) -> Any:
+    """A setting with its default and the bounds it is validated against."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices})
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    id: str = "gateway-1"
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    host: str = "127.0.0.1"
+    port: int = _rule(1883, 1, 65535)
+    client_id: str = "edge-twin-gateway"
+    username: str = ""
+    password: str = ""
+    keepalive_s: int = _rule(30, 5, 3600)
+    # How long the broker keeps our session (and queues QoS 1 messages) while we are down.
+    session_expiry_s: int = _rule(7 * 24 * 3600, 0, 4294967295)
+    topic_prefix: str = "et/v1"
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    path: Path = Path("var/edge-twin.sqlite")
+    # FULL: a commit survives power loss (required: we acknowledge only after commit).
+    synchronous: str = _rule("FULL", choices=("FULL", "NORMAL"))
+
+
+@dataclass(frozen=True)
+class IngestSection:
+    # A batch is committed (and its messages acknowledged) at this size or age.
+    batch_max: int = _rule(1000, 1, 100_000)
+    batch_max_ms: int = _rule(50, 1, 10_000)
+    max_payload_bytes: int = _rule(65_536, 64, 1_048_576)
+    # A reading that arrives this long after it was taken is "backfilled": never alarmed on.
+    backfill_after_s: float = _rule(600.0, 1, 86_400)
+    # Device clocks ahead of the gateway by more than this are rejected as FUTURE_TIME.
+    future_tolerance_s: float = _rule(300.0, 0, 86_400)
+
+
+DEFAULT_STALE_AFTER_S: dict[str, float] = {
+    Signal.GLUCOSE: 15 * 60,  # Nightscout warns at 15 min without a reading
+    Signal.HEART_RATE: 15 * 60,
+    Signal.SPO2: 15 * 60,
+    Signal.RESP_RATE: 15 * 60,
+    Signal.SKIN_TEMP: 30 * 60,
+    Signal.STEPS: 60 * 60,
+    Signal.SYSTOLIC: 36 * 3600,  # cuff: 1-3 readings a day
+    Signal.DIASTOLIC: 36 * 3600,
+    Signal.WEIGHT: 48 * 3600,  # scale: daily, some missed days
+}
+
+
+@dataclass(frozen=True)
+class EstimateSection:
+    stale_after_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_STALE_AFTER_S))
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    host: str = "127.0.0.1"
+    port: int = _rule(8080, 0, 65535)  # 0: any free port
+
+
+@dataclass(frozen=True)
+class Config:
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    ingest: IngestSection = field(default_factory=IngestSection)
+    estimate: EstimateSection = field(default_factory=EstimateSection)
+    api: ApiSection = field(default_factory=ApiSection)
+
+
+_SECTIONS: dict[str, type] = {
+    "gateway": GatewaySection,
+    "mqtt": MqttSection,
+    "store": StoreSection,
+    "ingest": IngestSection,
+    "estimate": EstimateSection,
+    "api": ApiSection,
+}
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (optional), apply environment overrides, validate everything.
+
+    Raises ``ConfigError`` listing every problem found.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    problems: list[str] = []
+    _apply_env(raw, env, problems)
+    config = _build(raw, problems, source=str(path) if path else "defaults")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        rest = key[len(ENV_PREFIX) :].lower()
+        section, _, name = rest.partition("_")
+        if section not in _SECTIONS or not name:
+            # Not ours to judge (e.g. EDGE_TWIN_CONFIG names the file).
+            continue
+        if section == "estimate" and name.startswith("stale_after_s_"):
+            raw.setdefault(section, {}).setdefault("stale_after_s", {})[
+                name[len("stale_after_s_") :]
+            ] = value
+        else:
+            raw.setdefault(section, {})[name] = value
+
+
+def _build(raw: dict[str, Any], problems: list[str], source: str) -> Config:
+    built: dict[str, Any] = {}
+    for name, section_cls in _SECTIONS.items():
+        values = raw.pop(name, {})
+        if not isinstance(values, dict):
+            problems.append(f"[{name}] must be a table of settings")
+            continue
+        built[name] = _build_section(name, section_cls, values, problems)
+    for unknown in raw:
+        hint = _did_you_mean(unknown, list(_SECTIONS))
+        problems.append(f"unknown section [{unknown}] in {source}{hint}")
+    return Config(**built)
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], problems: list[str]) -> Any:
+    default = cls()
+    known = {f.name: f for f in fields(cls)}
+    updates: dict[str, Any] = {}
+    for key, value in values.items():
+        where = f"{name}.{key}"
+        if key not in known:
+            hint = _did_you_mean(key, list(known))
+            problems.append(f"unknown setting {where}{hint}")
+            continue
+        current = getattr(default, key)
+        try:
+            updates[key] = _coerce(where, current, value, known[key].metadata)
+        except ValueError as exc:
+            env_name = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+            problems.append(f"{where}: {exc} (set it in the [{name}] table or {env_name})")
+    return replace(default, **updates)
+
+
+def _coerce(where: str, current: Any, value: Any, rule: Mapping[str, Any]) -> Any:
+    if isinstance(current, Mapping):
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a table of signal = seconds")
+        merged = dict(current)
+        for signal, seconds in value.items():
+            if signal not in {s.value for s in Signal}:
+                raise ValueError(
+                    f"unknown signal {signal!r}; use one of {', '.join(s.value for s in Signal)}"
+                )
+            merged[signal] = _number(float, seconds, lo=1, hi=None)
+        return merged
+    if isinstance(current, bool):
+        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "false", "0", "no"}:
+            return value.lower() in {"true", "1", "yes"}
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r} is not true or false")
+        return value
+    if isinstance(current, int | float):
+        return _number(type(current), value, lo=rule.get("lo"), hi=rule.get("hi"))
+    if isinstance(current, Path):
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a non-empty path")
+        return Path(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} must be a string")
+    choices = rule.get("choices") or ()
+    if choices and value.upper() not in choices:
+        raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+    return value.upper() if choices else value
+
+
+def _number(kind: type, value: Any, lo: float | None, hi: float | None) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{value!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value!r} is not an integer")
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        span = f"from {lo:g} to {hi:g}" if hi is not None else f">= {lo:g}"
+        raise ValueError(f"{value!r} is out of range: use a value {span}")
+    return number
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(options)})"

@@ -1,0 +1,212 @@
+"""``edge-twin demo``: a simulated home through the whole pipeline, at accelerated time.
+
+    private mosquitto  <- firmware_sim devices publish (QoS 1, paced by simulated time)
+         |
+    Gateway (ingest -> estimate -> assess; API + dashboard on a loopback port)
+         |
+    summary: what flowed, each patient's twin against the simulator's truth
+
+The SQLite file is left behind for inspection.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_twin.assess.glycaemic import HYPO_MGDL, probability_below
+from edge_twin.broker import PrivateBroker
+from edge_twin.clock import AcceleratedClock
+from edge_twin.config import Config
+from edge_twin.domain import Signal
+from edge_twin.errors import EdgeTwinError
+from edge_twin.estimate.view import is_stale, patient_estimates
+from edge_twin.gateway import Gateway
+from edge_twin.store import Store, devices, quarantine, readings
+
+if TYPE_CHECKING:
+    from firmware_sim.home import Home
+
+DRAIN_TIMEOUT_S = 60.0
+
+
+@dataclass
+class DemoOptions:
+    patients: int = 4
+    hours: float = 12.0
+    speed: float = 1440.0
+    seed: int = 1
+    db: Path = Path("var/demo.sqlite")
+    api_port: int = 8080
+    broker: tuple[str, int] | None = None  # None: start a private mosquitto
+
+
+@dataclass
+class PatientSummary:
+    patient_id: str
+    readings: int
+    glucose_mean: float | None
+    glucose_sd: float | None
+    glucose_truth: float
+    p_low_30min: float | None
+    stale: bool
+    hypo_episodes: int
+
+
+@dataclass
+class DemoSummary:
+    wall_s: float
+    simulated_hours: float
+    published: int
+    ingested_messages: int
+    readings_stored: int
+    duplicates: int
+    quarantined: dict[str, int]
+    estimates: int
+    api_url: str
+    db: str
+    patients: list[PatientSummary] = field(default_factory=list)
+    alerts: str = "not built yet (issue #7)"
+    sync: str = "not built yet (FHIR upstream)"
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_demo(
+    options: DemoOptions,
+    config: Config,
+    on_start: Callable[[str, int], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> DemoSummary:
+    """Run the demo; ``on_start(api_url, n_messages)`` then ``on_progress(fraction)``."""
+    # The simulator is a separate distribution-level package; import it only for the demo.
+    from firmware_sim.home import Home
+    from firmware_sim.publisher import HomePublisher, paced_by
+
+    wall0 = time.monotonic()
+    end = math.floor(time.time() / 60) * 60.0
+    start = end - options.hours * 3600.0
+    clock = AcceleratedClock(start, options.speed, until=end)
+    home = Home(
+        options.patients, start, options.hours, options.seed, prefix=config.mqtt.topic_prefix
+    )
+    messages = home.messages()
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{options.db}{suffix}").unlink(missing_ok=True)
+
+    broker = PrivateBroker() if options.broker is None else None
+    try:
+        if broker is not None:
+            broker.start()
+            host, port = broker.host, broker.port
+        else:
+            host, port = options.broker  # type: ignore[misc]
+        cfg = replace(
+            config,
+            mqtt=replace(config.mqtt, host=host, port=port, client_id="edge-twin-demo-gateway"),
+            store=replace(config.store, path=options.db),
+            api=replace(config.api, host="127.0.0.1", port=options.api_port),
+        )
+        with Store(cfg.store.path, cfg.store.synchronous) as store:
+            for d in home.devices:
+                devices.provision(store, d.device_id, d.patient_id, d.device_type, start)
+        gateway = _start_gateway(cfg, clock)
+        try:
+            assert gateway.api is not None
+            assert gateway.ingest is not None
+            if on_start is not None:
+                on_start(gateway.api.url, len(messages))
+            clock.restart()  # simulated time starts now that everything is up
+            sent = 0
+            with HomePublisher(host, port, home.devices, prefix=cfg.mqtt.topic_prefix) as pub:
+
+                def progress(_: object) -> None:
+                    nonlocal sent
+                    sent += 1
+                    if on_progress is not None and sent % 25 == 0:
+                        on_progress(sent / len(messages))
+
+                pub.publish(messages, pace=paced_by(clock), progress=progress)
+            if on_progress is not None:
+                on_progress(1.0)
+            _wait_for_ingest(gateway, len(messages))
+            return _summarise(
+                gateway, cfg, home, clock.now(), len(messages), time.monotonic() - wall0
+            )
+        finally:
+            gateway.stop()
+    finally:
+        if broker is not None:
+            broker.cleanup()
+
+
+def _start_gateway(cfg: Config, clock: AcceleratedClock) -> Gateway:
+    gateway = Gateway(cfg, clock)
+    try:
+        gateway.start()
+    except EdgeTwinError:
+        if cfg.api.port == 0:
+            raise
+        # The demo's default port is taken: any free port will do, the URL is printed.
+        gateway = Gateway(replace(cfg, api=replace(cfg.api, port=0)), clock)
+        gateway.start()
+    return gateway
+
+
+def _wait_for_ingest(gateway: Gateway, expected: int) -> None:
+    assert gateway.ingest is not None
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while gateway.ingest.stats.messages < expected:
+        if time.monotonic() > deadline:
+            raise EdgeTwinError(
+                f"the gateway ingested {gateway.ingest.stats.messages} of {expected} messages"
+                f" within {DRAIN_TIMEOUT_S:g} s"
+            )
+        time.sleep(0.02)
+
+
+def _summarise(
+    gateway: Gateway, cfg: Config, home: Home, now: float, published: int, wall_s: float
+) -> DemoSummary:
+    assert gateway.ingest is not None
+    assert gateway.api is not None
+    stats = gateway.ingest.stats
+    with Store(cfg.store.path, migrate=False) as store:
+        summary = DemoSummary(
+            wall_s=round(wall_s, 1),
+            simulated_hours=(home.end - home.start) / 3600.0,
+            published=published,
+            ingested_messages=stats.messages,
+            readings_stored=readings.count(store),
+            duplicates=stats.readings_duplicate,
+            quarantined=quarantine.counts_by_reason(store),
+            estimates=0,
+            api_url=gateway.api.url,
+            db=str(cfg.store.path),
+        )
+        minute = min(len(home.patients[0].glucose_truth) - 1, int((now - home.start) // 60))
+        for patient in home.patients:
+            estimates = patient_estimates(store, patient.patient_id, now)
+            summary.estimates += len(estimates)
+            glucose = next((e for e in estimates if e.signal is Signal.GLUCOSE), None)
+            summary.patients.append(
+                PatientSummary(
+                    patient_id=patient.patient_id,
+                    readings=len(readings.for_patient(store, patient.patient_id, limit=1_000_000)),
+                    glucose_mean=None if glucose is None else round(glucose.mean, 1),
+                    glucose_sd=None if glucose is None else round(glucose.sd, 1),
+                    glucose_truth=round(float(patient.glucose_truth[minute]), 1),
+                    p_low_30min=None
+                    if glucose is None
+                    else round(probability_below(glucose, HYPO_MGDL, 1800).probability, 3),
+                    stale=glucose is None or is_stale(glucose, now, cfg.estimate.stale_after_s),
+                    hypo_episodes=len(patient.episodes),
+                )
+            )
+    return summary

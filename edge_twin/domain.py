@@ -1,0 +1,210 @@
+"""Domain types: the only things the pipeline's stages pass to each other.
+
+    ingest  -> Reading / Rejection
+    estimate-> StateEstimate (+ Forecast)
+    assess  -> ThresholdRisk
+    alert   -> (issue #7)
+    sync    -> (FHIR upstream)
+
+All times are float epoch seconds, UTC, as given by the *device* (event time) unless the
+field name says otherwise (``received_at`` is the gateway's clock).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import IntFlag, StrEnum
+
+
+class Signal(StrEnum):
+    """A physiological quantity the twin tracks, in its canonical unit."""
+
+    GLUCOSE = "glucose"  # mg/dL
+    SYSTOLIC = "systolic"  # mmHg
+    DIASTOLIC = "diastolic"  # mmHg
+    HEART_RATE = "heart_rate"  # 1/min
+    SPO2 = "spo2"  # %
+    RESP_RATE = "resp_rate"  # 1/min
+    WEIGHT = "weight"  # kg
+    SKIN_TEMP = "skin_temp"  # Cel
+    STEPS = "steps"  # count in the reading's interval
+
+    @property
+    def unit(self) -> str:
+        return CANONICAL_UNITS[self]
+
+
+CANONICAL_UNITS: dict[Signal, str] = {
+    Signal.GLUCOSE: "mg/dL",
+    Signal.SYSTOLIC: "mmHg",
+    Signal.DIASTOLIC: "mmHg",
+    Signal.HEART_RATE: "1/min",
+    Signal.SPO2: "%",
+    Signal.RESP_RATE: "1/min",
+    Signal.WEIGHT: "kg",
+    Signal.SKIN_TEMP: "Cel",
+    Signal.STEPS: "count",
+}
+
+
+class DeviceType(StrEnum):
+    CGM = "cgm"
+    WRIST = "wrist"
+    BP_CUFF = "bp_cuff"
+    SCALE = "scale"
+
+    @property
+    def signals(self) -> frozenset[Signal]:
+        """What a device of this type may report; anything else is quarantined."""
+        return DEVICE_SIGNALS[self]
+
+
+DEVICE_SIGNALS: dict[DeviceType, frozenset[Signal]] = {
+    DeviceType.CGM: frozenset({Signal.GLUCOSE}),
+    DeviceType.WRIST: frozenset(
+        {Signal.HEART_RATE, Signal.SPO2, Signal.RESP_RATE, Signal.SKIN_TEMP, Signal.STEPS}
+    ),
+    DeviceType.BP_CUFF: frozenset({Signal.SYSTOLIC, Signal.DIASTOLIC, Signal.HEART_RATE}),
+    DeviceType.SCALE: frozenset({Signal.WEIGHT}),
+}
+
+
+class ReadingFlag(IntFlag):
+    """Facts about how a reading arrived, for the stages that must treat it differently."""
+
+    NONE = 0
+    LATE = 1  # older than a reading already stored for the same device and signal
+    BACKFILLED = 2  # arrived long after it was taken (device was offline): never alarm on it
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A provisioned device: the gateway, not the payload, says whose it is."""
+
+    device_id: str
+    patient_id: str
+    device_type: DeviceType
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """What a device said about itself; None fields were not in the message."""
+
+    device_id: str
+    online: bool | None = None
+    battery_pct: float | None = None
+    firmware: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One decoded SenML record, in canonical units, not yet bound to a patient."""
+
+    signal: Signal
+    t: float
+    value: float
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A measurement bound to its patient through the device's provisioning."""
+
+    patient_id: str
+    device_id: str
+    signal: Signal
+    t: float
+    value: float
+    received_at: float
+    seq: int | None = None
+    flags: ReadingFlag = ReadingFlag.NONE
+    id: int | None = None  # the store's row id, once stored
+
+
+class RejectReason(StrEnum):
+    """Why a message (or one record of it) was quarantined. Each has one meaning."""
+
+    OVERSIZED = "oversized"
+    WRONG_TOPIC = "wrong_topic"
+    UNKNOWN_DEVICE = "unknown_device"
+    MALFORMED = "malformed"  # not UTF-8 JSON
+    NOT_SENML = "not_senml"  # JSON, but not a SenML pack
+    UNKNOWN_MEASUREMENT = "unknown_measurement"
+    WRONG_UNIT = "wrong_unit"
+    BAD_VALUE = "bad_value"  # missing, non-numeric or non-finite value
+    OUT_OF_RANGE = "out_of_range"
+    BAD_TIME = "bad_time"  # missing, relative or non-finite time
+    FUTURE_TIME = "future_time"  # device clock ahead of the gateway beyond tolerance
+    NOT_ALLOWED = "not_allowed"  # the device's type may not report this signal
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+    record_index: int | None = None  # None: the whole message
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where a number came from: the model that made it and the evidence it used."""
+
+    model: str
+    model_version: str
+    device_ids: tuple[str, ...]
+    through_reading_id: int  # every stored reading up to this id was considered
+    n_measurements: int
+
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    horizon_s: float
+    mean: float
+    sd: float
+
+    @property
+    def interval95(self) -> tuple[float, float]:
+        return (self.mean - Z95 * self.sd, self.mean + Z95 * self.sd)
+
+
+@dataclass(frozen=True, slots=True)
+class StateEstimate:
+    """The twin's belief about one signal of one patient at event time ``t``."""
+
+    patient_id: str
+    signal: Signal
+    t: float  # event time the estimate refers to
+    mean: float
+    sd: float
+    rate_per_min: float | None  # None for models without a trend state
+    rate_sd: float | None
+    last_measured_at: float
+    provenance: Provenance
+    forecasts: tuple[Forecast, ...] = field(default=())
+
+    @property
+    def interval95(self) -> tuple[float, float]:
+        return (self.mean - Z95 * self.sd, self.mean + Z95 * self.sd)
+
+    def age(self, now: float) -> float:
+        """Seconds since the last measurement that fed this estimate."""
+        return max(0.0, now - self.last_measured_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdRisk:
+    """Probability that a signal crosses a threshold within a horizon, from a forecast."""
+
+    signal: Signal
+    threshold: float
+    below: bool
+    horizon_s: float
+    probability: float
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.probability <= 1.0) or math.isnan(self.probability):
+            raise ValueError(f"probability out of [0, 1]: {self.probability}")

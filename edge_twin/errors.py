@@ -1,0 +1,50 @@
+"""The one exception tree of edge-twin.
+
+Foreign errors (paho, sqlite3, onnxruntime, OS) are translated where the adapter meets
+them, with ``raise X(...) from exc``, so callers only ever catch these::
+
+    EdgeTwinError
+    ├── ConfigError          a setting is missing or invalid; the message says how to fix it
+    ├── StoreError           the SQLite store cannot be opened, migrated or written
+    ├── BrokerError          the MQTT broker cannot be started, reached or subscribed to
+    ├── ProvisioningError    a device binding is invalid (unknown type, already bound, ...)
+    ├── UnknownPatientError  a patient id the gateway has never seen
+    └── ModelError           a model (filter or ONNX) is invalid or cannot be loaded
+
+Rejected *readings* are not exceptions: decoding returns a ``Rejection`` that is kept in
+quarantine, because bad input is expected and must never stop the gateway.
+"""
+
+from __future__ import annotations
+
+
+class EdgeTwinError(Exception):
+    """Base of every error edge-twin raises on purpose."""
+
+
+class ConfigError(EdgeTwinError):
+    """A configuration value is missing or invalid."""
+
+
+class StoreError(EdgeTwinError):
+    """The SQLite store failed."""
+
+
+class BrokerError(EdgeTwinError):
+    """The MQTT broker failed or could not be reached."""
+
+
+class ProvisioningError(EdgeTwinError):
+    """A device cannot be bound to a patient as asked."""
+
+
+class UnknownPatientError(EdgeTwinError):
+    """The patient id is not known to this gateway."""
+
+    def __init__(self, patient_id: str) -> None:
+        super().__init__(f"unknown patient {patient_id!r}")
+        self.patient_id = patient_id
+
+
+class ModelError(EdgeTwinError):
+    """A model is invalid or cannot be loaded."""

@@ -1,0 +1,72 @@
+"""The gateway service: store + pipeline + MQTT ingest + local API, started and stopped
+together. ``edge-twin run`` and the demo use it; tests start it against a private broker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edge_twin.api.app import create_app
+from edge_twin.api.server import ApiServer
+from edge_twin.clock import Clock
+from edge_twin.config import Config
+from edge_twin.ingest.mqtt import MqttIngest
+from edge_twin.pipeline import Pipeline
+from edge_twin.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, config: Config, clock: Clock, serve_api: bool = True) -> None:
+        self.config = config
+        self.clock = clock
+        self._serve_api = serve_api
+        self.store: Store | None = None
+        self.pipeline: Pipeline | None = None
+        self.ingest: MqttIngest | None = None
+        self.api: ApiServer | None = None
+
+    def start(self) -> None:
+        cfg = self.config
+        try:
+            self.store = Store(cfg.store.path, cfg.store.synchronous)
+            self.pipeline = Pipeline(self.store, cfg)
+            self.ingest = MqttIngest(
+                cfg.mqtt, cfg.ingest, self.pipeline.writer, self.clock, self.pipeline.after_commit
+            )
+            self.ingest.start()
+            if self._serve_api:
+                app = create_app(cfg, self.clock, self.status)
+                self.api = ApiServer(app, cfg.api.host, cfg.api.port)
+                self.api.start()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("gateway %s started", cfg.gateway.id)
+
+    def status(self) -> dict[str, Any]:
+        if self.ingest is None:
+            return {"running": False}
+        stats = self.ingest.stats.snapshot()
+        if self.pipeline is not None:
+            stats["estimator"] = dict(self.pipeline.estimator.outcomes)
+        return stats
+
+    def stop(self) -> None:
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+        if self.ingest is not None:
+            self.ingest.stop()
+            self.ingest = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def __enter__(self) -> Gateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,311 @@
+"""Decoding one MQTT message into readings or rejections. Never raises.
+
+    (topic, payload bytes, received_at) -> Decoded(readings, rejections, status)
+
+A pack with some bad records keeps its good ones; each bad record is quarantined on its
+own (with the raw message and the record's index). Whole-message problems (too big, not
+JSON, not SenML, wrong topic, unknown device) quarantine the whole message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_twin.domain import (
+    Device,
+    DeviceStatus,
+    Measurement,
+    Reading,
+    ReadingFlag,
+    Rejection,
+    Signal,
+)
+from edge_twin.domain import RejectReason as R
+from edge_twin.ingest import contract
+from edge_twin.ingest.contract import Channel
+
+
+@dataclass(slots=True)
+class Decoded:
+    device_id: str | None = None
+    readings: list[Reading] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    status: DeviceStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_payload_bytes: int
+    backfill_after_s: float
+    future_tolerance_s: float
+
+
+class Decoder:
+    """Decodes messages for devices found by ``lookup`` (the provisioning registry).
+
+    ``latest`` tells, per (device, signal), the newest device time already accepted, so a
+    reading older than that is flagged LATE; the decoder updates it as it accepts readings.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        limits: DecodeLimits,
+        lookup: Callable[[str], Device | None],
+        latest: Callable[[str, Signal], float | None],
+    ) -> None:
+        self._prefix = prefix
+        self._limits = limits
+        self._lookup = lookup
+        self._latest_from_store = latest
+        self._latest: dict[tuple[str, Signal], float] = {}
+
+    def forget_latest(self) -> None:
+        """Drop the cache of newest times (after a failed commit); re-read from the store."""
+        self._latest.clear()
+
+    def decode(self, topic: str, payload: bytes, received_at: float) -> Decoded:
+        out = Decoded()
+        if len(payload) > self._limits.max_payload_bytes:
+            out.rejections.append(
+                Rejection(
+                    R.OVERSIZED,
+                    f"{len(payload)} bytes > max_payload_bytes {self._limits.max_payload_bytes}",
+                )
+            )
+            return out
+        parsed = contract.parse_topic(self._prefix, topic)
+        if parsed is None:
+            out.rejections.append(
+                Rejection(
+                    R.WRONG_TOPIC, f"expected {self._prefix}/dev/<device>/senml|status|online"
+                )
+            )
+            return out
+        device_id, channel = parsed
+        out.device_id = device_id
+        device = self._lookup(device_id)
+        if device is None:
+            out.rejections.append(
+                Rejection(R.UNKNOWN_DEVICE, f"device {device_id!r} is not provisioned")
+            )
+            return out
+        if channel is Channel.ONLINE:
+            self._decode_online(device, payload, out)
+            return out
+        records = _senml_records(payload, out)
+        if records is None:
+            return out
+        if not _bn_matches(records, device_id, out):
+            return out
+        if channel is Channel.STATUS:
+            self._decode_status(device, records, out)
+        else:
+            self._decode_readings(device, records, received_at, out)
+        return out
+
+    # -- channels ------------------------------------------------------------------
+
+    def _decode_online(self, device: Device, payload: bytes, out: Decoded) -> None:
+        text = payload.strip()
+        if text not in (b"0", b"1"):
+            out.rejections.append(Rejection(R.BAD_VALUE, 'online payload must be "0" or "1"'))
+            return
+        out.status = DeviceStatus(device.device_id, online=text == b"1")
+
+    def _decode_status(self, device: Device, records: list[Any], out: Decoded) -> None:
+        battery: float | None = None
+        firmware: str | None = None
+        for index, rec in enumerate(records):
+            name = rec.get("n")
+            if name == contract.STATUS_BATTERY:
+                value = _finite(rec.get("v"))
+                if value is None or not 0 <= value <= 100 or rec.get("u") != "%":
+                    out.rejections.append(
+                        Rejection(R.BAD_VALUE, "battery needs a number 0-100 with u '%'", index)
+                    )
+                    continue
+                battery = value
+            elif name == contract.STATUS_FIRMWARE and isinstance(rec.get("vs"), str):
+                firmware = str(rec["vs"])[:64]
+            else:
+                out.rejections.append(
+                    Rejection(R.UNKNOWN_MEASUREMENT, f"unknown status record {name!r}", index)
+                )
+        if battery is not None or firmware is not None:
+            out.status = DeviceStatus(device.device_id, battery_pct=battery, firmware=firmware)
+
+    def _decode_readings(
+        self, device: Device, records: list[Any], received_at: float, out: Decoded
+    ) -> None:
+        base_time = 0.0
+        base_unit: str | None = None
+        allowed = device.device_type.signals
+        limits = self._limits
+        for index, rec in enumerate(records):
+            # Base fields apply to this and later records (RFC 8428 section 4.5).
+            if "bt" in rec:
+                bt = _finite(rec["bt"])
+                if bt is None:
+                    out.rejections.append(Rejection(R.BAD_TIME, "bt is not a finite number", index))
+                    continue
+                base_time = bt
+            if "bu" in rec:
+                base_unit = rec["bu"] if isinstance(rec["bu"], str) else None
+            if "n" not in rec and "v" not in rec:
+                continue  # a base-only record
+            measurement = _measurement(rec, index, base_time, base_unit, allowed, out)
+            if measurement is None:
+                continue
+            if measurement.t > received_at + limits.future_tolerance_s:
+                out.rejections.append(
+                    Rejection(
+                        R.FUTURE_TIME,
+                        f"device time is {measurement.t - received_at:.0f} s ahead of the gateway",
+                        index,
+                    )
+                )
+                continue
+            out.readings.append(self._bind(device, measurement, received_at))
+
+    def _bind(self, device: Device, m: Measurement, received_at: float) -> Reading:
+        flags = ReadingFlag.NONE
+        if received_at - m.t > self._limits.backfill_after_s:
+            flags |= ReadingFlag.BACKFILLED
+        key = (device.device_id, m.signal)
+        newest = self._latest.get(key)
+        if newest is None:
+            newest = self._latest_from_store(*key)
+        if newest is not None and m.t < newest:
+            flags |= ReadingFlag.LATE
+        else:
+            self._latest[key] = m.t
+        return Reading(
+            patient_id=device.patient_id,
+            device_id=device.device_id,
+            signal=m.signal,
+            t=m.t,
+            value=m.value,
+            received_at=received_at,
+            seq=m.seq,
+            flags=flags,
+        )
+
+
+def _senml_records(payload: bytes, out: Decoded) -> list[Any] | None:
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        out.rejections.append(Rejection(R.MALFORMED, f"not UTF-8 JSON: {exc}"[:300]))
+        return None
+    if not isinstance(doc, list) or not doc:
+        out.rejections.append(Rejection(R.NOT_SENML, "a SenML pack is a non-empty JSON array"))
+        return None
+    for index, rec in enumerate(doc):
+        if not isinstance(rec, dict):
+            out.rejections.append(Rejection(R.NOT_SENML, "SenML records are JSON objects", index))
+            return None
+        # Labels ending in "_" must be understood or the whole pack rejected (RFC 8428 4.4).
+        must_understand = [k for k in rec if isinstance(k, str) and k.endswith("_")]
+        if must_understand:
+            out.rejections.append(
+                Rejection(
+                    R.NOT_SENML, f"unsupported must-understand labels {must_understand}", index
+                )
+            )
+            return None
+    return doc
+
+
+def _bn_matches(records: list[Any], device_id: str, out: Decoded) -> bool:
+    """A base name that names a device must name the topic's device."""
+    for index, rec in enumerate(records):
+        bn = rec.get("bn")
+        if isinstance(bn, str) and bn.startswith("urn:dev:id:"):
+            named = bn[len("urn:dev:id:") :].rstrip(":")
+            if named != device_id:
+                out.rejections.append(
+                    Rejection(
+                        R.NOT_ALLOWED,
+                        f"payload names device {named!r} on device {device_id!r}'s topic",
+                        index,
+                    )
+                )
+                return False
+    return True
+
+
+def _measurement(
+    rec: dict[str, Any],
+    index: int,
+    base_time: float,
+    base_unit: str | None,
+    allowed: frozenset[Signal],
+    out: Decoded,
+) -> Measurement | None:
+    name = rec.get("n")
+    measure = contract.VOCABULARY.get(name) if isinstance(name, str) else None
+    if measure is None:
+        out.rejections.append(
+            Rejection(R.UNKNOWN_MEASUREMENT, f"unknown measurement name {str(name)[:64]!r}", index)
+        )
+        return None
+    if measure.signal not in allowed:
+        out.rejections.append(
+            Rejection(R.NOT_ALLOWED, f"this device type may not report {name}", index)
+        )
+        return None
+    unit = rec.get("u", base_unit)
+    convert = measure.units.get(unit) if isinstance(unit, str) else None
+    if convert is None:
+        out.rejections.append(
+            Rejection(
+                R.WRONG_UNIT,
+                f"{name} in {str(unit)[:32]!r}: use one of {', '.join(measure.units)}",
+                index,
+            )
+        )
+        return None
+    raw = _finite(rec.get("v"))
+    if raw is None:
+        out.rejections.append(Rejection(R.BAD_VALUE, f"{name} needs a finite number v", index))
+        return None
+    t_rel = _finite(rec.get("t", 0.0))
+    if t_rel is None:
+        out.rejections.append(Rejection(R.BAD_TIME, "t is not a finite number", index))
+        return None
+    t = base_time + t_rel
+    if not math.isfinite(t) or t < contract.SENML_RELATIVE_TIME_LIMIT:
+        out.rejections.append(
+            Rejection(R.BAD_TIME, "time must be absolute (epoch seconds from the device)", index)
+        )
+        return None
+    value = convert(raw)
+    if not measure.lo <= value <= measure.hi:
+        out.rejections.append(
+            Rejection(
+                R.OUT_OF_RANGE,
+                f"{name} {value:g} {measure.signal.unit} outside [{measure.lo:g}, {measure.hi:g}]",
+                index,
+            )
+        )
+        return None
+    seq = rec.get("seq")
+    if not (isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63):
+        seq = None
+    return Measurement(measure.signal, t, value, seq)
+
+
+def _finite(value: object) -> float | None:
+    """The value as a finite float, or None (bools, strings, NaN, inf, huge ints)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

@@ -1,0 +1,318 @@
+"""The MQTT adapter: a paho-mqtt v5 subscriber that acknowledges only what is committed.
+
+    broker --PUBLISH(QoS 1)--> buffer --(full | idle | old)--> IngestWriter.commit
+           <--PUBACK (manual)-- only after COMMIT returned
+
+- Persistent session (clean_start=False, session expiry from config, fixed client id): a
+  gateway that dies before acknowledging gets every unacknowledged message redelivered.
+- Batching: a batch is committed when it reaches ``batch_max`` messages, when it is older
+  than ``batch_max_ms``, or as soon as the socket has nothing more to read, so an idle
+  gateway adds no delay and a busy one commits large batches.
+- One thread does network I/O, decoding and SQLite writes: a separate writer thread halves
+  throughput here (GIL contention, see docs/performance.md).
+- paho errors are translated to ``BrokerError`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge_twin.clock import Clock
+from edge_twin.config import IngestSection, MqttSection
+from edge_twin.errors import BrokerError, EdgeTwinError
+from edge_twin.ingest import contract
+from edge_twin.ingest.writer import BatchResult, IngestWriter, RawMessage
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 10.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: RawMessage
+    mid: int
+    qos: int
+
+
+@dataclass(slots=True)
+class IngestStats:
+    messages: int = 0
+    batches: int = 0
+    readings_new: int = 0
+    readings_duplicate: int = 0
+    rejected: int = 0
+    commit_failures: int = 0
+    reconnects: int = 0
+    connected: bool = False
+    last_error: str | None = None
+    largest_batch: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, object]:
+        """A copy safe to read from another thread (dict() of a dict is atomic in CPython)."""
+        out: dict[str, object] = {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name != "rejected_by_reason"
+        }
+        out["rejected_by_reason"] = dict(self.rejected_by_reason)
+        return out
+
+
+class MqttIngest:
+    """Subscribes, batches, commits, then acknowledges. ``start`` / ``stop``."""
+
+    def __init__(
+        self,
+        mqtt: MqttSection,
+        ingest: IngestSection,
+        writer: IngestWriter,
+        clock: Clock,
+        after_commit: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self._mqtt = mqtt
+        self._ingest = ingest
+        self._writer = writer
+        self._clock = clock
+        self._after_commit = after_commit
+        self._buffer: list[_Pending] = []
+        self._oldest = 0.0
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stats = IngestStats()
+
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=mqtt.client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+            reconnect_on_failure=False,  # we reconnect ourselves, with backoff
+        )
+        if mqtt.username:
+            client.username_pw_set(mqtt.username, mqtt.password or None)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect and start the ingest thread; BrokerError if not connected in time."""
+        self._connect()
+        self._thread = threading.Thread(target=self._run, name="edge-twin-ingest", daemon=True)
+        self._thread.start()
+        if not self._connected.wait(timeout):
+            self.stop()
+            raise BrokerError(
+                f"no CONNACK from the broker at {self._mqtt.host}:{self._mqtt.port} within"
+                f" {timeout:g} s: {self.stats.last_error or 'no answer'}"
+            )
+
+    def stop(self) -> None:
+        """Commit what is buffered, acknowledge it, disconnect."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        # Disconnecting a dead socket is not an error worth raising.
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- paho callbacks (run on the ingest thread, inside client.loop) ------------------
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            self.stats.last_error = f"broker refused the connection: {reason}"
+            log.error(self.stats.last_error)
+            return
+        client.subscribe(
+            contract.subscription(self._mqtt.topic_prefix), options=SubscribeOptions(qos=1)
+        )
+        self.stats.connected = True
+        self._connected.set()
+        log.info(
+            "connected to %s:%s (session present: %s)",
+            self._mqtt.host,
+            self._mqtt.port,
+            flags.session_present,
+        )
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.stats.connected = False
+        self._connected.clear()
+        if not self._stop.is_set():
+            self.stats.last_error = f"disconnected: {reason}"
+            log.warning(self.stats.last_error)
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        if not self._buffer:
+            self._oldest = time.monotonic()
+        self._buffer.append(
+            _Pending(RawMessage(msg.topic, bytes(msg.payload), self._clock.now()), msg.mid, msg.qos)
+        )
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._mqtt.session_expiry_s
+        try:
+            self._client.connect(
+                self._mqtt.host,
+                self._mqtt.port,
+                keepalive=self._mqtt.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
+        except OSError as exc:
+            raise BrokerError(
+                f"cannot reach the MQTT broker at {self._mqtt.host}:{self._mqtt.port}: {exc}"
+            ) from exc
+
+    def _run(self) -> None:
+        backoff = RECONNECT_MIN_S
+        max_age = self._ingest.batch_max_ms / 1000.0
+        while not self._stop.is_set():
+            wait = 0.25
+            if self._buffer:
+                wait = max(0.0, self._oldest + max_age - time.monotonic())
+            rc = self._client.loop(timeout=wait)
+            if rc != paho.MQTT_ERR_SUCCESS:
+                self._buffer.clear()  # unacknowledged: the broker redelivers them
+                backoff = self._reconnect(backoff)
+                continue
+            backoff = RECONNECT_MIN_S
+            if self._buffer and (
+                len(self._buffer) >= self._ingest.batch_max
+                or time.monotonic() - self._oldest >= max_age
+                or not self._readable()
+            ):
+                self._flush()
+        if self._buffer and self._client.is_connected():
+            self._flush()
+
+    def _readable(self) -> bool:
+        sock = self._client.socket()
+        if sock is None:
+            return False
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
+    def _flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        try:
+            result = self._writer.commit([p.message for p in batch])
+        except EdgeTwinError as exc:
+            # Not stored, so not acknowledged. The broker redelivers unacknowledged messages
+            # only on a new connection: drop this one and come back.
+            self.stats.commit_failures += 1
+            self.stats.last_error = f"commit failed, will reconnect and retry: {exc}"
+            log.error(self.stats.last_error)
+            self._client.disconnect()
+            return
+        for pending in batch:
+            if pending.qos > 0:
+                self._client.ack(pending.mid, pending.qos)
+        stats = self.stats
+        stats.messages += result.messages
+        stats.batches += 1
+        stats.largest_batch = max(stats.largest_batch, len(batch))
+        stats.readings_new += result.readings_new
+        stats.readings_duplicate += result.readings_duplicate
+        stats.rejected += result.rejected
+        for rejection in result.rejections:
+            key = rejection.reason.value
+            stats.rejected_by_reason[key] = stats.rejected_by_reason.get(key, 0) + 1
+        if self._after_commit is not None:
+            try:
+                self._after_commit(result)
+            except Exception:
+                log.exception("downstream processing failed; it will catch up from the store")
+
+    def _reconnect(self, backoff: float) -> float:
+        if self._stop.wait(backoff):
+            return backoff
+        try:
+            self._client.reconnect()
+            self.stats.reconnects += 1
+        except OSError as exc:
+            self.stats.last_error = f"reconnect failed: {exc}"
+            log.warning(self.stats.last_error)
+        return min(backoff * 2, RECONNECT_MAX_S)
+
+
+def probe_broker(mqtt: MqttSection, timeout: float = 5.0) -> None:
+    """Connect with a throwaway client id and disconnect; BrokerError if that fails.
+    (Never the gateway's own client id: that would take over its persistent session.)"""
+    connected = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+        connected.set()
+
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"{mqtt.client_id}-check",
+        protocol=paho.MQTTv5,
+    )
+    if mqtt.username:
+        client.username_pw_set(mqtt.username, mqtt.password or None)
+    client.on_connect = on_connect
+    try:
+        client.connect(mqtt.host, mqtt.port, keepalive=10)
+    except OSError as exc:
+        raise BrokerError(f"cannot reach {mqtt.host}:{mqtt.port}: {exc}") from exc
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise BrokerError(f"{mqtt.host}:{mqtt.port} did not answer CONNECT in {timeout:g} s")
+        if refused:
+            raise BrokerError(f"{mqtt.host}:{mqtt.port} refused the connection: {refused[0]}")
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -1,0 +1,82 @@
+"""Schema migrations. The schema changes only here, by appending a migration.
+
+Each migration runs in a transaction together with its record in ``_sqlite_migrations``
+(sqlite-utils' migration runner). Never edit an applied migration: add a new one.
+``docs/schema.md`` describes the resulting tables.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("edge_twin")
+
+
+@MIGRATIONS(name="0001_initial")
+def _initial(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE patients (
+            patient_id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE devices (
+            device_id TEXT PRIMARY KEY,
+            patient_id TEXT NOT NULL REFERENCES patients(patient_id),
+            device_type TEXT NOT NULL,
+            provisioned_at REAL NOT NULL
+        );
+        -- The log of accepted readings. id order is commit order: downstream stages
+        -- consume it through a cursor. UNIQUE makes redelivery and resends idempotent.
+        CREATE TABLE readings (
+            id INTEGER PRIMARY KEY,
+            patient_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            signal TEXT NOT NULL,
+            t REAL NOT NULL,
+            value REAL NOT NULL,
+            seq INTEGER,
+            received_at REAL NOT NULL,
+            flags INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (device_id, signal, t)
+        );
+        CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            received_at REAL NOT NULL,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            record_index INTEGER,
+            device_id TEXT
+        );
+        CREATE INDEX quarantine_reason ON quarantine (reason);
+        CREATE TABLE twin_state (
+            patient_id TEXT NOT NULL,
+            signal TEXT NOT NULL,
+            model TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            t REAL NOT NULL,
+            x TEXT NOT NULL,
+            p TEXT NOT NULL,
+            last_measured_at REAL NOT NULL,
+            n_measurements INTEGER NOT NULL,
+            device_ids TEXT NOT NULL,
+            through_reading_id INTEGER NOT NULL,
+            PRIMARY KEY (patient_id, signal)
+        );
+        -- How far each downstream consumer has read the readings log.
+        CREATE TABLE cursors (
+            name TEXT PRIMARY KEY,
+            position INTEGER NOT NULL
+        );
+        CREATE TABLE device_status (
+            device_id TEXT PRIMARY KEY,
+            online INTEGER,
+            battery_pct REAL,
+            firmware TEXT,
+            updated_at REAL NOT NULL
+        );
+        """
+    )

@@ -1,0 +1,79 @@
+"""The readings log: accepted readings, idempotent on (device, signal, device time)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from edge_twin.domain import Reading, ReadingFlag, Signal
+from edge_twin.store.database import Store
+
+_COLUMNS = "id, patient_id, device_id, signal, t, value, seq, received_at, flags"
+
+
+def insert(conn: sqlite3.Connection, readings: Sequence[Reading]) -> int:
+    """Insert inside the caller's transaction; returns how many were new (not duplicates)."""
+    before = conn.total_changes
+    conn.executemany(
+        "INSERT OR IGNORE INTO readings"
+        " (patient_id, device_id, signal, t, value, seq, received_at, flags)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (r.patient_id, r.device_id, r.signal.value, r.t, r.value, r.seq, r.received_at, r.flags)
+            for r in readings
+        ],
+    )
+    return conn.total_changes - before
+
+
+def latest_time(store: Store, device_id: str, signal: Signal) -> float | None:
+    """Newest device time stored for this device and signal (uses the UNIQUE index)."""
+    row = store.conn.execute(
+        "SELECT max(t) FROM readings WHERE device_id = ? AND signal = ?", (device_id, signal.value)
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def after(store: Store, after_id: int, limit: int) -> list[Reading]:
+    """Readings with id > ``after_id`` in commit order: how downstream stages consume."""
+    rows = store.conn.execute(
+        f"SELECT {_COLUMNS} FROM readings WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+    )
+    return [_reading(row) for row in rows]
+
+
+def for_patient(
+    store: Store, patient_id: str, signal: Signal | None = None, limit: int = 1000
+) -> list[Reading]:
+    """Newest first."""
+    where, args = "patient_id = ?", [patient_id]
+    if signal is not None:
+        where += " AND signal = ?"
+        args.append(signal.value)
+    rows = store.conn.execute(
+        f"SELECT {_COLUMNS} FROM readings WHERE {where} ORDER BY t DESC LIMIT ?", (*args, limit)
+    )
+    return [_reading(row) for row in rows]
+
+
+def count(store: Store) -> int:
+    return int(store.conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+
+
+def max_id(store: Store) -> int:
+    return int(store.conn.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()[0])
+
+
+def _reading(row: tuple[object, ...]) -> Reading:
+    rid, patient, device, signal, t, value, seq, received, flags = row
+    return Reading(
+        patient_id=str(patient),
+        device_id=str(device),
+        signal=Signal(str(signal)),
+        t=float(t),  # type: ignore[arg-type]
+        value=float(value),  # type: ignore[arg-type]
+        seq=None if seq is None else int(seq),  # type: ignore[call-overload]
+        received_at=float(received),  # type: ignore[arg-type]
+        flags=ReadingFlag(int(flags)),  # type: ignore[call-overload]
+        id=int(rid),  # type: ignore[call-overload]
+    )

@@ -1,0 +1,93 @@
+"""Persisted filter states and consumer cursors, so a restarted gateway resumes warm.
+
+A consumer saves its states and its cursor in one transaction: after a crash it resumes
+from the cursor, so every stored reading is applied to the twin exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from edge_twin.domain import Signal
+from edge_twin.store.database import Store
+
+
+@dataclass(frozen=True, slots=True)
+class FilterRecord:
+    patient_id: str
+    signal: Signal
+    model: str
+    model_version: str
+    t: float
+    x: tuple[float, ...]
+    p: tuple[tuple[float, ...], ...]
+    last_measured_at: float
+    n_measurements: int
+    device_ids: tuple[str, ...]
+    through_reading_id: int
+
+
+def save(conn: sqlite3.Connection, records: Iterable[FilterRecord]) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO twin_state (patient_id, signal, model, model_version, t, x, p,"
+        " last_measured_at, n_measurements, device_ids, through_reading_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                r.patient_id,
+                r.signal.value,
+                r.model,
+                r.model_version,
+                r.t,
+                json.dumps(r.x),
+                json.dumps(r.p),
+                r.last_measured_at,
+                r.n_measurements,
+                json.dumps(r.device_ids),
+                r.through_reading_id,
+            )
+            for r in records
+        ],
+    )
+
+
+def load(store: Store, patient_id: str | None = None) -> list[FilterRecord]:
+    where, args = ("WHERE patient_id = ?", (patient_id,)) if patient_id else ("", ())
+    rows = store.conn.execute(
+        "SELECT patient_id, signal, model, model_version, t, x, p, last_measured_at,"
+        f" n_measurements, device_ids, through_reading_id FROM twin_state {where}"
+        " ORDER BY patient_id, signal",
+        args,
+    )
+    return [
+        FilterRecord(
+            patient_id=r[0],
+            signal=Signal(r[1]),
+            model=r[2],
+            model_version=r[3],
+            t=r[4],
+            x=tuple(json.loads(r[5])),
+            p=tuple(tuple(row) for row in json.loads(r[6])),
+            last_measured_at=r[7],
+            n_measurements=r[8],
+            device_ids=tuple(json.loads(r[9])),
+            through_reading_id=r[10],
+        )
+        for r in rows
+    ]
+
+
+def cursor(store: Store, name: str) -> int:
+    row = store.conn.execute("SELECT position FROM cursors WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_cursor(conn: sqlite3.Connection, name: str, position: int) -> None:
+    conn.execute(
+        "INSERT INTO cursors (name, position) VALUES (?, ?)"
+        " ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+        (name, position),
+    )

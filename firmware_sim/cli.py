@@ -1,0 +1,99 @@
+"""``firmware-sim``: simulated patients and their devices.
+
+firmware-sim devices   the home's devices, to provision them on a gateway
+firmware-sim run       publish the home over MQTT at 1x or accelerated time
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from firmware_sim.home import Home
+from firmware_sim.publisher import HomePublisher, SimError, paced_by
+
+app = typer.Typer(
+    help="Simulated patients, their sensor firmware and home-network faults.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+Patients = Annotated[int, typer.Option(min=1, max=10_000, help="Patients in the home.")]
+Hours = Annotated[float, typer.Option(min=0.1, help="Simulated hours.")]
+Seed = Annotated[int, typer.Option(help="Same seed, same patients and readings.")]
+Start = Annotated[
+    float | None,
+    typer.Option(help="Simulated start, epoch seconds (default: now minus --hours)."),
+]
+
+
+class _SimClock:
+    """Accelerated simulated time: start + speed * wall seconds since construction."""
+
+    def __init__(self, start: float, speed: float) -> None:
+        self.start, self.speed, self._wall0 = start, speed, time.monotonic()
+
+    def wall_seconds_until(self, t: float) -> float:
+        return max(0.0, (t - self.start) / self.speed - (time.monotonic() - self._wall0))
+
+
+def _start(start: float | None, hours: float) -> float:
+    return start if start is not None else math.floor(time.time() / 60) * 60 - hours * 3600
+
+
+@app.command()
+def devices(
+    patients: Patients = 4, hours: Hours = 12.0, seed: Seed = 1, start: Start = None
+) -> None:
+    """Print the home's devices as JSON lines: device_id, patient_id, device_type."""
+    home = Home(patients, _start(start, hours), hours, seed)
+    for d in home.devices:
+        print(
+            json.dumps(
+                {"device_id": d.device_id, "patient_id": d.patient_id, "device_type": d.device_type}
+            )
+        )
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
+    patients: Patients = 4,
+    hours: Hours = 12.0,
+    seed: Seed = 1,
+    start: Start = None,
+    speed: Annotated[
+        float,
+        typer.Option(help="Simulated seconds per wall second; 0 publishes as fast as possible."),
+    ] = 1.0,
+    prefix: Annotated[str, typer.Option(help="Topic prefix (docs/wire-contract.md).")] = "et/v1",
+) -> None:
+    """Publish the home's messages over MQTT (QoS 1), one MQTT client per device."""
+    t0 = _start(start, hours)
+    home = Home(patients, t0, hours, seed, prefix=prefix)
+    messages = home.messages()
+    pace = paced_by(_SimClock(t0, speed)) if speed > 0 else None
+    try:
+        with (
+            HomePublisher(host, port, home.devices, prefix=prefix) as publisher,
+            Progress(console=err) as bar,
+        ):
+            task = bar.add_task("publishing", total=len(messages))
+            publisher.publish(messages, pace=pace, progress=lambda _: bar.advance(task))
+    except SimError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    err.print(f"published {len(messages)} messages from {len(home.devices)} devices")
+
+
+def main() -> None:
+    app()
