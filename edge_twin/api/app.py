@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from edge_twin import __version__
@@ -22,6 +22,17 @@ from edge_twin.estimate.view import patient_estimates
 from edge_twin.store import Store, devices, quarantine, readings
 
 
+def _open_store(request: Request) -> Iterator[Store]:
+    store = Store(request.app.state.config.store.path, migrate=False)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+StoreDep = Annotated[Store, Depends(_open_store)]
+
+
 def create_app(
     config: Config, clock: Clock, ingest_status: Callable[[], dict[str, Any]] | None = None
 ) -> FastAPI:
@@ -32,14 +43,7 @@ def create_app(
         " quarantine and health. Times are ISO 8601 UTC; values in canonical units.",
     )
 
-    def open_store() -> Iterator[Store]:
-        store = Store(config.store.path, migrate=False)
-        try:
-            yield store
-        finally:
-            store.close()
-
-    StoreDep = Annotated[Store, Depends(open_store)]
+    app.state.config = config
 
     def require_patient(store: Store, patient_id: str) -> None:
         if not devices.patient_exists(store, patient_id):

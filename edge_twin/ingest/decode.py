@@ -171,6 +171,8 @@ class Decoder:
                 )
                 continue
             out.readings.append(self._bind(device, measurement, received_at))
+        if not out.readings and not out.rejections:
+            out.rejections.append(Rejection(R.NOT_SENML, "the pack holds no measurement record"))
 
     def _bind(self, device: Device, m: Measurement, received_at: float) -> Reading:
         flags = ReadingFlag.NONE

@@ -1,0 +1,72 @@
+"""Shared fixtures: real services only.
+
+- ``broker``: a private mosquitto (the Debian package) on a free loopback port with its own
+  generated config, stopped after the test. A missing mosquitto fails the test loudly.
+- ``make_config``: a validated Config pointing at the test's broker and a SQLite file in
+  tmp_path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_twin.broker import PrivateBroker, find_mosquitto
+from edge_twin.config import Config, load_config
+from edge_twin.errors import BrokerError
+
+T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z: a fixed event time for deterministic tests
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    try:
+        find_mosquitto()
+    except BrokerError as exc:
+        pytest.fail(str(exc))
+    b = PrivateBroker(data_dir=tmp_path / "mosquitto")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.cleanup()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "edge-twin.sqlite"
+
+
+@pytest.fixture
+def make_config(db_path: Path, request: pytest.FixtureRequest) -> Callable[..., Config]:
+    def make(broker: PrivateBroker | None = None, **sections: dict[str, Any]) -> Config:
+        cfg = load_config(env={})
+        cfg = replace(cfg, store=replace(cfg.store, path=db_path), api=replace(cfg.api, port=0))
+        if broker is not None:
+            cfg = replace(
+                cfg,
+                mqtt=replace(
+                    cfg.mqtt,
+                    host=broker.host,
+                    port=broker.port,
+                    client_id=f"gw-{request.node.name}"[:60],
+                ),
+            )
+        for name, values in sections.items():
+            cfg = replace(cfg, **{name: replace(getattr(cfg, name), **values)})
+        return cfg
+
+    return make
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
+        time.sleep(0.01)

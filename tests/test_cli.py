@@ -1,0 +1,116 @@
+"""The installed console scripts, run as a field engineer would."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_twin.broker import PrivateBroker
+
+BIN = Path(sys.executable).parent
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    proc = subprocess.run(
+        [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=full_env, timeout=120
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+EDGE_TWIN_COMMANDS = [
+    "run",
+    "demo",
+    "provision",
+    "unprovision",
+    "devices",
+    "quarantine",
+    "state",
+    "migrate",
+    "check",
+]
+SIM_COMMANDS = ["run", "devices"]
+
+
+def test_help_describes_every_command() -> None:
+    out = cli("edge-twin", "--help").stdout
+    for command in EDGE_TWIN_COMMANDS:
+        assert command in out
+        sub = cli("edge-twin", command, "--help").stdout
+        assert "Usage" in sub
+        assert len(sub.splitlines()) > 3
+    sim = cli("firmware-sim", "--help").stdout
+    for command in SIM_COMMANDS:
+        assert command in sim
+        assert "Usage" in cli("firmware-sim", command, "--help").stdout
+
+
+def test_provision_devices_and_a_clear_error(tmp_path: Path) -> None:
+    env = {"EDGE_TWIN_STORE_PATH": str(tmp_path / "gw.sqlite")}
+    cli("edge-twin", "provision", "cgm-9", "pt-9", "--type", "cgm", env=env)
+    listed = cli("edge-twin", "devices", env=env).stdout
+    assert "cgm-9" in listed
+    assert "pt-9" in listed
+    again = cli("edge-twin", "provision", "cgm-9", "pt-8", "--type", "cgm", env=env, check=False)
+    assert again.returncode == 1
+    assert "already bound to patient pt-9" in again.stderr
+    assert "Traceback" not in again.stderr
+    state = json.loads(cli("edge-twin", "state", "pt-9", env=env).stdout)
+    assert state == {"patient_id": "pt-9", "signals": {}}
+
+
+def test_bad_config_exits_with_the_fix(tmp_path: Path) -> None:
+    proc = cli("edge-twin", "migrate", env={"EDGE_TWIN_MQTT_PORT": "0"}, check=False)
+    assert proc.returncode == 1
+    assert "mqtt.port: '0' is out of range" in proc.stderr
+
+
+@pytest.mark.broker
+def test_check_passes_against_a_live_broker_and_fails_without(
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
+    env = {
+        "EDGE_TWIN_STORE_PATH": str(tmp_path / "gw.sqlite"),
+        "EDGE_TWIN_MQTT_PORT": str(broker.port),
+    }
+    ok = cli("edge-twin", "check", env=env)
+    assert "ok   broker" in ok.stdout
+    broker.stop()
+    down = cli("edge-twin", "check", env=env, check=False)
+    assert down.returncode == 1
+    assert "FAIL broker" in down.stdout
+
+
+@pytest.mark.broker
+def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    db = tmp_path / "demo.sqlite"
+    proc = cli(
+        "edge-twin",
+        "demo",
+        "--patients",
+        "2",
+        "--hours",
+        "2",
+        "--speed",
+        "7200",
+        "--db",
+        str(db),
+        "--api-port",
+        "0",
+        "--json",
+    )
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["published"] == summary["ingested_messages"]
+    # 2 patients x 24 CGM samples (every 5 min for 2 h), none lost on a clean network.
+    assert summary["readings_stored"] == 48
+    assert summary["estimates"] == 2
+    assert sum(summary["quarantined"].values()) == 0
+    assert all(p["glucose_mean"] is not None for p in summary["patients"])
+    assert db.exists()

@@ -1,0 +1,125 @@
+"""The thin vertical slice, for real: firmware_sim publishes over a private mosquitto ->
+the gateway ingests and stores -> the Kalman twin updates -> the HTTP API returns it."""
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from edge_twin.broker import PrivateBroker
+from edge_twin.clock import ManualClock
+from edge_twin.config import Config
+from edge_twin.gateway import Gateway
+from edge_twin.store import Store, devices, readings
+from firmware_sim import wire
+from firmware_sim.home import Home, Message
+from firmware_sim.publisher import HomePublisher
+from tests.conftest import T0, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+def provision(cfg: Config, home: Home) -> None:
+    with Store(cfg.store.path) as store:
+        for d in home.devices:
+            devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)
+
+
+def test_simulated_cgm_reaches_the_state_api(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    cfg = make_config(broker)
+    home = Home(patients=2, start=T0, hours=3, seed=11)
+    provision(cfg, home)
+    clock = ManualClock(home.end)
+    messages = home.messages()
+    with Gateway(cfg, clock) as gw, HomePublisher(broker.host, broker.port, home.devices) as pub:
+        pub.publish(messages)
+        assert gw.ingest is not None
+        assert gw.api is not None
+        wait_until(lambda: gw.ingest.stats.messages == len(messages), what="ingest")
+        patient = home.patients[0]
+        state = httpx.get(f"{gw.api.url}/patients/{patient.patient_id}/state").json()
+        health = httpx.get(f"{gw.api.url}/health").json()
+        page = httpx.get(f"{gw.api.url}/").text
+        missing = httpx.get(f"{gw.api.url}/patients/nobody/state")
+
+    glucose = state["signals"]["glucose"]
+    truth_now = float(patient.glucose_truth[-1])
+    assert glucose["provenance"]["n_measurements"] == len(patient.cgm)
+    assert glucose["provenance"]["device_ids"] == ["cgm-001"]
+    assert abs(glucose["mean"] - truth_now) < 3 * glucose["sd"] + 15
+    lo, hi = glucose["interval95"]
+    assert lo < glucose["mean"] < hi
+    assert {f["horizon_min"] for f in glucose["forecasts"]} >= {30.0, 60.0}
+    assert 0.0 <= glucose["risks"][0]["probability"] <= 1.0
+    assert glucose["stale"] is False
+    assert health["readings"] == sum(len(p.cgm) for p in home.patients)
+    assert health["ingest"]["rejected"] == 0
+    assert 'data-patient="pt-001"' in page
+    assert 'data-signal="glucose"' in page
+    assert missing.status_code == 404
+
+
+def test_messages_sent_while_the_gateway_is_down_arrive_after_restart(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    cfg = make_config(broker, api={"port": 0})
+    home = Home(patients=1, start=T0, hours=4, seed=3)
+    provision(cfg, home)
+    clock = ManualClock(home.end)
+    senml = [m for m in home.messages() if m.topic.endswith("/senml")]
+    first, rest = senml[:10], senml[10:]
+    with HomePublisher(broker.host, broker.port, home.devices) as pub:
+        with Gateway(cfg, clock, serve_api=False) as gw:
+            pub.publish(first)
+            assert gw.ingest is not None
+            wait_until(lambda: gw.ingest.stats.messages == len(first), what="first part")
+        # The gateway is down: its persistent session makes the broker queue these.
+        pub.publish(rest)
+        with Gateway(cfg, clock, serve_api=False) as gw:
+            assert gw.ingest is not None
+            wait_until(lambda: gw.ingest.stats.messages == len(rest), what="queued part")
+    with Store(cfg.store.path) as store:
+        assert readings.count(store) == len(senml)
+
+
+def test_bad_messages_through_the_broker_land_in_quarantine(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    cfg = make_config(broker)
+    home = Home(patients=1, start=T0, hours=1, seed=5)
+    provision(cfg, home)
+    ghost = home.devices[0].__class__("ghost-1", "pt-001", "cgm")
+    bad = [
+        Message(T0, "cgm-001", wire.readings_topic("cgm-001"), b"{not json"),
+        Message(
+            T0,
+            "cgm-001",
+            wire.readings_topic("cgm-001"),
+            wire.senml_pack("cgm-001", [("glucose", "mg/dL", T0, 900.0, 1)]),
+        ),
+    ]
+    with Gateway(cfg, ManualClock(home.end)) as gw:
+        with HomePublisher(broker.host, broker.port, home.devices) as pub:
+            pub.publish(bad)
+        with HomePublisher(broker.host, broker.port, [ghost]) as intruder:
+            intruder.publish(
+                [
+                    Message(
+                        T0,
+                        "ghost-1",
+                        wire.readings_topic("ghost-1"),
+                        wire.senml_pack("ghost-1", [("glucose", "mg/dL", T0, 100.0, 1)]),
+                    )
+                ]
+            )
+        assert gw.ingest is not None
+        assert gw.api is not None
+        wait_until(lambda: gw.ingest.stats.rejected == 3, what="3 rejections")
+        listed = httpx.get(f"{gw.api.url}/quarantine").json()
+    assert sorted(q["reason"] for q in listed) == ["malformed", "out_of_range", "unknown_device"]
+    assert {q["topic"] for q in listed} == {
+        wire.readings_topic("cgm-001"),
+        wire.readings_topic("ghost-1"),
+    }

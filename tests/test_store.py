@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+
+from edge_twin.domain import Reading, ReadingFlag, Signal
+from edge_twin.errors import ProvisioningError, StoreError
+from edge_twin.store import Store, devices, readings
+from tests.conftest import T0
+
+
+def test_open_applies_migrations_with_wal_and_full_sync(db_path: Path) -> None:
+    with Store(db_path) as store:
+        assert store.schema_version() == ["0001_initial"]
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with Store(db_path) as again:  # reopening applies nothing twice
+        assert again.schema_version() == ["0001_initial"]
+
+
+def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(StoreError, match="cannot open store"):
+        Store(tmp_path / "dir.sqlite")
+
+
+def _reading(t: float, value: float = 100.0) -> Reading:
+    return Reading("pt-1", "cgm-1", Signal.GLUCOSE, t, value, received_at=t, seq=1)
+
+
+def test_readings_are_idempotent_on_device_signal_time(db_path: Path) -> None:
+    with Store(db_path) as store:
+        devices.provision(store, "cgm-1", "pt-1", "cgm", T0)
+        with store.transaction() as conn:
+            assert readings.insert(conn, [_reading(T0), _reading(T0 + 300)]) == 2
+        with store.transaction() as conn:
+            # A resend (same device, signal and device time) is not a new reading.
+            assert readings.insert(conn, [_reading(T0), _reading(T0 + 600)]) == 1
+        assert readings.count(store) == 3
+        assert [r.t for r in readings.after(store, 0, 10)] == [T0, T0 + 300, T0 + 600]
+        assert readings.latest_time(store, "cgm-1", Signal.GLUCOSE) == T0 + 600
+
+
+def test_transaction_rolls_back_on_error(db_path: Path) -> None:
+    with Store(db_path) as store:
+        devices.provision(store, "cgm-1", "pt-1", "cgm", T0)
+
+        def insert_then_fail() -> None:
+            with store.transaction() as conn:
+                readings.insert(conn, [_reading(T0)])
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            insert_then_fail()
+        assert readings.count(store) == 0
+
+
+def test_provisioning_rules(db_path: Path) -> None:
+    with Store(db_path) as store:
+        d = devices.provision(store, "cgm-1", "pt-1", "cgm", T0)
+        assert devices.provision(store, "cgm-1", "pt-1", "cgm", T0) == d  # idempotent
+        with pytest.raises(ProvisioningError, match="already bound to patient pt-1"):
+            devices.provision(store, "cgm-1", "pt-2", "cgm", T0)
+        with pytest.raises(ProvisioningError, match="unknown device type 'thermometer'"):
+            devices.provision(store, "t-1", "pt-1", "thermometer", T0)
+        with pytest.raises(ProvisioningError, match="device id 'bad/id' is invalid"):
+            devices.provision(store, "bad/id", "pt-1", "cgm", T0)
+        devices.unprovision(store, "cgm-1")
+        assert devices.get(store, "cgm-1") is None
+        with pytest.raises(ProvisioningError, match="not provisioned"):
+            devices.unprovision(store, "cgm-1")
+
+
+def test_flags_round_trip(db_path: Path) -> None:
+    with Store(db_path) as store:
+        devices.provision(store, "cgm-1", "pt-1", "cgm", T0)
+        late = Reading(
+            "pt-1",
+            "cgm-1",
+            Signal.GLUCOSE,
+            T0,
+            90.0,
+            T0 + 3600,
+            7,
+            ReadingFlag.LATE | ReadingFlag.BACKFILLED,
+        )
+        with store.transaction() as conn:
+            readings.insert(conn, [late])
+        (back,) = readings.after(store, 0, 1)
+        assert back.flags == ReadingFlag.LATE | ReadingFlag.BACKFILLED
+        assert back.seq == 7
+        assert back.id == 1
