@@ -5,7 +5,7 @@
 # skipped when what it installs is already there.
 #
 #   scripts/setup.sh          runtime only
-#   scripts/setup.sh --dev    runtime + test/lint tools
+#   scripts/setup.sh --dev    runtime + test/lint tools + Chromium for the page tests
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +41,8 @@ fi
 apt_wanted=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_wanted+=(mosquitto)
 "$python" -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_wanted+=(python3-venv)
+# The tests drive the dashboard in a real (headless) Chromium.
+if [ -n "$extras" ] && ! command -v chromium >/dev/null 2>&1; then apt_wanted+=(chromium); fi
 if [ "${#apt_wanted[@]}" -gt 0 ]; then
   say "installing Debian packages: ${apt_wanted[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -15,7 +15,8 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2430;background:#f7
 h1{font-size:1.3rem} h2{font-size:1.1rem;margin:1.2rem 0 .4rem}
 table{border-collapse:collapse;background:#fff;min-width:52rem}
 th,td{padding:.35rem .7rem;border-bottom:1px solid #e3e6eb;text-align:left}
-th{background:#eef1f5;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#eef1f5;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .stale{background:#fde2e1;color:#8a1c14;padding:.05rem .4rem;border-radius:.3rem;font-size:.8rem}
 .fresh{background:#e0f2e9;color:#14532d;padding:.05rem .4rem;border-radius:.3rem;font-size:.8rem}
 .muted{color:#667085;font-size:.85rem}

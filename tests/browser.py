@@ -1,0 +1,58 @@
+"""Headless Chromium (Debian's package) for page tests: DOM after rendering, screenshots.
+
+Flags from the workplace notes: no sandbox as root, no background networking (the closed
+network refuses it), a fresh profile per call.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1300,900",
+]
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail(
+            "chromium is not installed: run scripts/setup.sh --dev (apt-get install chromium)"
+        )
+    return exe
+
+
+def _run(*args: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="edge-twin-chromium-") as profile:
+        proc = subprocess.run(
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    if proc.returncode != 0:
+        raise AssertionError(f"chromium exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def dom(url: str) -> str:
+    """The page's DOM after Chromium loaded and rendered it."""
+    return _run("--dump-dom", url)
+
+
+def screenshot(url: str, path: Path) -> Path:
+    _run(f"--screenshot={path}", url)
+    return path

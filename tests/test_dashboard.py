@@ -1,0 +1,49 @@
+"""The care-team dashboard, rendered by a real Chromium against a live gateway."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edge_twin.broker import PrivateBroker
+from edge_twin.clock import ManualClock
+from edge_twin.config import Config
+from edge_twin.gateway import Gateway
+from edge_twin.store import Store, devices
+from firmware_sim.home import Home
+from firmware_sim.publisher import HomePublisher
+from tests import browser
+from tests.conftest import T0, wait_until
+
+pytestmark = [pytest.mark.broker, pytest.mark.browser]
+
+
+def test_dashboard_shows_each_patient_with_uncertainty_and_staleness(
+    broker: PrivateBroker, make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    cfg = make_config(broker)
+    home = Home(patients=2, start=T0, hours=2, seed=4)
+    with Store(cfg.store.path) as store:
+        for d in home.devices:
+            devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)
+        devices.provision(store, "cgm-999", "pt-999", "cgm", T0)  # a patient with no data
+    clock = ManualClock(home.end)
+    messages = home.messages()
+    with Gateway(cfg, clock) as gw, HomePublisher(broker.host, broker.port, home.devices) as pub:
+        pub.publish(messages)
+        assert gw.ingest is not None
+        assert gw.api is not None
+        wait_until(lambda: gw.ingest.stats.messages == len(messages), what="ingest")
+        fresh = browser.dom(f"{gw.api.url}/")
+        shot = browser.screenshot(f"{gw.api.url}/", tmp_path / "dashboard.png")
+        clock.advance(16 * 60)  # 16 min without a CGM reading: past glucose's 15 min
+        stale = browser.dom(f"{gw.api.url}/")
+
+    for patient in ("pt-001", "pt-002"):
+        assert f'data-patient="{patient}"' in fresh
+    assert fresh.count('class="fresh"') == 2
+    assert "STALE" not in fresh
+    assert "no readings yet" in fresh  # pt-999
+    assert "glucose-damped-trend" in fresh  # provenance is on the page
+    assert stale.count('class="stale"') == 2
+    assert shot.stat().st_size > 10_000  # a rendered page, not an error stub
