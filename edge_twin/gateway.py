@@ -33,7 +33,12 @@ class Gateway:
             self.store = Store(cfg.store.path, cfg.store.synchronous)
             self.pipeline = Pipeline(self.store, cfg)
             self.ingest = MqttIngest(
-                cfg.mqtt, cfg.ingest, self.pipeline.writer, self.clock, self.pipeline.after_commit
+                cfg.mqtt,
+                cfg.ingest,
+                self.pipeline.writer,
+                self.clock,
+                after_commit=self.pipeline.after_commit,
+                on_idle=self.pipeline.on_idle,
             )
             self.ingest.start()
             if self._serve_api:

@@ -91,11 +91,17 @@ class TwinEstimator:
         self.cursor = twin_state.cursor(store, CURSOR)
         self.outcomes: Counter[str] = Counter()
 
-    def catch_up(self) -> int:
-        """Apply every reading stored after the cursor; returns how many were read."""
+    def lag(self) -> bool:
+        """True if readings were stored that the twin has not applied yet."""
+        return readings.max_id(self._store) > self.cursor
+
+    def catch_up(self, limit: int | None = None) -> int:
+        """Apply the readings stored after the cursor, all of them or at most ``limit``;
+        returns how many were read."""
         total = 0
-        while True:
-            batch = readings.after(self._store, self.cursor, BATCH)
+        while limit is None or total < limit:
+            size = BATCH if limit is None else min(BATCH, limit - total)
+            batch = readings.after(self._store, self.cursor, size)
             if not batch:
                 return total
             touched = {self.apply(r) for r in batch}
@@ -109,6 +115,7 @@ class TwinEstimator:
                 twin_state.set_cursor(conn, CURSOR, last_id)
             self.cursor = last_id
             total += len(batch)
+        return total
 
     def apply(self, reading: Reading) -> tuple[str, Signal] | None:
         """Update the reading's filter; returns its key, or None if it was not applied."""

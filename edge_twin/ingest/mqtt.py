@@ -9,7 +9,11 @@
   than ``batch_max_ms``, or as soon as the socket has nothing more to read, so an idle
   gateway adds no delay and a busy one commits large batches.
 - One thread does network I/O, decoding and SQLite writes: a separate writer thread halves
-  throughput here (GIL contention, see docs/performance.md).
+  throughput here (GIL contention, see docs/architecture.md).
+- Downstream work runs on this thread too, through two callbacks: ``after_commit(result,
+  backlog)`` after every commit (``backlog``: more messages are already waiting) and
+  ``on_idle()`` when the socket has gone quiet, so downstream can yield to ingestion
+  during a burst and catch up as soon as it ends.
 - paho errors are translated to ``BrokerError`` here and nowhere else.
 """
 
@@ -83,13 +87,15 @@ class MqttIngest:
         ingest: IngestSection,
         writer: IngestWriter,
         clock: Clock,
-        after_commit: Callable[[BatchResult], None] | None = None,
+        after_commit: Callable[[BatchResult, bool], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self._mqtt = mqtt
         self._ingest = ingest
         self._writer = writer
         self._clock = clock
         self._after_commit = after_commit
+        self._on_idle = on_idle
         self._buffer: list[_Pending] = []
         self._oldest = 0.0
         self._stop = threading.Event()
@@ -107,6 +113,7 @@ class MqttIngest:
         if mqtt.username:
             client.username_pw_set(mqtt.username, mqtt.password or None)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self._client = client
@@ -121,7 +128,7 @@ class MqttIngest:
         if not self._connected.wait(timeout):
             self.stop()
             raise BrokerError(
-                f"no CONNACK from the broker at {self._mqtt.host}:{self._mqtt.port} within"
+                f"not subscribed at {self._mqtt.host}:{self._mqtt.port} within"
                 f" {timeout:g} s: {self.stats.last_error or 'no answer'}"
             )
 
@@ -156,14 +163,29 @@ class MqttIngest:
         client.subscribe(
             contract.subscription(self._mqtt.topic_prefix), options=SubscribeOptions(qos=1)
         )
-        self.stats.connected = True
-        self._connected.set()
         log.info(
             "connected to %s:%s (session present: %s)",
             self._mqtt.host,
             self._mqtt.port,
             flags.session_present,
         )
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        # Ready only once the broker has the subscription: a message published before
+        # that would not be routed to us.
+        if any(r.is_failure or r.value != 1 for r in reasons):
+            self.stats.last_error = f"subscription refused or downgraded: {reasons}"
+            log.error(self.stats.last_error)
+            return
+        self.stats.connected = True
+        self._connected.set()
 
     def _on_disconnect(
         self,
@@ -217,14 +239,19 @@ class MqttIngest:
                 backoff = self._reconnect(backoff)
                 continue
             backoff = RECONNECT_MIN_S
-            if self._buffer and (
-                len(self._buffer) >= self._ingest.batch_max
+            if not self._buffer:
+                if self._on_idle is not None and not self._readable():
+                    self._downstream(self._on_idle)
+                continue
+            backlog = self._readable()
+            if (
+                not backlog
+                or len(self._buffer) >= self._ingest.batch_max
                 or time.monotonic() - self._oldest >= max_age
-                or not self._readable()
             ):
-                self._flush()
+                self._flush(backlog)
         if self._buffer and self._client.is_connected():
-            self._flush()
+            self._flush(backlog=False)
 
     def _readable(self) -> bool:
         sock = self._client.socket()
@@ -235,7 +262,7 @@ class MqttIngest:
         except (OSError, ValueError):
             return False
 
-    def _flush(self) -> None:
+    def _flush(self, backlog: bool) -> None:
         batch, self._buffer = self._buffer, []
         try:
             result = self._writer.commit([p.message for p in batch])
@@ -260,11 +287,16 @@ class MqttIngest:
         for rejection in result.rejections:
             key = rejection.reason.value
             stats.rejected_by_reason[key] = stats.rejected_by_reason.get(key, 0) + 1
-        if self._after_commit is not None:
-            try:
-                self._after_commit(result)
-            except Exception:
-                log.exception("downstream processing failed; it will catch up from the store")
+        after_commit = self._after_commit
+        if after_commit is not None:
+            self._downstream(lambda: after_commit(result, backlog))
+
+    def _downstream(self, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Exception:
+            # Downstream must never stop ingestion: what it missed it reads from the store.
+            log.exception("downstream processing failed; it will catch up from the store")
 
     def _reconnect(self, backoff: float) -> float:
         if self._stop.wait(backoff):
