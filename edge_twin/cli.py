@@ -183,6 +183,51 @@ def demo(
 
 
 @app.command()
+def replay(
+    capture: Annotated[
+        Path, typer.Argument(help="JSON-lines capture (firmware-sim cohort's messages.jsonl).")
+    ],
+    config: ConfigOpt = None,
+    devices_file: Annotated[
+        Path | None,
+        typer.Option("--devices", help="Provision these devices first (JSON lines)."),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Messages per commit.")] = 1000,
+) -> None:
+    """Feed recorded messages through the live path: decode, store, twin."""
+    from edge_twin.ingest.replay import provision_from, read_capture
+    from edge_twin.ingest.replay import replay as run_replay
+    from edge_twin.pipeline import Pipeline
+
+    if not capture.exists():
+        raise EdgeTwinError(f"capture file {capture} does not exist")
+    cfg = _config(config)
+    with capture.open("rb") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    with (
+        Store(cfg.store.path, cfg.store.synchronous) as store,
+        Progress(
+            TextColumn("[bold]replaying"), BarColumn(), TaskProgressColumn(), console=err
+        ) as bar,
+    ):
+        pipeline = Pipeline(store, cfg)
+        if devices_file is not None:
+            provision_from(devices_file, pipeline, SystemClock().now())
+        task = bar.add_task("replay", total=lines)
+        summary = run_replay(
+            pipeline,
+            read_capture(capture),
+            batch,
+            lambda done: bar.update(task, completed=done.messages),
+        )
+    console.print(
+        f"messages {summary.messages}: readings new {summary.readings_new}, duplicate"
+        f" {summary.readings_duplicate}; quarantined {summary.rejected}"
+        + (f" ({summary.rejected_by_reason})" if summary.rejected else "")
+    )
+
+
+@app.command()
 def provision(
     device_id: Annotated[str, typer.Argument(help="The device's identity (its MQTT topic id).")],
     patient_id: Annotated[str, typer.Argument(help="The patient the device belongs to.")],

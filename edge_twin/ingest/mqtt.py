@@ -55,7 +55,8 @@ class _Pending:
 
 @dataclass(slots=True)
 class IngestStats:
-    messages: int = 0
+    received: int = 0  # delivered by the broker, committed or not yet
+    messages: int = 0  # committed and acknowledged
     batches: int = 0
     readings_new: int = 0
     readings_duplicate: int = 0
@@ -204,6 +205,7 @@ class MqttIngest:
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         if not self._buffer:
             self._oldest = time.monotonic()
+        self.stats.received += 1
         self._buffer.append(
             _Pending(RawMessage(msg.topic, bytes(msg.payload), self._clock.now()), msg.mid, msg.qos)
         )

@@ -1,0 +1,166 @@
+"""Acknowledged data survives kill -9; unacknowledged data comes back from the broker.
+
+The gateway runs as a real process (``edge-twin run``) and is killed with SIGKILL. To
+catch it between receiving and committing, the test holds a real SQLite write lock, so the
+gateway's commit waits on it (no test double involved).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge_twin.broker import PrivateBroker, free_port
+from edge_twin.store import Store, devices, readings
+from firmware_sim.home import Home, Message
+from firmware_sim.publisher import HomePublisher
+from tests.conftest import T0, wait_until
+
+pytestmark = pytest.mark.broker
+BIN = Path(sys.executable).parent
+
+
+class GatewayProcess:
+    """``edge-twin run`` in its own process, on the test's broker and SQLite file."""
+
+    def __init__(self, broker: PrivateBroker, db: Path) -> None:
+        self.api_port = free_port()
+        self.env = {
+            **os.environ,
+            "EDGE_TWIN_STORE_PATH": str(db),
+            "EDGE_TWIN_MQTT_PORT": str(broker.port),
+            "EDGE_TWIN_MQTT_CLIENT_ID": "gw-durability",
+            "EDGE_TWIN_API_PORT": str(self.api_port),
+            # Device times are in the past (T0): they must not count as "future".
+            "EDGE_TWIN_INGEST_FUTURE_TOLERANCE_S": "86400",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(BIN / "edge-twin"), "run"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_until(
+            lambda: self.health().get("ingest", {}).get("connected") is True, 20, "gateway up"
+        )
+
+    def health(self) -> dict:  # type: ignore[type-arg]
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"gateway exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
+            )
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.api_port}/health", timeout=2).json()  # type: ignore[no-any-return]
+        except httpx.HTTPError:
+            return {}
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def home(db_path: Path) -> Home:
+    h = Home(patients=2, start=T0, hours=12, seed=8)
+    with Store(db_path) as store:
+        for d in h.devices:
+            devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)
+    return h
+
+
+@pytest.fixture
+def gateway(broker: PrivateBroker, db_path: Path) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(broker, db_path)
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def senml(home: Home) -> list[Message]:
+    return [m for m in home.messages() if m.topic.endswith("/senml")]
+
+
+def count(db: Path) -> int:
+    with Store(db) as store:
+        return readings.count(store)
+
+
+def test_killed_between_receive_and_commit_loses_nothing(
+    broker: PrivateBroker, gateway: GatewayProcess, home: Home, db_path: Path
+) -> None:
+    messages = senml(home)
+    gateway.start()
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the gateway's commit now waits on this lock
+    try:
+        with HomePublisher(broker.host, broker.port, home.devices) as pub:
+            pub.publish(messages)  # the broker has them all (PUBACKed to the devices)
+        # The gateway holds a batch it cannot commit (and so has not acknowledged).
+        wait_until(lambda: gateway.health()["ingest"]["received"] > 0, 20, "receipt")
+        assert gateway.health()["ingest"]["messages"] == 0
+        gateway.kill9()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert count(db_path) == 0
+    gateway.start()  # same client id: the broker redelivers what was never acknowledged
+    wait_until(lambda: count(db_path) == len(messages), 20, "redelivery")
+    assert gateway.health()["ingest"]["readings_duplicate"] == 0
+
+
+def test_killed_mid_stream_stores_every_reading_exactly_once(
+    broker: PrivateBroker, gateway: GatewayProcess, home: Home, db_path: Path
+) -> None:
+    messages = senml(home) * 3  # each reading sent three times, as a flaky device might
+    gateway.start()
+    with HomePublisher(broker.host, broker.port, home.devices) as pub:
+        sender = threading.Thread(target=pub.publish, args=(messages,))
+        sender.start()
+        wait_until(lambda: count(db_path) > 50, 20, "some commits")
+        gateway.kill9()
+        sender.join(60)
+    gateway.start()
+    distinct = len(senml(home))
+    wait_until(lambda: count(db_path) == distinct, 30, "all distinct readings")
+    with Store(db_path) as store:
+        rows = store.conn.execute(
+            "SELECT count(*), count(DISTINCT device_id || signal || t) FROM readings"
+        ).fetchone()
+    assert rows == (distinct, distinct)
+
+
+def test_queued_messages_survive_a_broker_restart(
+    broker: PrivateBroker, gateway: GatewayProcess, home: Home, db_path: Path
+) -> None:
+    messages = senml(home)[:100]
+    gateway.start()
+    gateway.stop()  # the session stays on the broker
+    with HomePublisher(broker.host, broker.port, home.devices) as pub:
+        pub.publish(messages)
+    broker.restart()  # mosquitto persists its queues on the way down
+    gateway.start()
+    wait_until(lambda: count(db_path) == len(messages), 20, "queued messages after broker restart")
