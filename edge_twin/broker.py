@@ -45,7 +45,44 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def broker_config(port: int, data_dir: Path, max_inflight: int = 1000) -> str:
+def acl_rules(prefix: str, gateway_user: str) -> str:
+    """Each device may write only below its own topics (its user name is its device id);
+    the gateway may read every device's topics."""
+    return "\n".join(
+        [
+            f"user {gateway_user}",
+            f"topic read {prefix}/dev/#",
+            "",
+            f"pattern write {prefix}/dev/%u/#",
+            "",
+        ]
+    )
+
+
+def write_password_file(path: Path, users: dict[str, str]) -> None:
+    """Hashed password file through Debian's mosquitto_passwd (never plain text)."""
+    exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    path.write_text("", encoding="utf-8")
+    for user, password in users.items():
+        proc = subprocess.run(
+            [exe, "-b", str(path), user, password], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise BrokerError(f"mosquitto_passwd failed for {user!r}: {proc.stderr.strip()}")
+
+
+def broker_config(
+    port: int, data_dir: Path, max_inflight: int = 1000, authenticated: bool = False
+) -> str:
+    auth = (
+        [
+            "allow_anonymous false",
+            f"password_file {data_dir}/passwd",
+            f"acl_file {data_dir}/acl",
+        ]
+        if authenticated
+        else ["allow_anonymous true"]
+    )
     return "\n".join(
         [
             # Started as root, mosquitto would switch to user "mosquitto", which cannot write
@@ -53,7 +90,7 @@ def broker_config(port: int, data_dir: Path, max_inflight: int = 1000) -> str:
             f"user {getpass.getuser()}",
             "per_listener_settings false",
             f"listener {port} 127.0.0.1",
-            "allow_anonymous true",
+            *auth,
             "persistence true",
             f"persistence_location {data_dir}/",
             "autosave_interval 1",
@@ -74,9 +111,21 @@ class PrivateBroker:
     """``with PrivateBroker() as broker: broker.host, broker.port``. Stops on exit.
 
     ``restart()`` stops and starts it on the same port and data dir (persistence test).
+    With ``users`` (name -> password) anonymous clients are refused and the ACL of
+    ``acl_rules`` binds each device's credential to its own topics.
     """
 
-    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        users: dict[str, str] | None = None,
+        gateway_user: str = "gateway",
+        prefix: str = "et/v1",
+    ) -> None:
+        self.users = users
+        self._gateway_user = gateway_user
+        self._prefix = prefix
         self._own_dir = data_dir is None
         self.data_dir = (
             Path(tempfile.mkdtemp(prefix="edge-twin-mosquitto-")) if data_dir is None else data_dir
@@ -92,7 +141,15 @@ class PrivateBroker:
         for _ in range(attempts):
             port = self.port or free_port(self.host)
             conf = self.data_dir / "mosquitto.conf"
-            conf.write_text(broker_config(port, self.data_dir), encoding="utf-8")
+            if self.users is not None:
+                write_password_file(self.data_dir / "passwd", self.users)
+                (self.data_dir / "acl").write_text(
+                    acl_rules(self._prefix, self._gateway_user), encoding="utf-8"
+                )
+            conf.write_text(
+                broker_config(port, self.data_dir, authenticated=self.users is not None),
+                encoding="utf-8",
+            )
             self._proc = subprocess.Popen(
                 [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )

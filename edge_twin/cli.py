@@ -259,7 +259,7 @@ def list_devices(config: ConfigOpt = None) -> None:
     cfg = _config(config)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
         statuses = devices.statuses(store)
-        table = Table("device", "type", "patient", "online", "battery", "firmware")
+        table = Table("device", "type", "patient", "online", "battery", "firmware", "clock offset")
         for d in devices.all_devices(store):
             s = statuses.get(d.device_id)
             table.add_row(
@@ -269,6 +269,7 @@ def list_devices(config: ConfigOpt = None) -> None:
                 "-" if s is None or s.online is None else ("yes" if s.online else "no"),
                 "-" if s is None or s.battery_pct is None else f"{s.battery_pct:g}%",
                 "-" if s is None or s.firmware is None else s.firmware,
+                "-" if s is None or s.clock_offset_s is None else f"{s.clock_offset_s:+.0f} s",
             )
     console.print(table)
 

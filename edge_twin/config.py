@@ -63,6 +63,8 @@ class IngestSection:
     backfill_after_s: float = _rule(600.0, 1, 86_400)
     # Device clocks ahead of the gateway by more than this are rejected as FUTURE_TIME.
     future_tolerance_s: float = _rule(300.0, 0, 86_400)
+    # A device whose clock is off by more than this (either way) has its readings flagged.
+    clock_skew_tolerance_s: float = _rule(120.0, 1, 86_400)
 
 
 DEFAULT_STALE_AFTER_S: dict[str, float] = {

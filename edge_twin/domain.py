@@ -76,6 +76,7 @@ class ReadingFlag(IntFlag):
     NONE = 0
     LATE = 1  # older than a reading already stored for the same device and signal
     BACKFILLED = 2  # arrived long after it was taken (device was offline): never alarm on it
+    CLOCK_SKEW = 4  # the device's clock disagrees with the gateway's beyond tolerance
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,8 @@ class DeviceStatus:
     online: bool | None = None
     battery_pct: float | None = None
     firmware: str | None = None
+    # Gateway time minus device time, estimated from the freshest messages (seconds).
+    clock_offset_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,9 @@ class HomePublisher:
         devices: Sequence[SimDevice],
         qos: int = 1,
         prefix: str = wire.DEFAULT_PREFIX,
+        passwords: dict[str, str] | None = None,
     ) -> None:
+        """``passwords``: device id -> password; the device id is the MQTT user name."""
         self.host, self.port, self.qos = host, port, qos
         self._clients: dict[str, paho.Client] = {}
         for device in devices:
@@ -49,6 +51,8 @@ class HomePublisher:
                 protocol=paho.MQTTv5,
             )
             client.will_set(wire.online_topic(device.device_id, prefix), b"0", qos=1, retain=True)
+            if passwords is not None:
+                client.username_pw_set(device.device_id, passwords[device.device_id])
             self._clients[device.device_id] = client
         self._in_flight: deque[paho.MQTTMessageInfo] = deque()
         self.published = 0

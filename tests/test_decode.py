@@ -210,3 +210,32 @@ def test_arbitrary_input_is_stored_or_quarantined(
 @pytest.mark.parametrize("payload", [b"[{}]", pack({"bt": T0}), pack({"bn": "urn:dev:id:cgm-1:"})])
 def test_a_pack_without_measurements_is_quarantined(writer: IngestWriter, payload: bytes) -> None:
     assert reasons(writer, TOPIC, payload) == ["not_senml"]
+
+
+def test_clock_skew_is_detected_and_flagged_not_corrected(writer: IngestWriter) -> None:
+    # A device whose clock runs 30 min slow, sending live every 5 minutes.
+    skew = 1800.0
+    for i in range(5):
+        t_device = T0 + 300 * i
+        writer.commit(
+            [RawMessage(TOPIC, pack({**GOOD, "bt": t_device, "seq": i}), t_device + skew)]
+        )
+    store = writer._store
+    status = devices.statuses(store)["cgm-1"]
+    assert status.clock_offset_s == pytest.approx(skew)
+    flags = [r.flags for r in readings.after(store, 0, 10)]
+    assert all(ReadingFlag.CLOCK_SKEW in f for f in flags)
+    assert all(ReadingFlag.BACKFILLED in f for f in flags)  # safe side: no alarms on them
+    assert [r.t for r in readings.after(store, 0, 10)] == [T0 + 300 * i for i in range(5)]
+
+
+def test_a_backfill_burst_does_not_look_like_skew(writer: IngestWriter) -> None:
+    writer.commit([RawMessage(TOPIC, pack({**GOOD, "bt": T0}), T0 + 1)])  # live
+    # Back after an hour offline: the hour's readings arrive in one burst.
+    burst = [{**GOOD, "bt": T0 + 300 * k, "seq": k} for k in range(1, 13)]
+    writer.commit([RawMessage(TOPIC, pack(*burst), T0 + 3600 + 2)])
+    store = writer._store
+    assert devices.statuses(store)["cgm-1"].clock_offset_s == pytest.approx(1.0)
+    flags = [r.flags for r in readings.after(store, 0, 20)]
+    assert not any(ReadingFlag.CLOCK_SKEW in f for f in flags)
+    assert sum(ReadingFlag.BACKFILLED in f for f in flags) == 10  # older than 10 min on arrival

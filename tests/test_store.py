@@ -1,20 +1,39 @@
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from edge_twin.domain import Reading, ReadingFlag, Signal
 from edge_twin.errors import ProvisioningError, StoreError
 from edge_twin.store import Store, devices, readings
+from edge_twin.store.migrations import MIGRATIONS
 from tests.conftest import T0
+
+ALL_MIGRATIONS = ["0001_initial", "0002_device_clock_offset"]
 
 
 def test_open_applies_migrations_with_wal_and_full_sync(db_path: Path) -> None:
     with Store(db_path) as store:
-        assert store.schema_version() == ["0001_initial"]
+        assert store.schema_version() == ALL_MIGRATIONS
         assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     with Store(db_path) as again:  # reopening applies nothing twice
-        assert again.schema_version() == ["0001_initial"]
+        assert again.schema_version() == ALL_MIGRATIONS
+
+
+def test_an_old_file_is_upgraded_in_place_keeping_its_data(db_path: Path) -> None:
+    old = sqlite_utils.Database(db_path)
+    MIGRATIONS.apply(old, stop_before="0002_device_clock_offset")
+    old.execute(
+        "INSERT INTO device_status (device_id, online, battery_pct, firmware, updated_at)"
+        " VALUES ('cgm-1', 1, 50.0, '1.0', 0)"
+    )
+    old.conn.commit()
+    old.close()
+    with Store(db_path) as store:
+        assert store.schema_version() == ALL_MIGRATIONS
+        status = devices.statuses(store)["cgm-1"]
+    assert (status.battery_pct, status.firmware, status.clock_offset_s) == (50.0, "1.0", None)
 
 
 def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:

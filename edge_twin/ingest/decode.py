@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_twin.domain import (
@@ -42,6 +43,14 @@ class DecodeLimits:
     max_payload_bytes: int
     backfill_after_s: float
     future_tolerance_s: float
+    clock_skew_tolerance_s: float = 120.0
+
+
+# Clock offset estimate: the smallest (gateway time - newest device time) over a device's
+# recent messages. A device sends its newest reading as soon as it takes it, so the
+# smallest lag is transport delay plus clock offset; backfills and delays only add to it.
+OFFSET_WINDOW = 32
+OFFSET_REPORT_STEP_S = 1.0
 
 
 class Decoder:
@@ -63,6 +72,8 @@ class Decoder:
         self._lookup = lookup
         self._latest_from_store = latest
         self._latest: dict[tuple[str, Signal], float] = {}
+        self._lags: dict[str, deque[float]] = {}
+        self._reported_offset: dict[str, float] = {}
 
     def forget_latest(self) -> None:
         """Drop the cache of newest times (after a failed commit); re-read from the store."""
@@ -173,6 +184,27 @@ class Decoder:
             out.readings.append(self._bind(device, measurement, received_at))
         if not out.readings and not out.rejections:
             out.rejections.append(Rejection(R.NOT_SENML, "the pack holds no measurement record"))
+        if out.readings:
+            self._track_clock(device.device_id, received_at, out)
+
+    def _track_clock(self, device_id: str, received_at: float, out: Decoded) -> None:
+        """Estimate the device's clock offset; flag its readings when it is skewed.
+
+        The flag only ever adds caution: BACKFILLED is still judged on the raw lag, so a
+        device whose clock runs slow is treated as backfilled (no clinical alarm) until
+        its clock is fixed, and the skew is reported rather than silently corrected.
+        """
+        lags = self._lags.setdefault(device_id, deque(maxlen=OFFSET_WINDOW))
+        lags.append(received_at - max(r.t for r in out.readings))
+        offset = min(lags)
+        if abs(offset) > self._limits.clock_skew_tolerance_s:
+            out.readings = [
+                replace(r, flags=r.flags | ReadingFlag.CLOCK_SKEW) for r in out.readings
+            ]
+        reported = self._reported_offset.get(device_id)
+        if reported is None or abs(reported - offset) >= OFFSET_REPORT_STEP_S:
+            self._reported_offset[device_id] = offset
+            out.status = DeviceStatus(device_id, clock_offset_s=round(offset, 3))
 
     def _bind(self, device: Device, m: Measurement, received_at: float) -> Reading:
         flags = ReadingFlag.NONE

@@ -101,6 +101,7 @@ class MqttIngest:
         self._oldest = 0.0
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self._refused: str | None = None  # the broker's reason, when it refused CONNECT
         self._thread: threading.Thread | None = None
         self.stats = IngestStats()
 
@@ -126,8 +127,16 @@ class MqttIngest:
         self._connect()
         self._thread = threading.Thread(target=self._run, name="edge-twin-ingest", daemon=True)
         self._thread.start()
-        if not self._connected.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not self._connected.wait(0.02):
+            if self._refused is None and time.monotonic() < deadline:
+                continue
             self.stop()
+            if self._refused is not None:
+                raise BrokerError(
+                    f"the broker at {self._mqtt.host}:{self._mqtt.port} refused the connection:"
+                    f" {self._refused} (check mqtt.username and mqtt.password)"
+                )
             raise BrokerError(
                 f"not subscribed at {self._mqtt.host}:{self._mqtt.port} within"
                 f" {timeout:g} s: {self.stats.last_error or 'no answer'}"
@@ -158,9 +167,11 @@ class MqttIngest:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
+            self._refused = str(reason)
             self.stats.last_error = f"broker refused the connection: {reason}"
             log.error(self.stats.last_error)
             return
+        self._refused = None
         client.subscribe(
             contract.subscription(self._mqtt.topic_prefix), options=SubscribeOptions(qos=1)
         )
@@ -198,7 +209,7 @@ class MqttIngest:
     ) -> None:
         self.stats.connected = False
         self._connected.clear()
-        if not self._stop.is_set():
+        if not self._stop.is_set() and self._refused is None:
             self.stats.last_error = f"disconnected: {reason}"
             log.warning(self.stats.last_error)
 

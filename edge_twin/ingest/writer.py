@@ -64,6 +64,7 @@ class IngestWriter:
                 max_payload_bytes=config.ingest.max_payload_bytes,
                 backfill_after_s=config.ingest.backfill_after_s,
                 future_tolerance_s=config.ingest.future_tolerance_s,
+                clock_skew_tolerance_s=config.ingest.clock_skew_tolerance_s,
             ),
             lookup=self.registry.lookup,
             latest=lambda device_id, signal: readings.latest_time(store, device_id, signal),

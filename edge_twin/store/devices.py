@@ -90,18 +90,30 @@ def patient_exists(store: Store, patient_id: str) -> bool:
 def record_status(conn: sqlite3.Connection, status: DeviceStatus, at: float) -> None:
     """Merge what the device said into its status row (fields it did not send are kept)."""
     conn.execute(
-        "INSERT INTO device_status (device_id, online, battery_pct, firmware, updated_at)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+        "INSERT INTO device_status"
+        " (device_id, online, battery_pct, firmware, clock_offset_s, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
         " online = coalesce(excluded.online, online),"
         " battery_pct = coalesce(excluded.battery_pct, battery_pct),"
         " firmware = coalesce(excluded.firmware, firmware),"
+        " clock_offset_s = coalesce(excluded.clock_offset_s, clock_offset_s),"
         " updated_at = excluded.updated_at",
-        (status.device_id, status.online, status.battery_pct, status.firmware, at),
+        (
+            status.device_id,
+            status.online,
+            status.battery_pct,
+            status.firmware,
+            status.clock_offset_s,
+            at,
+        ),
     )
 
 
 def statuses(store: Store) -> dict[str, DeviceStatus]:
-    rows = store.conn.execute("SELECT device_id, online, battery_pct, firmware FROM device_status")
+    rows = store.conn.execute(
+        "SELECT device_id, online, battery_pct, firmware, clock_offset_s FROM device_status"
+    )
     return {
-        r[0]: DeviceStatus(r[0], None if r[1] is None else bool(r[1]), r[2], r[3]) for r in rows
+        r[0]: DeviceStatus(r[0], None if r[1] is None else bool(r[1]), r[2], r[3], r[4])
+        for r in rows
     }

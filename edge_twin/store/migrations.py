@@ -80,3 +80,8 @@ def _initial(db: Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0002_device_clock_offset")
+def _device_clock_offset(db: Database) -> None:
+    db.execute("ALTER TABLE device_status ADD COLUMN clock_offset_s REAL")
