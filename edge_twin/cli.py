@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from edge_twin import __version__
 from edge_twin.api.serialize import estimate_json, quarantine_json
@@ -293,8 +294,8 @@ def show_quarantine(
     console.print("counts: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
     table = Table("id", "reason", "topic", "detail", "payload")
     for q in items:
-        text = q.payload[:60].decode("utf-8", errors="replace")
-        table.add_row(str(q.id), q.reason, q.topic, q.detail, text)
+        payload = q.payload[:60].decode("utf-8", errors="replace")
+        table.add_row(str(q.id), q.reason, _literal(q.topic), _literal(q.detail), _literal(payload))
     console.print(table)
 
 
@@ -354,6 +355,12 @@ def check(config: ConfigOpt = None) -> None:
         line(False, "broker", str(exc))
     if failures:
         raise typer.Exit(1)
+
+
+def _literal(untrusted: str) -> Text:
+    """Device-supplied text, shown as is: no Rich markup or emoji codes, and control
+    characters (terminal escapes) written out as \\xNN instead of reaching the terminal."""
+    return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in untrusted))
 
 
 def main() -> None:

@@ -19,8 +19,9 @@ from rich.progress import Progress
 
 from firmware_sim.cohort import DEFAULT_START, write_cohort
 from firmware_sim.devices.cgm import CgmSpec
-from firmware_sim.home import Home
+from firmware_sim.home import DeviceClock, Home
 from firmware_sim.publisher import HomePublisher, SimError, paced_by
+from firmware_sim.transport import TransportFaults
 
 app = typer.Typer(
     help="Simulated patients, their sensor firmware and home-network faults.",
@@ -37,6 +38,31 @@ Start = Annotated[
     float | None,
     typer.Option(help="Simulated start, epoch seconds (default: now minus --hours)."),
 ]
+
+
+PDrop = Annotated[float, typer.Option(min=0.0, max=1.0, help="P(message lost in transport).")]
+PDup = Annotated[float, typer.Option(min=0.0, max=1.0, help="P(message sent twice).")]
+PReorder = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="P(message delivered after 1-5 later ones).")
+]
+Offline = Annotated[
+    float, typer.Option(min=0.0, help="Offline periods per device-day (30-240 min, backfilled).")
+]
+PMalformed = Annotated[float, typer.Option(min=0.0, max=1.0, help="P(payload corrupted).")]
+Skew = Annotated[float, typer.Option(help="Device clock offset, seconds (+ ahead, - behind).")]
+Drift = Annotated[float, typer.Option(help="Device clock drift, parts per million.")]
+
+
+def _transport(
+    p_drop: float, p_duplicate: float, p_reorder: float, offline: float, p_malformed: float
+) -> TransportFaults:
+    return TransportFaults(
+        p_drop=p_drop,
+        p_duplicate=p_duplicate,
+        p_reorder=p_reorder,
+        offline_per_day=offline,
+        p_malformed=p_malformed,
+    )
 
 
 class _SimClock:
@@ -80,10 +106,26 @@ def run(
         typer.Option(help="Simulated seconds per wall second; 0 publishes as fast as possible."),
     ] = 1.0,
     prefix: Annotated[str, typer.Option(help="Topic prefix (docs/wire-contract.md).")] = "et/v1",
+    p_drop: PDrop = 0.0,
+    p_duplicate: PDup = 0.0,
+    p_reorder: PReorder = 0.0,
+    offline_per_day: Offline = 0.0,
+    p_malformed: PMalformed = 0.0,
+    clock_skew_s: Skew = 0.0,
+    clock_drift_ppm: Drift = 0.0,
 ) -> None:
-    """Publish the home's messages over MQTT (QoS 1), one MQTT client per device."""
+    """Publish the home's messages over MQTT (QoS 1), one MQTT client per device, with
+    the transport faults asked for."""
     t0 = _start(start, hours)
-    home = Home(patients, t0, hours, seed, prefix=prefix)
+    home = Home(
+        patients,
+        t0,
+        hours,
+        seed,
+        prefix=prefix,
+        faults=_transport(p_drop, p_duplicate, p_reorder, offline_per_day, p_malformed),
+        clock=DeviceClock(clock_skew_s, clock_drift_ppm),
+    )
     messages = home.messages()
     pace = paced_by(_SimClock(t0, speed)) if speed > 0 else None
     try:
@@ -112,10 +154,25 @@ def cohort(
     p_missing: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Probability that a CGM sample is lost.")
     ] = 0.0,
+    p_drop: PDrop = 0.0,
+    p_duplicate: PDup = 0.0,
+    p_reorder: PReorder = 0.0,
+    offline_per_day: Offline = 0.0,
+    p_malformed: PMalformed = 0.0,
+    clock_skew_s: Skew = 0.0,
+    clock_drift_ppm: Drift = 0.0,
 ) -> None:
     """Write a cohort to files: devices, messages (a capture `edge-twin replay` reads),
     true state per minute and labelled episodes. Same seed, same bytes."""
-    home = Home(patients, start, hours, seed, cgm=CgmSpec(p_missing=p_missing))
+    home = Home(
+        patients,
+        start,
+        hours,
+        seed,
+        cgm=CgmSpec(p_missing=p_missing),
+        faults=_transport(p_drop, p_duplicate, p_reorder, offline_per_day, p_malformed),
+        clock=DeviceClock(clock_skew_s, clock_drift_ppm),
+    )
     counts = write_cohort(home, out, seed)
     err.print(
         f"wrote {out}: {counts['messages']} messages, {counts['truth_rows']} truth rows,"

@@ -1,8 +1,9 @@
 """Writing a cohort to files: what the devices sent, and the truth beside it.
 
     out/devices.jsonl    one device a line: device_id, patient_id, device_type
-    out/messages.jsonl   every message in send order, in edge-twin's capture format
-                         ({"t", "topic", "payload"}): `edge-twin replay` reads it
+    out/messages.jsonl   every message in delivery order, in edge-twin's capture format
+                         ({"t", "topic", "payload" or "payload_b64"}): `edge-twin replay`
+                         reads it
     out/truth.csv        t,patient_id,signal,value: the true physiological state per minute
     out/episodes.jsonl   labelled events (kind, patient_id, onset, peak)
     out/cohort.json      the parameters that made it
@@ -12,6 +13,7 @@ Same parameters and seed -> byte-identical files (no wall-clock time is written)
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -30,7 +32,11 @@ def write_cohort(home: Home, out: Path, seed: int) -> dict[str, int]:
     messages = home.messages()
     with (out / "messages.jsonl").open("w", encoding="utf-8") as f:
         for m in messages:
-            line = {"t": m.t, "topic": m.topic, "payload": m.payload.decode()}
+            line: dict[str, object] = {"t": m.t, "topic": m.topic}
+            try:
+                line["payload"] = m.payload.decode()
+            except UnicodeDecodeError:  # a corrupted payload: keep its exact bytes
+                line["payload_b64"] = base64.b64encode(m.payload).decode()
             f.write(json.dumps(line, separators=(",", ":")) + "\n")
     truth_rows = 0
     with (out / "truth.csv").open("w", encoding="utf-8") as f:
@@ -51,6 +57,8 @@ def write_cohort(home: Home, out: Path, seed: int) -> dict[str, int]:
         "start": home.start,
         "hours": (home.end - home.start) / 3600.0,
         "cgm": asdict(home.cgm_spec),
+        "transport": asdict(home.faults),
+        "clock": asdict(home.clock),
     }
     (out / "cohort.json").write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
     return {"messages": len(messages), "truth_rows": truth_rows, "episodes": episodes}

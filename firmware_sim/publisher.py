@@ -16,7 +16,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_sim import wire
-from firmware_sim.home import Message, SimDevice
+from firmware_sim.home import SimDevice
+from firmware_sim.messages import Message
 
 MAX_IN_FLIGHT = 1000
 

@@ -120,3 +120,17 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert sum(summary["quarantined"].values()) == 0
     assert all(p["glucose_mean"] is not None for p in summary["patients"])
     assert db.exists()
+
+
+def test_quarantine_shows_untrusted_payloads_literally(tmp_path: Path) -> None:
+    capture = tmp_path / "capture.jsonl"
+    hostile = "[bold red]pwned[/] :id: \x1b[31m"
+    capture.write_text(
+        json.dumps({"t": 1.8e9, "topic": "et/v1/dev/x/senml", "payload": hostile}) + "\n"
+    )
+    env = {"EDGE_TWIN_STORE_PATH": str(tmp_path / "q.sqlite")}
+    cli("edge-twin", "replay", str(capture), env=env)
+    shown = cli("edge-twin", "quarantine", env=env).stdout
+    assert "[bold red]pwned[/]" in shown
+    assert ":id:" in shown
+    assert "\x1b[31m" not in shown  # no terminal escape from a device reaches the screen

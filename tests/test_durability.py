@@ -21,7 +21,8 @@ import pytest
 
 from edge_twin.broker import PrivateBroker, free_port
 from edge_twin.store import Store, devices, readings
-from firmware_sim.home import Home, Message
+from firmware_sim.home import Home
+from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
 from tests.conftest import T0, wait_until
 

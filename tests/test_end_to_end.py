@@ -1,6 +1,7 @@
 """The thin vertical slice, for real: firmware_sim publishes over a private mosquitto ->
 the gateway ingests and stores -> the Kalman twin updates -> the HTTP API returns it."""
 
+import json
 from collections.abc import Callable
 
 import httpx
@@ -9,11 +10,14 @@ import pytest
 from edge_twin.broker import PrivateBroker
 from edge_twin.clock import ManualClock
 from edge_twin.config import Config
+from edge_twin.domain import ReadingFlag
 from edge_twin.gateway import Gateway
 from edge_twin.store import Store, devices, readings
 from firmware_sim import wire
-from firmware_sim.home import Home, Message
+from firmware_sim.home import Home
+from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
+from firmware_sim.transport import TransportFaults
 from tests.conftest import T0, wait_until
 
 pytestmark = pytest.mark.broker
@@ -123,3 +127,41 @@ def test_bad_messages_through_the_broker_land_in_quarantine(
         wire.readings_topic("cgm-001"),
         wire.readings_topic("ghost-1"),
     }
+
+
+def test_a_faulty_home_ends_as_one_row_per_reading(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    """Duplicates, reordering, backfill bursts and corrupt payloads from the simulator."""
+    cfg = make_config(broker)
+    faults = TransportFaults(p_duplicate=0.2, p_reorder=0.2, offline_per_day=4.0, p_malformed=0.05)
+    home = Home(patients=2, start=T0, hours=24, seed=17, faults=faults)
+    provision(cfg, home)
+    messages = home.messages()
+    intact = {
+        (m.device_id, json.loads(m.payload)[0]["bt"])
+        for m in messages
+        if m.topic.endswith("/senml") and _is_reading(m.payload)
+    }
+    corrupt = [m for m in messages if m.topic.endswith("/senml") and not _is_reading(m.payload)]
+    with Gateway(cfg, ManualClock(home.end), serve_api=False) as gw:
+        with HomePublisher(broker.host, broker.port, home.devices) as pub:
+            pub.publish(messages)
+        assert gw.ingest is not None
+        wait_until(lambda: gw.ingest.stats.messages == len(messages), what="ingest")
+        stats = gw.ingest.stats.snapshot()
+    with Store(cfg.store.path) as store:
+        rows = readings.after(store, 0, 100_000)
+    assert {(r.device_id, r.t) for r in rows} == intact
+    assert len(rows) == len(intact)  # one row per reading, duplicates and all
+    assert stats["readings_duplicate"] > 0
+    assert sum(stats["rejected_by_reason"].values()) == len(corrupt) > 0  # type: ignore[attr-defined]
+    assert any(ReadingFlag.LATE in r.flags for r in rows)
+    assert any(ReadingFlag.BACKFILLED in r.flags for r in rows)
+
+
+def _is_reading(payload: bytes) -> bool:
+    try:
+        return isinstance(json.loads(payload)[0]["v"], float | int)
+    except (ValueError, UnicodeDecodeError, KeyError, IndexError):
+        return False
