@@ -10,15 +10,19 @@ ack, then the twin), one run against a fresh private mosquitto:
      reading received (raw) or durably committed (gateway).
 
 Draining a backlog keeps the publisher off the two cores while timing, and is the
-situation that matters: a gateway back after days offline. Last line: one JSON object.
+situation that matters: a gateway back after days offline. Each figure is the median of
+``--repeat`` runs, raw and gateway interleaved, each ratio the median of the per-run
+ratios (the raw ceiling itself moves by tens of percent between runs here). Last line:
+one JSON object.
 
-    .venv/bin/python bench/ingest.py [--messages 50000] [--packs 10000]
+    .venv/bin/python bench/ingest.py [--messages 50000] [--packs 10000] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import threading
@@ -182,6 +186,7 @@ def gateway_drain(
 def measure(
     per_message: int, n_messages: int, workdir: Path
 ) -> tuple[float, float, dict[str, object]]:
+    workdir.mkdir(parents=True)
     messages = payloads(n_messages, per_message)
     with PrivateBroker(data_dir=workdir / f"raw-{per_message}") as broker:
         raw = raw_drain(broker.port, messages, per_message)
@@ -196,36 +201,36 @@ def main() -> None:
     )
     parser.add_argument("--messages", type=int, default=50_000, help="single-reading messages")
     parser.add_argument("--packs", type=int, default=10_000, help="packs of 10 readings")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     args = parser.parse_args()
+    figures: dict[str, float | int | str] = {}
     with tempfile.TemporaryDirectory(prefix="edge-twin-bench-") as tmp:
-        workdir = Path(tmp)
-        raw_single, gw_single, single = measure(1, args.messages, workdir)
-        print(
-            f"single: raw {raw_single:,.0f}/s  gateway {gw_single:,.0f}/s  {single}",
-            file=sys.stderr,
-        )
-        raw_pack, gw_pack, pack = measure(10, args.packs, workdir)
-        print(f"pack10: raw {raw_pack:,.0f}/s  gateway {gw_pack:,.0f}/s  {pack}", file=sys.stderr)
-    print(
-        json.dumps(
-            {
-                "raw_single_rps": round(raw_single),
-                "gateway_single_rps": round(gw_single),
-                "ratio_single": round(gw_single / raw_single, 3),
-                "raw_pack_rps": round(raw_pack),
-                "gateway_pack_rps": round(gw_pack),
-                "ratio_pack": round(gw_pack / raw_pack, 3),
-                # Publish -> durable commit is the rate above; the twin (Kalman filters)
-                # finishes catching up on the backlog at these rates:
-                "twin_single_rps": round(float(single["twin_rps"])),  # type: ignore[arg-type]
-                "twin_pack_rps": round(float(pack["twin_rps"])),  # type: ignore[arg-type]
-                "messages_single": args.messages,
-                "messages_pack": args.packs,
-                "qos": 1,
-                "synchronous": "FULL",
-            }
-        )
+        for label, per_message, n in (("single", 1, args.messages), ("pack", 10, args.packs)):
+            runs = []
+            for i in range(args.repeat):
+                raw, gateway, detail = measure(per_message, n, Path(tmp) / f"{label}-{i}")
+                twin = float(detail["twin_rps"])  # type: ignore[arg-type]
+                runs.append((raw, gateway, gateway / raw, twin))
+                print(
+                    f"{label} run {i + 1}: raw {raw:,.0f}/s gateway {gateway:,.0f}/s"
+                    f" ratio {gateway / raw:.3f} {detail}",
+                    file=sys.stderr,
+                )
+            figures[f"raw_{label}_rps"] = round(statistics.median(r[0] for r in runs))
+            figures[f"gateway_{label}_rps"] = round(statistics.median(r[1] for r in runs))
+            figures[f"ratio_{label}"] = round(statistics.median(r[2] for r in runs), 3)
+            figures[f"ratio_{label}_min"] = round(min(r[2] for r in runs), 3)
+            # Publish -> durable commit is the rate above; the twin (Kalman filters) has
+            # caught up with the whole backlog at this rate:
+            figures[f"twin_{label}_rps"] = round(statistics.median(r[3] for r in runs))
+    figures.update(
+        messages_single=args.messages,
+        messages_pack=args.packs,
+        repeat=args.repeat,
+        qos=1,
+        synchronous="FULL",
     )
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

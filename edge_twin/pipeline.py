@@ -30,8 +30,12 @@ from edge_twin.store import Store
 
 log = logging.getLogger(__name__)
 
-# Under a backlog, how many readings the twin applies per reading committed.
-BACKLOG_SHARE = 0.25
+# After each commit the twin applies at most max(FLOOR, SHARE x readings committed); the
+# rest waits for the socket to go quiet. A home sends a few readings a minute, far below
+# FLOOR, so live readings are estimated at once; a backlog after days offline drains at
+# nearly full speed and the twin catches up right after.
+CATCH_UP_FLOOR = 20
+CATCH_UP_SHARE = 0.25
 
 
 class Pipeline:
@@ -46,22 +50,15 @@ class Pipeline:
         # A gateway restarted after a crash first applies what was stored but not estimated.
         self.estimator.catch_up()
 
-    def after_commit(self, result: BatchResult, backlog: bool) -> None:
-        """Called by ingest after each durable commit: run the downstream stages.
-
-        Under a backlog (more messages already waiting) ingestion comes first: the twin
-        advances by at most BACKLOG_SHARE of the readings just committed, so the broker's
-        queue drains at nearly full speed, and catches up completely on the first idle
-        moment (``on_idle``). Backlogged readings are backfilled data, which may not raise
-        alarms anyway; live readings arriving at home rates are estimated at once.
-        """
+    def after_commit(self, result: BatchResult) -> None:
+        """Called by ingest after each durable commit: run the downstream stages, within
+        a budget so that ingestion keeps priority during a burst (readings that arrive in
+        a backlog are backfilled data, which may not raise alarms anyway)."""
         if not result.readings_new:
             return
+        budget = max(CATCH_UP_FLOOR, int(result.readings_new * CATCH_UP_SHARE))
         with self._lock:
-            if backlog:
-                self.estimator.catch_up(max(1, int(result.readings_new * BACKLOG_SHARE)))
-            else:
-                self.estimator.catch_up()
+            self.estimator.catch_up(budget)
 
     def on_idle(self) -> None:
         """Called by ingest when nothing is waiting: finish any deferred work."""

@@ -108,3 +108,24 @@ def test_flags_round_trip(db_path: Path) -> None:
         assert back.flags == ReadingFlag.LATE | ReadingFlag.BACKFILLED
         assert back.seq == 7
         assert back.id == 1
+
+
+def test_derived_commits_skip_fsync_and_restore_full_sync(db_path: Path) -> None:
+    def synchronous(store: Store) -> int:
+        return int(store.conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    with Store(db_path) as store:
+        with store.transaction(derived=True):
+            assert synchronous(store) == 1  # NORMAL: no fsync at this commit
+        assert synchronous(store) == 2  # FULL again for readings
+        devices.provision(store, "cgm-1", "pt-1", "cgm", T0)
+
+        def fail_derived() -> None:
+            with store.transaction(derived=True) as conn:
+                readings.insert(conn, [_reading(T0)])
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            fail_derived()
+        assert synchronous(store) == 2
+        assert readings.count(store) == 0

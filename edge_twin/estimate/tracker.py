@@ -108,7 +108,7 @@ class TwinEstimator:
             touched.discard(None)
             last_id = batch[-1].id
             assert last_id is not None
-            with self._store.transaction() as conn:
+            with self._store.transaction(derived=True) as conn:
                 twin_state.save(
                     conn, [self._filters[k].record(*k) for k in touched if k is not None]
                 )

@@ -11,6 +11,7 @@ The device -> patient binding is the gateway's (provisioning), never the payload
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -92,6 +93,7 @@ def subscription(prefix: str) -> str:
     return f"{prefix}/dev/#"
 
 
+@functools.lru_cache(maxsize=4096)  # a home has few topics; bounded against junk ones
 def parse_topic(prefix: str, name: str) -> tuple[str, Channel] | None:
     """``{prefix}/dev/{device_id}/{channel}`` -> (device_id, channel); None if not that shape."""
     head = f"{prefix}/dev/"

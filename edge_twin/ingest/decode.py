@@ -49,8 +49,17 @@ class DecodeLimits:
 # Clock offset estimate: the smallest (gateway time - newest device time) over a device's
 # recent messages. A device sends its newest reading as soon as it takes it, so the
 # smallest lag is transport delay plus clock offset; backfills and delays only add to it.
-OFFSET_WINDOW = 32
+# A slow clock and a backlog look alike in one message; they differ over time: a skew
+# persists, a backlog drains in seconds. So the estimate needs messages received over at
+# least OFFSET_MIN_SPAN_S of gateway time within the last OFFSET_WINDOW_S.
+OFFSET_WINDOW = 64
+OFFSET_WINDOW_S = 6 * 3600.0
+OFFSET_MIN_SPAN_S = 15 * 60.0
 OFFSET_REPORT_STEP_S = 1.0
+
+_BACKFILLED = int(ReadingFlag.BACKFILLED)
+_LATE = int(ReadingFlag.LATE)
+_FLAG_VALUES = [ReadingFlag(i) for i in range(max(map(int, ReadingFlag)) * 2)]
 
 
 class Decoder:
@@ -72,7 +81,7 @@ class Decoder:
         self._lookup = lookup
         self._latest_from_store = latest
         self._latest: dict[tuple[str, Signal], float] = {}
-        self._lags: dict[str, deque[float]] = {}
+        self._lags: dict[str, deque[tuple[float, float]]] = {}  # (received_at, lag)
         self._reported_offset: dict[str, float] = {}
 
     def forget_latest(self) -> None:
@@ -195,8 +204,12 @@ class Decoder:
         its clock is fixed, and the skew is reported rather than silently corrected.
         """
         lags = self._lags.setdefault(device_id, deque(maxlen=OFFSET_WINDOW))
-        lags.append(received_at - max(r.t for r in out.readings))
-        offset = min(lags)
+        lags.append((received_at, received_at - max(r.t for r in out.readings)))
+        while lags[0][0] < received_at - OFFSET_WINDOW_S:
+            lags.popleft()
+        if received_at - lags[0][0] < OFFSET_MIN_SPAN_S:
+            return  # not enough evidence yet: neither flag nor report
+        offset = min(lag for _, lag in lags)
         if abs(offset) > self._limits.clock_skew_tolerance_s:
             out.readings = [
                 replace(r, flags=r.flags | ReadingFlag.CLOCK_SKEW) for r in out.readings
@@ -207,15 +220,15 @@ class Decoder:
             out.status = DeviceStatus(device_id, clock_offset_s=round(offset, 3))
 
     def _bind(self, device: Device, m: Measurement, received_at: float) -> Reading:
-        flags = ReadingFlag.NONE
+        flags = 0  # plain int: IntFlag arithmetic is slow on this hot path
         if received_at - m.t > self._limits.backfill_after_s:
-            flags |= ReadingFlag.BACKFILLED
+            flags |= _BACKFILLED
         key = (device.device_id, m.signal)
         newest = self._latest.get(key)
         if newest is None:
             newest = self._latest_from_store(*key)
         if newest is not None and m.t < newest:
-            flags |= ReadingFlag.LATE
+            flags |= _LATE
         else:
             self._latest[key] = m.t
         return Reading(
@@ -226,7 +239,7 @@ class Decoder:
             value=m.value,
             received_at=received_at,
             seq=m.seq,
-            flags=flags,
+            flags=_FLAG_VALUES[flags],
         )
 
 
@@ -244,7 +257,7 @@ def _senml_records(payload: bytes, out: Decoded) -> list[Any] | None:
             out.rejections.append(Rejection(R.NOT_SENML, "SenML records are JSON objects", index))
             return None
         # Labels ending in "_" must be understood or the whole pack rejected (RFC 8428 4.4).
-        must_understand = [k for k in rec if isinstance(k, str) and k.endswith("_")]
+        must_understand = [k for k in rec if k[-1:] == "_"]  # JSON keys are always str
         if must_understand:
             out.rejections.append(
                 Rejection(

@@ -6,14 +6,13 @@
 - Persistent session (clean_start=False, session expiry from config, fixed client id): a
   gateway that dies before acknowledging gets every unacknowledged message redelivered.
 - Batching: a batch is committed when it reaches ``batch_max`` messages, when it is older
-  than ``batch_max_ms``, or as soon as the socket has nothing more to read, so an idle
-  gateway adds no delay and a busy one commits large batches.
+  than ``batch_max_ms``, or as soon as a poll of the socket brings nothing more, so an
+  idle gateway adds no delay and a busy one commits large batches.
 - One thread does network I/O, decoding and SQLite writes: a separate writer thread halves
   throughput here (GIL contention, see docs/architecture.md).
-- Downstream work runs on this thread too, through two callbacks: ``after_commit(result,
-  backlog)`` after every commit (``backlog``: more messages are already waiting) and
-  ``on_idle()`` when the socket has gone quiet, so downstream can yield to ingestion
-  during a burst and catch up as soon as it ends.
+- Downstream work runs on this thread too, through two callbacks: ``after_commit(result)``
+  after every commit and ``on_idle()`` when the socket has gone quiet, so downstream can
+  yield to ingestion during a burst and catch up as soon as it ends.
 - paho errors are translated to ``BrokerError`` here and nowhere else.
 """
 
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -88,7 +86,7 @@ class MqttIngest:
         ingest: IngestSection,
         writer: IngestWriter,
         clock: Clock,
-        after_commit: Callable[[BatchResult, bool], None] | None = None,
+        after_commit: Callable[[BatchResult], None] | None = None,
         on_idle: Callable[[], None] | None = None,
     ) -> None:
         self._mqtt = mqtt
@@ -243,39 +241,31 @@ class MqttIngest:
         backoff = RECONNECT_MIN_S
         max_age = self._ingest.batch_max_ms / 1000.0
         while not self._stop.is_set():
-            wait = 0.25
-            if self._buffer:
-                wait = max(0.0, self._oldest + max_age - time.monotonic())
+            # With messages buffered, poll without waiting: a poll that brings nothing
+            # means the burst is over and the batch is committed at once.
+            wait = 0.0 if self._buffer else 0.25
+            before = self.stats.received
             rc = self._client.loop(timeout=wait)
             if rc != paho.MQTT_ERR_SUCCESS:
                 self._buffer.clear()  # unacknowledged: the broker redelivers them
                 backoff = self._reconnect(backoff)
                 continue
             backoff = RECONNECT_MIN_S
+            arrived = self.stats.received != before
             if not self._buffer:
-                if self._on_idle is not None and not self._readable():
+                if not arrived and self._on_idle is not None:
                     self._downstream(self._on_idle)
                 continue
-            backlog = self._readable()
             if (
-                not backlog
+                not arrived
                 or len(self._buffer) >= self._ingest.batch_max
                 or time.monotonic() - self._oldest >= max_age
             ):
-                self._flush(backlog)
+                self._flush()
         if self._buffer and self._client.is_connected():
-            self._flush(backlog=False)
+            self._flush()
 
-    def _readable(self) -> bool:
-        sock = self._client.socket()
-        if sock is None:
-            return False
-        try:
-            return bool(select.select([sock], [], [], 0)[0])
-        except (OSError, ValueError):
-            return False
-
-    def _flush(self, backlog: bool) -> None:
+    def _flush(self) -> None:
         batch, self._buffer = self._buffer, []
         try:
             result = self._writer.commit([p.message for p in batch])
@@ -302,7 +292,7 @@ class MqttIngest:
             stats.rejected_by_reason[key] = stats.rejected_by_reason.get(key, 0) + 1
         after_commit = self._after_commit
         if after_commit is not None:
-            self._downstream(lambda: after_commit(result, backlog))
+            self._downstream(lambda: after_commit(result))
 
     def _downstream(self, call: Callable[[], None]) -> None:
         try:

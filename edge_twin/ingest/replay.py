@@ -95,7 +95,7 @@ def replay(
 
     def flush() -> None:
         result = pipeline.writer.commit(pending)
-        pipeline.after_commit(result, backlog=False)
+        pipeline.after_commit(result)
         summary.messages += result.messages
         summary.readings_new += result.readings_new
         summary.readings_duplicate += result.readings_duplicate
@@ -116,4 +116,5 @@ def replay(
             flush()
     if pending:
         flush()
+    pipeline.on_idle()  # the end of the file is the end of the burst
     return summary
