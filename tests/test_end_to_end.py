@@ -165,3 +165,29 @@ def _is_reading(payload: bytes) -> bool:
         return isinstance(json.loads(payload)[0]["v"], float | int)
     except (ValueError, UnicodeDecodeError, KeyError, IndexError):
         return False
+
+
+def test_a_backlog_drains_in_bounded_batches(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    """Back after a day offline: the queue drains in commits of at most batch_max
+    messages, so the gateway's memory does not grow with the backlog."""
+    cfg = make_config(broker, ingest={"batch_max": 64})
+    home = Home(patients=4, start=T0, hours=24, seed=23)
+    provision(cfg, home)
+    messages = home.messages()
+    with Gateway(cfg, ManualClock(home.end), serve_api=False):
+        pass  # the session exists; the gateway goes away
+    with HomePublisher(broker.host, broker.port, home.devices) as pub:
+        pub.publish(messages)
+    samples = sum(len(p.cgm) for p in home.patients)
+    with Gateway(cfg, ManualClock(home.end), serve_api=False) as gw:
+        assert gw.ingest is not None
+        wait_until(lambda: gw.ingest.stats.readings_new == samples, 30, "drain")
+        stats = gw.ingest.stats.snapshot()
+        assert gw.pipeline is not None
+        wait_until(lambda: not gw.pipeline.estimator.lag(), 30, "twin catch-up")
+    assert stats["largest_batch"] == 64
+    assert stats["batches"] >= len(messages) // 64
+    with Store(cfg.store.path) as store:
+        assert readings.count(store) == samples
