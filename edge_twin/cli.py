@@ -149,28 +149,32 @@ def demo(
     if as_json:
         print(json.dumps(summary.as_json()))
         return
-    table = Table(title=f"Twin at the end of {summary.simulated_hours:g} simulated hours")
-    for column in (
-        "patient",
-        "readings",
-        "glucose (twin)",
-        "glucose (truth)",
-        "P(<70 in 30 min)",
-        "status",
-        "hypo episodes",
-    ):
+    table = Table(
+        title=f"Twin (95% interval) vs truth at the end of {summary.simulated_hours:g} simulated"
+        " hours"
+    )
+    for column in ("patient", "conditions", "readings", "glucose", "heart rate", "systolic"):
         table.add_column(column)
+    table.add_column("weight")
+    table.add_column("P(glucose<70 in 30 min)")
     for p in summary.patients:
+
+        def cell(signal: str, digits: int = 0, p: Any = p) -> str:
+            s = p.signals.get(signal)
+            if s is None:
+                return "-"
+            stale = " stale" if s.stale else ""
+            return f"{s.twin:.{digits}f}±{1.96 * s.sd:.{digits}f} ({s.truth:.{digits}f}){stale}"
+
         table.add_row(
             p.patient_id,
+            ", ".join(p.conditions) or "-",
             str(p.readings),
-            "-"
-            if p.glucose_mean is None
-            else f"{p.glucose_mean:.0f} ± {1.96 * (p.glucose_sd or 0):.0f}",
-            f"{p.glucose_truth:.0f}",
+            cell("glucose"),
+            cell("heart_rate"),
+            cell("systolic"),
+            cell("weight", 1),
             "-" if p.p_low_30min is None else f"{100 * p.p_low_30min:.1f}%",
-            "stale" if p.stale else "live",
-            str(p.hypo_episodes),
         )
     console.print(table)
     quarantined = sum(summary.quarantined.values())
@@ -186,25 +190,28 @@ def demo(
 @app.command()
 def replay(
     capture: Annotated[
-        Path, typer.Argument(help="JSON-lines capture (firmware-sim cohort's messages.jsonl).")
+        Path,
+        typer.Argument(help="A JSON-lines capture (.jsonl or .jsonl.gz), or a cohort directory."),
     ],
     config: ConfigOpt = None,
     devices_file: Annotated[
         Path | None,
-        typer.Option("--devices", help="Provision these devices first (JSON lines)."),
+        typer.Option(
+            "--devices",
+            help="Provision these devices first (JSON lines; a cohort's devices.jsonl by default).",
+        ),
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Messages per commit.")] = 1000,
 ) -> None:
     """Feed recorded messages through the live path: decode, store, twin."""
-    from edge_twin.ingest.replay import provision_from, read_capture
+    from edge_twin.ingest.replay import count_messages, provision_from, read_capture
     from edge_twin.ingest.replay import replay as run_replay
     from edge_twin.pipeline import Pipeline
 
-    if not capture.exists():
-        raise EdgeTwinError(f"capture file {capture} does not exist")
     cfg = _config(config)
-    with capture.open("rb") as handle:
-        lines = sum(1 for line in handle if line.strip())
+    lines = count_messages(capture)
+    if devices_file is None and capture.is_dir() and (capture / "devices.jsonl").exists():
+        devices_file = capture / "devices.jsonl"
     with (
         Store(cfg.store.path, cfg.store.synchronous) as store,
         Progress(

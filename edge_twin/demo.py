@@ -45,16 +45,25 @@ class DemoOptions:
     broker: tuple[str, int] | None = None  # None: start a private mosquitto
 
 
+SUMMARY_SIGNALS = (Signal.GLUCOSE, Signal.HEART_RATE, Signal.SYSTOLIC, Signal.WEIGHT)
+
+
+@dataclass
+class SignalSummary:
+    twin: float
+    sd: float
+    truth: float
+    stale: bool
+
+
 @dataclass
 class PatientSummary:
     patient_id: str
+    conditions: list[str]
     readings: int
-    glucose_mean: float | None
-    glucose_sd: float | None
-    glucose_truth: float
+    signals: dict[str, SignalSummary]
     p_low_30min: float | None
-    stale: bool
-    hypo_episodes: int
+    episodes: int
 
 
 @dataclass
@@ -190,23 +199,39 @@ def _summarise(
             api_url=gateway.api.url,
             db=str(cfg.store.path),
         )
-        minute = min(len(home.patients[0].glucose_truth) - 1, int((now - home.start) // 60))
         for patient in home.patients:
-            estimates = patient_estimates(store, patient.patient_id, now)
+            estimates = {e.signal: e for e in patient_estimates(store, patient.patient_id, now)}
             summary.estimates += len(estimates)
-            glucose = next((e for e in estimates if e.signal is Signal.GLUCOSE), None)
+            glucose = estimates.get(Signal.GLUCOSE)
+            profile = patient.profile
+            conditions = [
+                name
+                for name, present in (
+                    ("heart failure", profile.heart_failure),
+                    (f"diabetes {profile.diabetes}", profile.diabetes is not None),
+                    ("hypertension", profile.hypertension),
+                )
+                if present
+            ]
             summary.patients.append(
                 PatientSummary(
                     patient_id=patient.patient_id,
-                    readings=len(readings.for_patient(store, patient.patient_id, limit=1_000_000)),
-                    glucose_mean=None if glucose is None else round(glucose.mean, 1),
-                    glucose_sd=None if glucose is None else round(glucose.sd, 1),
-                    glucose_truth=round(float(patient.glucose_truth[minute]), 1),
+                    conditions=conditions,
+                    readings=len(readings.for_patient(store, patient.patient_id, limit=10**7)),
+                    signals={
+                        s.value: SignalSummary(
+                            round(e.mean, 1),
+                            round(e.sd, 2),
+                            round(patient.truth.at(s.value, now), 1),
+                            is_stale(e, now, cfg.estimate.stale_after_s),
+                        )
+                        for s in SUMMARY_SIGNALS
+                        if (e := estimates.get(s)) is not None
+                    },
                     p_low_30min=None
                     if glucose is None
                     else round(probability_below(glucose, HYPO_MGDL, 1800).probability, 3),
-                    stale=glucose is None or is_stale(glucose, now, cfg.estimate.stale_after_s),
-                    hypo_episodes=len(patient.episodes),
+                    episodes=len(patient.episodes),
                 )
             )
     return summary

@@ -173,10 +173,14 @@ def cohort(
         faults=_transport(p_drop, p_duplicate, p_reorder, offline_per_day, p_malformed),
         clock=DeviceClock(clock_skew_s, clock_drift_ppm),
     )
-    counts = write_cohort(home, out, seed)
+    t0 = time.monotonic()
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("simulating", total=patients)
+        counts = write_cohort(home, out, lambda _: bar.advance(task))
     err.print(
-        f"wrote {out}: {counts['messages']} messages, {counts['truth_rows']} truth rows,"
-        f" {counts['episodes']} episodes"
+        f"wrote {out}: {counts['patients']} patients, {counts['messages']} messages,"
+        f" {counts['records']} readings, {counts['episodes']} episodes"
+        f" in {time.monotonic() - t0:.1f} s"
     )
 
 

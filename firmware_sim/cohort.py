@@ -1,64 +1,105 @@
 """Writing a cohort to files: what the devices sent, and the truth beside it.
 
-    out/devices.jsonl    one device a line: device_id, patient_id, device_type
-    out/messages.jsonl   every message in delivery order, in edge-twin's capture format
-                         ({"t", "topic", "payload" or "payload_b64"}): `edge-twin replay`
-                         reads it
-    out/truth.csv        t,patient_id,signal,value: the true physiological state per minute
-    out/episodes.jsonl   labelled events (kind, patient_id, onset, peak)
-    out/cohort.json      the parameters that made it
+    out/cohort.json              the parameters that made it, and the truth's columns
+    out/devices.jsonl            device_id, patient_id, device_type (provisioning)
+    out/patients.jsonl           each patient's profile (conditions, baselines, habits)
+    out/episodes.jsonl           labelled events: kind, patient_id, onset, peak, censored
+    out/messages/pt-NNN.jsonl.gz every message of a patient in delivery order, in
+                                 edge-twin's capture format ({"t", "topic", "payload" or
+                                 "payload_b64"}); `edge-twin replay out/` merges them
+    out/truth/pt-NNN.npy.gz      float32 [minute, signal]: the true state each minute
 
-Same parameters and seed -> byte-identical files (no wall-clock time is written).
+Patients are simulated and written one at a time (memory stays flat for large cohorts).
+Same parameters and seed -> byte-identical files: gzip headers carry no time or name, and
+nothing depends on the wall clock.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
+import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from firmware_sim.home import Home
+import numpy as np
+
+from firmware_sim.home import Home, SimPatient
+from firmware_sim.messages import Message
+from firmware_sim.physiology.body import SIGNALS
 
 # A fixed default start, so a cohort does not depend on when it was generated.
 DEFAULT_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
-def write_cohort(home: Home, out: Path, seed: int) -> dict[str, int]:
-    out.mkdir(parents=True, exist_ok=True)
+def _gzip(path: Path, data: bytes) -> None:
+    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        f.write(data)
+
+
+def capture_line(m: Message) -> str:
+    line: dict[str, object] = {"t": m.t, "topic": m.topic}
+    try:
+        line["payload"] = m.payload.decode()
+    except UnicodeDecodeError:  # a corrupted payload: keep its exact bytes
+        line["payload_b64"] = base64.b64encode(m.payload).decode()
+    return json.dumps(line, separators=(",", ":"))
+
+
+def write_cohort(
+    home: Home, out: Path, progress: Callable[[SimPatient], None] | None = None
+) -> dict[str, int]:
+    (out / "messages").mkdir(parents=True, exist_ok=True)
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    counts = {"patients": 0, "messages": 0, "records": 0, "episodes": 0}
     with (out / "devices.jsonl").open("w", encoding="utf-8") as f:
         for d in home.devices:
             f.write(json.dumps(asdict(d)) + "\n")
-    messages = home.messages()
-    with (out / "messages.jsonl").open("w", encoding="utf-8") as f:
-        for m in messages:
-            line: dict[str, object] = {"t": m.t, "topic": m.topic}
-            try:
-                line["payload"] = m.payload.decode()
-            except UnicodeDecodeError:  # a corrupted payload: keep its exact bytes
-                line["payload_b64"] = base64.b64encode(m.payload).decode()
-            f.write(json.dumps(line, separators=(",", ":")) + "\n")
-    truth_rows = 0
-    with (out / "truth.csv").open("w", encoding="utf-8") as f:
-        f.write("t,patient_id,signal,value\n")
-        for p in home.patients:
-            for minute, value in enumerate(p.glucose_truth):
-                f.write(f"{home.start + minute * 60:.0f},{p.patient_id},glucose,{value:.2f}\n")
-                truth_rows += 1
-    episodes = 0
-    with (out / "episodes.jsonl").open("w", encoding="utf-8") as f:
-        for p in home.patients:
-            for e in p.episodes:
-                f.write(json.dumps({"patient_id": p.patient_id, **asdict(e)}) + "\n")
-                episodes += 1
+    with (
+        (out / "patients.jsonl").open("w", encoding="utf-8") as patients_file,
+        (out / "episodes.jsonl").open("w", encoding="utf-8") as episodes_file,
+    ):
+        for patient, messages in home.iter_patient_messages():
+            pid = patient.patient_id
+            patients_file.write(json.dumps({"patient_id": pid, **asdict(patient.profile)}) + "\n")
+            for e in patient.episodes:
+                episodes_file.write(json.dumps(asdict(e)) + "\n")
+                counts["episodes"] += 1
+            text = "".join(capture_line(m) + "\n" for m in messages)
+            _gzip(out / "messages" / f"{pid}.jsonl.gz", text.encode())
+            truth = np.stack([patient.truth.signals[s] for s in SIGNALS], axis=1)
+            buffer = io.BytesIO()
+            np.save(buffer, truth.astype(np.float32), allow_pickle=False)
+            _gzip(out / "truth" / f"{pid}.npy.gz", buffer.getvalue())
+            counts["patients"] += 1
+            counts["messages"] += len(messages)
+            counts["records"] += sum(
+                len(u.records) for uploads in patient.uploads.values() for u in uploads
+            )
+            if progress is not None:
+                progress(patient)
     params = {
-        "seed": seed,
-        "patients": len(home.patients),
+        "seed": home.seed,
+        "patients": home.n_patients,
         "start": home.start,
         "hours": (home.end - home.start) / 3600.0,
+        "kinds": list(home.kinds),
+        "mix": asdict(home.mix),
         "cgm": asdict(home.cgm_spec),
         "transport": asdict(home.faults),
         "clock": asdict(home.clock),
+        "truth_columns": list(SIGNALS),
+        "truth_step_s": 60,
+        **{f"n_{k}": v for k, v in counts.items()},
     }
     (out / "cohort.json").write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
-    return {"messages": len(messages), "truth_rows": truth_rows, "episodes": episodes}
+    return counts
+
+
+def read_truth(out: Path, patient_id: str) -> np.ndarray:
+    """float32 [minute, signal] in the order of cohort.json's truth_columns."""
+    with gzip.open(out / "truth" / f"{patient_id}.npy.gz", "rb") as f:
+        array: np.ndarray = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    return array

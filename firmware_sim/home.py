@@ -1,29 +1,38 @@
-"""A simulated home: patients, their devices, and the time-ordered messages they send.
+"""A simulated home (or cohort): patients, their devices, and the messages they send.
 
-    Home(patients, start, hours, seed) -> devices, truth per patient, messages()
+    Home(patients, start, hours, seed) -> devices, patient(i) / patients, messages()
 
-Each patient draws its own generator from ``SeedSequence(seed)``, so adding a patient does
-not change the others, and the same seed always gives the same home.
+Every patient has a wrist wearable, a BP cuff and a scale; patients with diabetes also a
+CGM (``kinds`` narrows the set, e.g. a CGM-only home). Each patient's randomness comes
+from independent streams keyed by (seed, patient, purpose), so the same seed always gives
+the same home, and adding a patient, a device kind or transport faults changes nobody's
+physiology. Patients are built on demand, so a cohort of hundreds never holds every
+patient's minute-by-minute truth at once.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
-import numpy.typing as npt
 
 from firmware_sim import wire
-from firmware_sim.devices.cgm import CgmSpec, Sample
-from firmware_sim.devices.cgm import sample as cgm_sample
+from firmware_sim.devices import Artefact, Upload, cgm, spot, wrist
+from firmware_sim.devices.cgm import CgmSpec
 from firmware_sim.messages import Message
-from firmware_sim.physiology.glucose import Episode, GlucosePatient
-from firmware_sim.physiology.glucose import simulate as simulate_glucose
+from firmware_sim.physiology.body import Truth
+from firmware_sim.physiology.body import simulate as simulate_body
+from firmware_sim.physiology.profile import CohortMix, Profile
 from firmware_sim.transport import TransportFaults, apply_faults
 
-FIRMWARE_VERSION = "sim-0.1.0"
-STATUS_EVERY_S = 6 * 3600.0
+FIRMWARE_VERSION = "sim-0.2.0"
+KINDS = ("cgm", "wrist", "bp_cuff", "scale")
+PREFIXES = {"cgm": "cgm", "wrist": "wr", "bp_cuff": "bp", "scale": "sc"}
+# Stream purposes: independent generators per patient.
+_PROFILE, _BODY, _DEVICES, _TRANSPORT = range(4)
 
 
 @dataclass(frozen=True)
@@ -45,12 +54,54 @@ class DeviceClock:
 
 
 @dataclass(frozen=True)
+class Episode:
+    """A labelled event: what the twin should see coming (or, for artefacts, ignore)."""
+
+    kind: str  # hypoglycaemia | hf_decompensation | cgm_compression_low
+    patient_id: str
+    onset: float
+    peak: float
+    censored: bool = False  # the peak lies after the simulated period
+
+
+@dataclass
 class SimPatient:
     patient_id: str
-    glucose_model: GlucosePatient
-    glucose_truth: npt.NDArray[np.float64]  # mg/dL per minute from start
-    episodes: tuple[Episode, ...]
-    cgm: tuple[Sample, ...]
+    profile: Profile
+    truth: Truth
+    devices: list[SimDevice]
+    uploads: dict[str, list[Upload]]  # device_id -> what it sent
+    artefacts: list[Artefact]
+    wrist_worn: np.ndarray | None
+
+    @property
+    def glucose_truth(self) -> np.ndarray:
+        return self.truth.signals["glucose"]
+
+    @property
+    def cgm(self) -> list[tuple[float, float, int]]:
+        """(t, value, seq) of every CGM reading sent."""
+        return [
+            (r[2], r[3], r[4])
+            for d in self.devices
+            if d.device_type == "cgm"
+            for u in self.uploads[d.device_id]
+            for r in u.records
+        ]
+
+    @property
+    def episodes(self) -> list[Episode]:
+        end = self.truth.start + self.truth.minutes * 60.0
+        out = [
+            Episode("hypoglycaemia", self.patient_id, h.onset, h.peak)
+            for h in self.truth.hypoglycaemias
+        ]
+        out += [
+            Episode("hf_decompensation", self.patient_id, d.onset, d.peak, d.peak >= end)
+            for d in self.truth.decompensations
+        ]
+        out += [Episode(a.kind, self.patient_id, a.onset, a.end) for a in self.artefacts]
+        return sorted(out, key=lambda e: (e.onset, e.kind))
 
 
 class Home:
@@ -64,66 +115,125 @@ class Home:
         prefix: str = wire.DEFAULT_PREFIX,
         faults: TransportFaults | None = None,
         clock: DeviceClock | None = None,
+        mix: CohortMix | None = None,
+        kinds: tuple[str, ...] = KINDS,
     ) -> None:
         if patients < 1:
             raise ValueError("a home needs at least one patient")
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown device kinds {sorted(unknown)}; use {KINDS}")
+        self.n_patients = patients
         self.start = start
         self.end = start + hours * 3600.0
+        self.minutes = int(hours * 60)
+        self.seed = seed
         self.prefix = prefix
         self.cgm_spec = cgm or CgmSpec()
         self.faults = faults or TransportFaults()
         self.clock = clock or DeviceClock()
-        # Transport draws from its own stream: adding faults does not change the physiology.
-        self._transport_seed = np.random.SeedSequence([seed, 0x7A5])
-        minutes = int(hours * 60)
-        self.patients: list[SimPatient] = []
-        self.devices: list[SimDevice] = []
-        for i, child in enumerate(np.random.SeedSequence(seed).spawn(patients), start=1):
-            rng = np.random.default_rng(child)
-            patient_id = f"pt-{i:03d}"
-            model = GlucosePatient.draw(rng)
-            truth, episodes = simulate_glucose(model, start, minutes, rng)
-            samples = cgm_sample(self.cgm_spec, truth, start, rng)
-            self.patients.append(
-                SimPatient(patient_id, model, truth, tuple(episodes), tuple(samples))
-            )
-            self.devices.append(SimDevice(f"cgm-{i:03d}", patient_id, "cgm"))
+        self.mix = mix or CohortMix()
+        self.kinds = kinds
+        self.profiles = [Profile.draw(self._rng(i, _PROFILE), self.mix) for i in range(patients)]
+        self.devices = [d for i in range(patients) for d in self._devices(i)]
+
+    def _rng(self, patient: int, purpose: int) -> np.random.Generator:
+        return np.random.default_rng(
+            np.random.SeedSequence(self.seed, spawn_key=(patient, purpose))
+        )
+
+    def _devices(self, i: int) -> list[SimDevice]:
+        pid = f"pt-{i + 1:03d}"
+        profile = self.profiles[i]
+        wanted = [k for k in self.kinds if k != "cgm" or profile.diabetes is not None]
+        return [SimDevice(f"{PREFIXES[k]}-{i + 1:03d}", pid, k) for k in wanted]
+
+    @cached_property
+    def patients(self) -> list[SimPatient]:
+        """Every patient, built once (for small homes; cohorts use ``patient(i)``)."""
+        return [self.patient(i) for i in range(self.n_patients)]
+
+    def patient(self, i: int) -> SimPatient:
+        profile = self.profiles[i]
+        truth = simulate_body(profile, self.start, self.minutes, self._rng(i, _BODY))
+        rng = self._rng(i, _DEVICES)
+        devices = self._devices(i)
+        uploads: dict[str, list[Upload]] = {}
+        artefacts: list[Artefact] = []
+        worn = None
+        for d in devices:
+            if d.device_type == "cgm":
+                uploads[d.device_id], found = cgm.simulate(
+                    self.cgm_spec, truth.signals["glucose"], self.start, rng
+                )
+                artefacts += found
+            elif d.device_type == "wrist":
+                uploads[d.device_id], worn = wrist.simulate(truth, profile, rng)
+            elif d.device_type == "bp_cuff":
+                uploads[d.device_id] = spot.bp_cuff(truth, profile, rng)
+            else:
+                uploads[d.device_id] = spot.scale(truth, profile, rng)
+        return SimPatient(devices[0].patient_id, profile, truth, devices, uploads, artefacts, worn)
 
     def messages(self) -> list[Message]:
-        """Every message of the home, in the order the broker receives them (after the
-        transport faults). Each device's own order is kept when the streams are merged."""
-        streams = []
-        rngs = [np.random.default_rng(s) for s in self._transport_seed.spawn(len(self.devices))]
-        for patient, device, rng in zip(self.patients, self.devices, rngs, strict=True):
-            sent = sorted(self._device_messages(patient, device), key=lambda m: m.t)
-            streams.append(apply_faults(sent, self.faults, rng))
-        return list(heapq.merge(*streams, key=lambda m: m.t))
+        """Every message of the home, in the order the broker receives them."""
+        return list(heapq.merge(*(self.patient_messages(p) for p in self.patients), key=_t))
+
+    def patient_messages(self, patient: SimPatient) -> list[Message]:
+        """One patient's messages after transport faults; each device's order is kept."""
+        i = int(patient.patient_id.split("-")[1]) - 1
+        rng = self._rng(i, _TRANSPORT)
+        streams = [
+            apply_faults(sorted(self._device_messages(patient, d), key=_t), self.faults, rng)
+            for d in patient.devices
+        ]
+        return list(heapq.merge(*streams, key=_t))
+
+    def iter_patient_messages(self) -> Iterator[tuple[SimPatient, list[Message]]]:
+        """Patient by patient, without keeping earlier patients: for large cohorts."""
+        for i in range(self.n_patients):
+            patient = self.patient(i)
+            yield patient, self.patient_messages(patient)
 
     def _device_messages(self, patient: SimPatient, device: SimDevice) -> list[Message]:
         """What the firmware sends, at the true times it sends it; payload times are the
         device clock's."""
         did = device.device_id
-        stamp = self.clock.device_time
-        out: list[Message] = [
-            Message(self.start, did, wire.online_topic(did, self.prefix), b"1", True)
-        ]
-        t_status = self.start
-        while t_status < self.end:
-            battery = max(5.0, 100.0 - (t_status - self.start) / 3600.0 * 0.5)
+        clock = self.clock
+        start = self.start
+
+        def stamp(t: float) -> float:
+            return clock.device_time(t, start)
+
+        out = [Message(start, did, wire.online_topic(did, self.prefix), b"1", True)]
+        every = 3600.0 if device.device_type == "wrist" else 6 * 3600.0
+        t = start
+        while t < self.end:
+            battery = _battery(device.device_type, patient, t, start)
             out.append(
                 Message(
-                    t_status,
+                    t,
                     did,
                     wire.status_topic(did, self.prefix),
-                    wire.status_pack(
-                        did, stamp(t_status, self.start), round(battery, 1), FIRMWARE_VERSION
-                    ),
+                    wire.status_pack(did, stamp(t), battery, FIRMWARE_VERSION),
                 )
             )
-            t_status += STATUS_EVERY_S
-        for s in patient.cgm:
-            payload = wire.senml_pack(
-                did, [("glucose", "mg/dL", stamp(s.t, self.start), s.value, s.seq)]
-            )
-            out.append(Message(s.t, did, wire.readings_topic(did, self.prefix), payload))
+            t += every
+        topic = wire.readings_topic(did, self.prefix)
+        for upload in patient.uploads[did]:
+            records = [(n, u, stamp(tm), v, s) for n, u, tm, v, s in upload.records]
+            out.append(Message(upload.t, did, topic, wire.senml_pack(did, records)))
         return out
+
+
+def _t(m: Message) -> float:
+    return m.t
+
+
+def _battery(kind: str, patient: SimPatient, t: float, start: float) -> float:
+    """Wrist: charged each evening, ~4 %/h worn. Others: a slow decline over months."""
+    hours = (t - start) / 3600.0
+    if kind == "wrist":
+        since_charge = (((t % 86400) / 3600.0) - 20.5) % 24
+        return round(max(5.0, 100.0 - 4.0 * since_charge), 1)
+    return round(max(5.0, 100.0 - hours / 24.0 * 0.3), 1)

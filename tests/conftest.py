@@ -19,8 +19,17 @@ import pytest
 from edge_twin.broker import PrivateBroker, find_mosquitto
 from edge_twin.config import Config, load_config
 from edge_twin.errors import BrokerError
+from firmware_sim.home import Home
+from firmware_sim.physiology.profile import CohortMix
 
 T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z: a fixed event time for deterministic tests
+EVERYONE_DIABETIC = CohortMix(heart_failure=0.0, diabetes=1.0)
+
+
+def cgm_home(patients: int, hours: float, seed: int, **options: Any) -> Home:
+    """A home where every patient wears a CGM and nothing else: device cgm-NNN for pt-NNN."""
+    options.setdefault("start", T0)
+    return Home(patients, hours=hours, seed=seed, mix=EVERYONE_DIABETIC, kinds=("cgm",), **options)
 
 
 @pytest.fixture

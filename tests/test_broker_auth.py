@@ -19,9 +19,8 @@ from edge_twin.config import Config
 from edge_twin.gateway import Gateway
 from edge_twin.store import Store, devices, readings
 from firmware_sim import wire
-from firmware_sim.home import Home
 from firmware_sim.publisher import HomePublisher
-from tests.conftest import T0, wait_until
+from tests.conftest import T0, cgm_home, wait_until
 
 pytestmark = pytest.mark.broker
 PASSWORDS = {"gateway": "gw-secret", "cgm-001": "pw-1", "cgm-002": "pw-2"}
@@ -78,7 +77,7 @@ def test_a_device_can_publish_only_as_itself(
     secure_broker: PrivateBroker, make_config: Callable[..., Config]
 ) -> None:
     cfg = make_config(secure_broker, mqtt={"username": "gateway", "password": "gw-secret"})
-    home = Home(patients=2, start=T0, hours=1, seed=2)
+    home = cgm_home(patients=2, hours=1, seed=2)
     with Store(cfg.store.path) as store:
         for d in home.devices:
             devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)

@@ -113,12 +113,15 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
         "--json",
     )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["published"] == summary["ingested_messages"]
-    # 2 patients x 24 CGM samples (every 5 min for 2 h), none lost on a clean network.
-    assert summary["readings_stored"] == 48
-    assert summary["estimates"] == 2
+    assert summary["published"] == summary["ingested_messages"] > 0
+    # Every reading the devices sent was stored once, and belongs to a patient.
+    assert summary["readings_stored"] == sum(p["readings"] for p in summary["patients"]) > 0
+    assert summary["duplicates"] == 0
     assert sum(summary["quarantined"].values()) == 0
-    assert all(p["glucose_mean"] is not None for p in summary["patients"])
+    assert summary["estimates"] >= len(summary["patients"]) == 2
+    for patient in summary["patients"]:
+        for s in patient["signals"].values():
+            assert s["sd"] > 0  # every estimate carries its uncertainty
     assert db.exists()
 
 

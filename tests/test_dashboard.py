@@ -10,10 +10,9 @@ from edge_twin.clock import ManualClock
 from edge_twin.config import Config
 from edge_twin.gateway import Gateway
 from edge_twin.store import Store, devices
-from firmware_sim.home import Home
 from firmware_sim.publisher import HomePublisher
 from tests import browser
-from tests.conftest import T0, wait_until
+from tests.conftest import T0, cgm_home, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser]
 
@@ -22,7 +21,7 @@ def test_dashboard_shows_each_patient_with_uncertainty_and_staleness(
     broker: PrivateBroker, make_config: Callable[..., Config], tmp_path: Path
 ) -> None:
     cfg = make_config(broker)
-    home = Home(patients=2, start=T0, hours=2, seed=4)
+    home = cgm_home(patients=2, hours=2, seed=4)
     with Store(cfg.store.path) as store:
         for d in home.devices:
             devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)

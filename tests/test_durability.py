@@ -24,7 +24,7 @@ from edge_twin.store import Store, devices, readings
 from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
-from tests.conftest import T0, wait_until
+from tests.conftest import T0, cgm_home, wait_until
 
 pytestmark = pytest.mark.broker
 BIN = Path(sys.executable).parent
@@ -85,7 +85,7 @@ class GatewayProcess:
 
 @pytest.fixture
 def home(db_path: Path) -> Home:
-    h = Home(patients=2, start=T0, hours=12, seed=8)
+    h = cgm_home(patients=2, hours=12, seed=8)
     with Store(db_path) as store:
         for d in h.devices:
             devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)

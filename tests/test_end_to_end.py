@@ -18,7 +18,7 @@ from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
 from firmware_sim.transport import TransportFaults
-from tests.conftest import T0, wait_until
+from tests.conftest import T0, cgm_home, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -33,7 +33,7 @@ def test_simulated_cgm_reaches_the_state_api(
     broker: PrivateBroker, make_config: Callable[..., Config]
 ) -> None:
     cfg = make_config(broker)
-    home = Home(patients=2, start=T0, hours=3, seed=11)
+    home = cgm_home(patients=2, hours=3, seed=11)
     provision(cfg, home)
     clock = ManualClock(home.end)
     messages = home.messages()
@@ -69,7 +69,7 @@ def test_messages_sent_while_the_gateway_is_down_arrive_after_restart(
     broker: PrivateBroker, make_config: Callable[..., Config]
 ) -> None:
     cfg = make_config(broker, api={"port": 0})
-    home = Home(patients=1, start=T0, hours=4, seed=3)
+    home = cgm_home(patients=1, hours=4, seed=3)
     provision(cfg, home)
     clock = ManualClock(home.end)
     senml = [m for m in home.messages() if m.topic.endswith("/senml")]
@@ -92,7 +92,7 @@ def test_bad_messages_through_the_broker_land_in_quarantine(
     broker: PrivateBroker, make_config: Callable[..., Config]
 ) -> None:
     cfg = make_config(broker)
-    home = Home(patients=1, start=T0, hours=1, seed=5)
+    home = cgm_home(patients=1, hours=1, seed=5)
     provision(cfg, home)
     ghost = home.devices[0].__class__("ghost-1", "pt-001", "cgm")
     bad = [
@@ -135,7 +135,7 @@ def test_a_faulty_home_ends_as_one_row_per_reading(
     """Duplicates, reordering, backfill bursts and corrupt payloads from the simulator."""
     cfg = make_config(broker)
     faults = TransportFaults(p_duplicate=0.2, p_reorder=0.2, offline_per_day=4.0, p_malformed=0.05)
-    home = Home(patients=2, start=T0, hours=24, seed=17, faults=faults)
+    home = cgm_home(patients=2, hours=24, seed=17, faults=faults)
     provision(cfg, home)
     messages = home.messages()
     intact = {
@@ -173,7 +173,7 @@ def test_a_backlog_drains_in_bounded_batches(
     """Back after a day offline: the queue drains in commits of at most batch_max
     messages, so the gateway's memory does not grow with the backlog."""
     cfg = make_config(broker, ingest={"batch_max": 64})
-    home = Home(patients=4, start=T0, hours=24, seed=23)
+    home = cgm_home(patients=4, hours=24, seed=23)
     provision(cfg, home)
     messages = home.messages()
     with Gateway(cfg, ManualClock(home.end), serve_api=False):

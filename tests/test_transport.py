@@ -9,7 +9,7 @@ import pytest
 from firmware_sim.home import DeviceClock, Home
 from firmware_sim.messages import Message
 from firmware_sim.transport import TransportFaults
-from tests.conftest import T0
+from tests.conftest import T0, cgm_home
 
 DAYS = 10  # 2,880 CGM samples: rates to within about +/- 0.03
 
@@ -23,14 +23,14 @@ def record(m: Message) -> dict[str, float]:
 
 
 def home(**faults: object) -> Home:
-    return Home(1, T0, 24 * DAYS, seed=21, faults=TransportFaults(**faults))  # type: ignore[arg-type]
+    return cgm_home(1, 24 * DAYS, seed=21, faults=TransportFaults(**faults))  # type: ignore[arg-type]
 
 
 def test_no_faults_means_every_sample_once_in_order() -> None:
     msgs = senml(home().messages())
     seqs = [record(m)["seq"] for m in msgs]
     assert seqs == sorted(seqs)
-    assert len(seqs) == len(set(seqs)) == 24 * DAYS * 12
+    assert len(seqs) == len(set(seqs)) > 24 * DAYS * 12 * 0.9  # minus sensor warm-ups
 
 
 @pytest.mark.parametrize("p", [0.2, 0.4, 0.6])
@@ -54,7 +54,7 @@ def test_reorder_rate() -> None:
         late += seq < newest
         newest = max(newest, seq)
     assert late / len(msgs) == pytest.approx(0.15, abs=0.03)
-    assert len(msgs) == 24 * DAYS * 12  # reordered, not lost
+    assert len(msgs) == len(senml(home().messages()))  # reordered, not lost
 
 
 def test_offline_periods_send_backfill_bursts() -> None:
@@ -64,7 +64,7 @@ def test_offline_periods_send_backfill_bursts() -> None:
     # ~1 outage a day of 60-120 min: roughly 10 outages x 90 min / 5 min = ~180 samples late
     assert 60 < len(backfilled) < 400
     assert max(lags) <= 120 * 60
-    assert len(msgs) == 24 * DAYS * 12  # held, then delivered: nothing lost
+    assert len(msgs) == len(senml(home().messages()))  # held, then delivered: nothing lost
 
 
 def test_malformed_rate() -> None:
@@ -80,7 +80,7 @@ def test_malformed_rate() -> None:
 
 
 def test_clock_skew_and_drift_change_payload_times_only() -> None:
-    h = Home(1, T0, 24, seed=3, clock=DeviceClock(skew_s=-600.0, drift_ppm=100.0))
+    h = cgm_home(1, 24, seed=3, clock=DeviceClock(skew_s=-600.0, drift_ppm=100.0))
     for m in senml(h.messages()):
         offset = record(m)["bt"] - m.t
         assert offset == pytest.approx(-600.0 + 100e-6 * (m.t - T0), abs=1e-6)

@@ -6,7 +6,9 @@ A capture is a JSON-lines file, one MQTT message per line, in the order received
 
 ``t`` is when the message was received (epoch s; it drives the backfill and future-time
 checks exactly as the gateway clock would); ``payload`` is UTF-8 text, or ``payload_b64``
-for arbitrary bytes. ``firmware-sim cohort`` writes ``messages.jsonl`` in this format.
+for arbitrary bytes. Files may be gzip-compressed (``.gz``). A directory is read as a
+``firmware-sim cohort``: its ``messages/*.jsonl.gz`` merged in time order, its
+``devices.jsonl`` the devices to provision.
 A line that is not valid capture JSON is quarantined (topic ``<replay>``) with its raw
 bytes, like any other bad input: nothing is skipped silently.
 """
@@ -15,13 +17,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
+import heapq
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from edge_twin.domain import DeviceType
-from edge_twin.errors import ProvisioningError
+from edge_twin.errors import EdgeTwinError, ProvisioningError
 from edge_twin.ingest.writer import RawMessage
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import devices
@@ -40,11 +45,46 @@ class ReplaySummary:
     last_t: float | None = None
 
 
+def capture_files(path: Path) -> list[Path]:
+    """The capture files behind ``path``: itself, or a cohort directory's messages."""
+    if path.is_dir():
+        files = sorted((path / "messages").glob("*.jsonl*"))
+        if not files:
+            raise EdgeTwinError(f"{path} holds no messages/*.jsonl[.gz]: is it a cohort?")
+        return files
+    if not path.exists():
+        raise EdgeTwinError(f"capture {path} does not exist")
+    return [path]
+
+
 def read_capture(path: Path) -> Iterator[RawMessage]:
-    """Messages of a capture file; malformed lines become messages on ``<replay>``
-    carrying the raw line, so the decoder quarantines them as wrong_topic."""
+    """Messages of a capture file, or of a cohort directory merged in time order.
+    Malformed lines become messages on ``<replay>`` carrying the raw line, so the decoder
+    quarantines them as wrong_topic."""
+    files = capture_files(path)
+    if len(files) == 1:
+        yield from _read_file(files[0])
+    else:
+        yield from heapq.merge(*(_read_file(f) for f in files), key=lambda m: m.received_at)
+
+
+def count_messages(path: Path) -> int:
+    total = 0
+    for file in capture_files(path):
+        with _open(file) as handle:
+            total += sum(1 for line in handle if line.strip())
+    return total
+
+
+def _open(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
+    return path.open("rb")
+
+
+def _read_file(path: Path) -> Iterator[RawMessage]:
     last_t = 0.0
-    with path.open("rb") as handle:
+    with _open(path) as handle:
         for line in handle:
             if not line.strip():
                 continue

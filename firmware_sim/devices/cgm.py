@@ -1,10 +1,15 @@
-"""CGM firmware: samples the true glucose every ``period_min`` with correlated error.
+"""CGM firmware: a reading every ``period_min`` with the imperfections of real sensors.
 
-    reading_k = clip(G(t_k) + e_k, 40, 400)
-    e_k       = rho * e_{k-1} + sqrt(1 - rho^2) * sd * n_k       AR(1), stationary SD ``sd``
+    reading_k = clip(G(t_k) (1 + drift(t_k)) + compression(t_k) + e_k, 40, 400)
+    e_k       = rho e_{k-1} + sqrt(1 - rho^2) sd n_k          AR(1), stationary SD ``sd``
+    rho       = 0.7 ** (period / 15 min)   (the UVA/Padova sensor model's 15-min
+                                            autocorrelation ~0.7, shared/guides/domain.md)
+    drift     = per-session calibration error: N(0, 4%) at insertion, then an OU walk
+    compression lows: at night, ~``compression_per_night``, the reading falls 25-60 mg/dL
+                for 10-30 min and recovers (the body is fine: an ``Artefact``)
 
-rho = 0.7 ** (period / 15 min): the 15-minute autocorrelation of ~0.7 of the UVA/Padova
-sensor model (shared/guides/domain.md). A sample is lost with probability ``p_missing``.
+Sessions last ``session_days``; each new sensor needs ``warmup_min`` before its first
+reading, after a changeover gap of up to an hour. A sample is lost with ``p_missing``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
+
+from firmware_sim.devices import Artefact, Upload
+from firmware_sim.physiology.processes import Array, hour_of_day, ou
 
 
 @dataclass(frozen=True)
@@ -23,34 +30,60 @@ class CgmSpec:
     p_missing: float = 0.0
     lo: float = 40.0
     hi: float = 400.0
+    session_days: float = 10.0
+    warmup_min: int = 120
+    drift_sd: float = 0.04
+    compression_per_night: float = 0.25
 
 
-@dataclass(frozen=True)
-class Sample:
-    t: float
-    value: float
-    seq: int
-    truth: float
+def simulate(
+    spec: CgmSpec, glucose: Array, start: float, rng: np.random.Generator
+) -> tuple[list[Upload], list[Artefact]]:
+    minutes = len(glucose)
+    available = np.zeros(minutes, dtype=bool)
+    drift = np.zeros(minutes)
+    session_min = int(spec.session_days * 1440)
+    begin = -int(rng.uniform(0, session_min))  # the first sensor was inserted earlier
+    while begin < minutes:
+        warm = begin + spec.warmup_min
+        end = begin + session_min
+        lo, hi = max(0, begin), min(minutes, end)
+        if lo < hi:
+            drift[lo:hi] = rng.normal(0, spec.drift_sd) + ou(rng, hi - lo, spec.drift_sd, 2 * 1440)
+            available[max(0, warm) : hi] = True
+        begin = end + int(rng.uniform(0, 60))  # changeover: the patient is not always quick
 
+    compression = np.zeros(minutes)
+    artefacts: list[Artefact] = []
+    hours = hour_of_day(start, minutes)
+    nights = np.flatnonzero((hours[:-1] < 1.0) & (hours[1:] >= 1.0))  # 01:00 each night
+    for night in nights:
+        if rng.random() < spec.compression_per_night:
+            at = int(night + rng.uniform(0, 300))
+            length = int(rng.uniform(10, 30))
+            depth = rng.uniform(25, 60)
+            lo, hi = at, min(minutes, at + length)
+            if lo < hi:
+                ramp = np.sin(np.pi * np.arange(hi - lo) / length)  # falls, then recovers
+                compression[lo:hi] -= depth * ramp
+                artefacts.append(
+                    Artefact("cgm_compression_low", start + lo * 60.0, start + hi * 60.0)
+                )
 
-def sample(
-    spec: CgmSpec,
-    truth_per_min: npt.NDArray[np.float64],
-    start: float,
-    rng: np.random.Generator,
-    first_seq: int = 0,
-) -> list[Sample]:
     rho = 0.7 ** (spec.period_min / 15.0)
     innovation_sd = spec.sd * math.sqrt(1 - rho * rho)
     error = rng.normal(0, spec.sd)
-    out: list[Sample] = []
-    seq = first_seq
-    for minute in range(0, len(truth_per_min), spec.period_min):
+    uploads: list[Upload] = []
+    seq = 0
+    for minute in range(0, minutes, spec.period_min):
         error = rho * error + rng.normal(0, innovation_sd)
+        if not available[minute]:
+            continue
         seq += 1  # the firmware counts every sample it takes, sent or lost
         if rng.random() < spec.p_missing:
             continue
-        truth = float(truth_per_min[minute])
-        value = round(min(spec.hi, max(spec.lo, truth + error)), 1)
-        out.append(Sample(start + minute * 60.0, value, seq, truth))
-    return out
+        measured = glucose[minute] * (1 + drift[minute]) + compression[minute] + error
+        value = round(min(spec.hi, max(spec.lo, float(measured))), 1)
+        t = start + minute * 60.0
+        uploads.append(Upload(t, [("glucose", "mg/dL", t, value, seq)]))
+    return uploads, artefacts

@@ -1,16 +1,18 @@
 """A documented glucose model of our own, on a 1-minute grid (mg/dL).
 
     G(t) = basal
-         + sum over meals i of  A_i * h((t - t_i) / tp_meal)       meal excursions
-         - sum over hypo episodes j of  D_j * h((t - t_j) / tp_hypo) insulin-driven lows
-         + d(t)                                                      slow physiological drift
-    h(u) = u * exp(1 - u) for u >= 0, else 0     (peak 1 at u = 1, back near 0 by u ~ 5)
-    d    : Ornstein-Uhlenbeck, SD ``drift_sd``, time constant ``drift_tau_min``
+         + sum over meals i of  A_i h((t - t_i) / tp_meal)           meal excursions
+         - sum over insulin errors j of  D_j h((t - t_j) / tp_hypo)    over-bolus lows
+         - k_ex * (steps over the last 60 min)                        exercise
+         + d(t)                                                       slow drift (OU)
+    h(u) = u exp(1 - u) for u >= 0 (peak 1 at u = 1, back near 0 by u ~ 5)
 
-Meals come three times a day at jittered times; a hypo episode happens on a given day with
-probability ``hypo_per_day`` and its depth takes glucose to ~45-60 mg/dL at its nadir.
-Values are clipped to 30-450 mg/dL. Every draw comes from the seeded generator, so the
-same seed gives the same patient. (Issue #3 brings UVA/Padova via simglucose.)
+Type 1: larger and more variable meal excursions, frequent insulin-error lows (the dip
+takes glucose to ~40-65 mg/dL at its nadir), a strong exercise effect. Type 2: higher
+basal, milder excursions, rare lows. Clipped to 30-450 mg/dL.
+
+Hypoglycaemia labels are read off the truth, not off the plan: every stretch below
+70 mg/dL lasting at least 15 minutes, with its onset and its nadir.
 """
 
 from __future__ import annotations
@@ -19,71 +21,88 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
+
+from firmware_sim.physiology.processes import Array, add_bump, ou, smooth
 
 MEAL_HOURS = (7.5, 12.5, 19.0)
+HYPO_MGDL = 70.0
+HYPO_MIN_MINUTES = 15
 
 
 @dataclass(frozen=True)
-class GlucosePatient:
-    basal: float = 120.0
-    meal_rise: tuple[float, float] = (40.0, 110.0)
-    meal_peak_min: float = 55.0
-    hypo_per_day: float = 0.3
-    hypo_peak_min: float = 40.0
-    drift_sd: float = 12.0
+class GlucoseModel:
+    basal: float
+    meal_rise: tuple[float, float]
+    meal_peak_min: float
+    lows_per_day: float
+    nadir: tuple[float, float]
+    exercise_per_step: float  # mg/dL per step in the last hour
+    drift_sd: float
     drift_tau_min: float = 120.0
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> GlucosePatient:
+    def draw(cls, kind: str, rng: np.random.Generator) -> GlucoseModel:
+        if kind == "T1":
+            return cls(
+                basal=float(rng.uniform(110, 160)),
+                meal_rise=(float(rng.uniform(40, 60)), float(rng.uniform(110, 170))),
+                meal_peak_min=float(rng.uniform(45, 75)),
+                lows_per_day=float(rng.uniform(0.2, 0.7)),
+                nadir=(40.0, 65.0),
+                exercise_per_step=float(rng.uniform(0.008, 0.02)),
+                drift_sd=float(rng.uniform(12, 22)),
+            )
         return cls(
-            basal=float(rng.uniform(100, 160)),
-            meal_rise=(float(rng.uniform(30, 50)), float(rng.uniform(80, 140))),
-            meal_peak_min=float(rng.uniform(45, 75)),
-            hypo_per_day=float(rng.uniform(0.1, 0.5)),
+            basal=float(rng.uniform(130, 180)),
+            meal_rise=(float(rng.uniform(25, 40)), float(rng.uniform(60, 100))),
+            meal_peak_min=float(rng.uniform(60, 90)),
+            lows_per_day=float(rng.uniform(0.02, 0.12)),
+            nadir=(50.0, 68.0),
+            exercise_per_step=float(rng.uniform(0.002, 0.008)),
+            drift_sd=float(rng.uniform(10, 18)),
         )
 
 
 @dataclass(frozen=True)
-class Episode:
-    kind: str  # "hypoglycaemia"
-    onset: float  # epoch s
-    peak: float  # epoch s, the nadir
-
-
-def _h(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return np.where(u >= 0, u * np.exp(1 - u), 0.0)
+class Hypoglycaemia:
+    onset: float  # epoch s: first minute below 70 mg/dL
+    peak: float  # epoch s: the nadir
+    nadir: float  # mg/dL
 
 
 def simulate(
-    patient: GlucosePatient, start: float, minutes: int, rng: np.random.Generator
-) -> tuple[npt.NDArray[np.float64], list[Episode]]:
-    """True glucose each minute from ``start`` (epoch s) and the hypo episodes within."""
-    t_min = np.arange(minutes, dtype=float)
-    g = np.full(minutes, patient.basal)
-    days = math.ceil(minutes / 1440) + 1
-    day0 = math.floor(start / 86400) * 86400
-    offset_min = (start - day0) / 60.0
-    episodes: list[Episode] = []
-    for day in range(-1, days):
+    model: GlucoseModel, start: float, steps: Array, rng: np.random.Generator
+) -> tuple[Array, list[Hypoglycaemia]]:
+    """True glucose each minute (len(steps) minutes from ``start``) and its hypos."""
+    minutes = len(steps)
+    g = np.full(minutes, model.basal)
+    offset_min = (start % 86400) / 60.0
+    for day in range(-1, math.ceil(minutes / 1440) + 1):
         for hour in MEAL_HOURS:
             at = day * 1440 + hour * 60 + rng.normal(0, 25) - offset_min
-            rise = rng.uniform(*patient.meal_rise)
-            g += rise * _h((t_min - at) / patient.meal_peak_min)
-        if rng.random() < patient.hypo_per_day:
-            at = day * 1440 + rng.uniform(0, 1440) - offset_min
-            nadir = rng.uniform(45, 60)
-            idx = round(at + patient.hypo_peak_min)
-            if 0 <= idx < minutes:
-                depth = g[idx] - nadir
-                g -= depth * _h((t_min - at) / patient.hypo_peak_min)
-                episodes.append(Episode("hypoglycaemia", start + at * 60, start + idx * 60))
-    # Ornstein-Uhlenbeck drift, exact discretisation at 1-min steps.
-    a = math.exp(-1.0 / patient.drift_tau_min)
-    shocks = rng.normal(0, patient.drift_sd * math.sqrt(1 - a * a), minutes)
-    drift = np.empty(minutes)
-    level = rng.normal(0, patient.drift_sd)
-    for i in range(minutes):
-        level = a * level + shocks[i]
-        drift[i] = level
-    return np.clip(g + drift, 30.0, 450.0), episodes
+            add_bump(g, at, model.meal_peak_min, rng.uniform(*model.meal_rise))
+    g -= model.exercise_per_step * smooth(steps, 60) * 60
+    g += ou(rng, minutes, model.drift_sd, model.drift_tau_min)
+    # Insulin errors: each pulls glucose down to a nadir 30-50 min later.
+    for _ in range(rng.poisson(model.lows_per_day * minutes / 1440)):
+        at = rng.uniform(-60, minutes)
+        tp = rng.uniform(30, 50)
+        idx = int(at + tp)
+        if 0 <= idx < minutes:
+            depth = max(0.0, g[idx] - rng.uniform(*model.nadir))
+            add_bump(g, at, tp, -depth)
+    g = np.clip(g, 30.0, 450.0)
+    return g, hypoglycaemias(g, start)
+
+
+def hypoglycaemias(g: Array, start: float) -> list[Hypoglycaemia]:
+    below = np.concatenate(([False], g < HYPO_MGDL, [False]))
+    edges = np.flatnonzero(np.diff(below.astype(np.int8)))
+    out = []
+    for first, end in zip(edges[::2], edges[1::2], strict=True):
+        if end - first >= HYPO_MIN_MINUTES:
+            nadir_at = first + int(np.argmin(g[first:end]))
+            out.append(
+                Hypoglycaemia(start + first * 60.0, start + nadir_at * 60.0, float(g[nadir_at]))
+            )
+    return out
