@@ -3,12 +3,14 @@
 firmware-sim devices   the home's devices, to provision them on a gateway
 firmware-sim run       publish the home over MQTT at 1x or accelerated time
 firmware-sim cohort    write a cohort (messages, truth, episodes) to files
+firmware-sim plot      a PNG of one patient: truth vs devices, labelled episodes
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +22,7 @@ from rich.progress import Progress
 from firmware_sim.cohort import DEFAULT_START, write_cohort
 from firmware_sim.devices.cgm import CgmSpec
 from firmware_sim.home import DeviceClock, Home
+from firmware_sim.physiology.profile import CohortMix
 from firmware_sim.publisher import HomePublisher, SimError, paced_by
 from firmware_sim.transport import TransportFaults
 
@@ -161,6 +164,9 @@ def cohort(
     p_malformed: PMalformed = 0.0,
     clock_skew_s: Skew = 0.0,
     clock_drift_ppm: Drift = 0.0,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Worker processes (default: one per core).")
+    ] = os.cpu_count() or 1,
 ) -> None:
     """Write a cohort to files: devices, messages (a capture `edge-twin replay` reads),
     true state per minute and labelled episodes. Same seed, same bytes."""
@@ -176,12 +182,31 @@ def cohort(
     t0 = time.monotonic()
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("simulating", total=patients)
-        counts = write_cohort(home, out, lambda _: bar.advance(task))
+        counts = write_cohort(home, out, lambda _: bar.advance(task), jobs=jobs)
     err.print(
         f"wrote {out}: {counts['patients']} patients, {counts['messages']} messages,"
         f" {counts['records']} readings, {counts['episodes']} episodes"
         f" in {time.monotonic() - t0:.1f} s"
     )
+
+
+@app.command()
+def plot(
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("patient.png"),
+    days: Annotated[float, typer.Option(min=1.0, help="Simulated days.")] = 30.0,
+    seed: Seed = 7,
+    patient: Annotated[int, typer.Option(min=1, help="Which patient of the home (1-based).")] = 1,
+    heart_failure: Annotated[float, typer.Option(help="Fraction with heart failure.")] = 1.0,
+    diabetes: Annotated[float, typer.Option(help="Fraction with diabetes.")] = 1.0,
+    type1: Annotated[float, typer.Option(help="Fraction of diabetics with type 1.")] = 1.0,
+) -> None:
+    """Plot one patient's truth against what its devices sent, with labelled episodes."""
+    from firmware_sim.plot import plot_patient
+
+    mix = CohortMix(heart_failure=heart_failure, diabetes=diabetes, type1_given_diabetes=type1)
+    home = Home(patient, DEFAULT_START, days * 24, seed, mix=mix)
+    written = plot_patient(home.patient(patient - 1), out)
+    err.print(f"wrote {written}")
 
 
 def main() -> None:

@@ -220,8 +220,11 @@ class Home:
             )
             t += every
         topic = wire.readings_topic(did, self.prefix)
+        exact = clock == DeviceClock()
         for upload in patient.uploads[did]:
-            records = [(n, u, stamp(tm), v, s) for n, u, tm, v, s in upload.records]
+            records = upload.records
+            if not exact:
+                records = [(n, u, stamp(tm), v, s) for n, u, tm, v, s in records]
             out.append(Message(upload.t, did, topic, wire.senml_pack(did, records)))
         return out
 

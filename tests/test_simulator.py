@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -120,3 +124,21 @@ def test_spot_devices_follow_adherence() -> None:
         )
     assert abs(np.mean(z)) < 0.5
     assert 0.6 < np.std(z) < 1.4
+
+
+def test_plot_command_writes_a_png(tmp_path: Path) -> None:
+    out = tmp_path / "p.png"
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "firmware-sim"),
+            "plot",
+            "--out",
+            str(out),
+            "--days",
+            "3",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 20_000

@@ -58,6 +58,12 @@ def simulate(
     rr = s["resp_rate"] + rng.normal(0, 0.8, n)
     temp = s["skin_temp"] + rng.normal(0, 0.15, n)
 
+    # Device resolution, rounded once for all minutes (plain floats for the encoder).
+    hr_l = np.round(hr).tolist()
+    steps_l = np.round(steps).tolist()
+    spo2_l = np.minimum(100.0, np.round(spo2)).tolist()
+    rr_l = np.round(rr, 1).tolist()
+    temp_l = np.round(temp, 2).tolist()
     uploads: list[Upload] = []
     seq = 0
     records: list[Record] = []
@@ -65,12 +71,12 @@ def simulate(
         if worn[minute]:
             t = start + minute * 60.0
             seq += 1
-            records.append(("heart_rate", "1/min", t, float(round(hr[minute])), seq))
-            records.append(("steps", "count", t, float(round(steps[minute])), seq))
+            records.append(("heart_rate", "1/min", t, hr_l[minute], seq))
+            records.append(("steps", "count", t, steps_l[minute], seq))
             if minute % SLOW_EVERY_MIN == 0:
-                records.append(("spo2", "%", t, float(min(100, round(spo2[minute]))), seq))
-                records.append(("resp_rate", "1/min", t, round(float(rr[minute]), 1), seq))
-                records.append(("skin_temp", "Cel", t, round(float(temp[minute]), 2), seq))
+                records.append(("spo2", "%", t, spo2_l[minute], seq))
+                records.append(("resp_rate", "1/min", t, rr_l[minute], seq))
+                records.append(("skin_temp", "Cel", t, temp_l[minute], seq))
         if minute % UPLOAD_EVERY_MIN == UPLOAD_EVERY_MIN - 1 and records:
             uploads.append(Upload(start + minute * 60.0 + 30.0, records))
             records = []
