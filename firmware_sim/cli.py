@@ -52,12 +52,23 @@ Offline = Annotated[
     float, typer.Option(min=0.0, help="Offline periods per device-day (30-240 min, backfilled).")
 ]
 PMalformed = Annotated[float, typer.Option(min=0.0, max=1.0, help="P(payload corrupted).")]
+Storms = Annotated[
+    float,
+    typer.Option(
+        min=0.0, help="Home Wi-Fi outages per day: all devices reconnect and backfill at once."
+    ),
+]
 Skew = Annotated[float, typer.Option(help="Device clock offset, seconds (+ ahead, - behind).")]
 Drift = Annotated[float, typer.Option(help="Device clock drift, parts per million.")]
 
 
 def _transport(
-    p_drop: float, p_duplicate: float, p_reorder: float, offline: float, p_malformed: float
+    p_drop: float,
+    p_duplicate: float,
+    p_reorder: float,
+    offline: float,
+    p_malformed: float,
+    home_outages: float,
 ) -> TransportFaults:
     return TransportFaults(
         p_drop=p_drop,
@@ -65,6 +76,7 @@ def _transport(
         p_reorder=p_reorder,
         offline_per_day=offline,
         p_malformed=p_malformed,
+        home_outages_per_day=home_outages,
     )
 
 
@@ -114,6 +126,7 @@ def run(
     p_reorder: PReorder = 0.0,
     offline_per_day: Offline = 0.0,
     p_malformed: PMalformed = 0.0,
+    home_outages_per_day: Storms = 0.0,
     clock_skew_s: Skew = 0.0,
     clock_drift_ppm: Drift = 0.0,
 ) -> None:
@@ -126,7 +139,9 @@ def run(
         hours,
         seed,
         prefix=prefix,
-        faults=_transport(p_drop, p_duplicate, p_reorder, offline_per_day, p_malformed),
+        faults=_transport(
+            p_drop, p_duplicate, p_reorder, offline_per_day, p_malformed, home_outages_per_day
+        ),
         clock=DeviceClock(clock_skew_s, clock_drift_ppm),
     )
     messages = home.messages()
@@ -162,6 +177,7 @@ def cohort(
     p_reorder: PReorder = 0.0,
     offline_per_day: Offline = 0.0,
     p_malformed: PMalformed = 0.0,
+    home_outages_per_day: Storms = 0.0,
     clock_skew_s: Skew = 0.0,
     clock_drift_ppm: Drift = 0.0,
     jobs: Annotated[
@@ -176,7 +192,9 @@ def cohort(
         hours,
         seed,
         cgm=CgmSpec(p_missing=p_missing),
-        faults=_transport(p_drop, p_duplicate, p_reorder, offline_per_day, p_malformed),
+        faults=_transport(
+            p_drop, p_duplicate, p_reorder, offline_per_day, p_malformed, home_outages_per_day
+        ),
         clock=DeviceClock(clock_skew_s, clock_drift_ppm),
     )
     t0 = time.monotonic()

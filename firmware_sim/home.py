@@ -26,13 +26,14 @@ from firmware_sim.messages import Message
 from firmware_sim.physiology.body import Truth
 from firmware_sim.physiology.body import simulate as simulate_body
 from firmware_sim.physiology.profile import CohortMix, Profile
-from firmware_sim.transport import TransportFaults, apply_faults
+from firmware_sim.transport import TransportFaults, apply_faults, outage_windows
 
 FIRMWARE_VERSION = "sim-0.2.0"
 KINDS = ("cgm", "wrist", "bp_cuff", "scale")
 PREFIXES = {"cgm": "cgm", "wrist": "wr", "bp_cuff": "bp", "scale": "sc"}
-# Stream purposes: independent generators per patient.
+# Stream purposes: independent generators per patient; the home's own stream.
 _PROFILE, _BODY, _DEVICES, _TRANSPORT = range(4)
+_HOME = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,14 @@ class Home:
         self.kinds = kinds
         self.profiles = [Profile.draw(self._rng(i, _PROFILE), self.mix) for i in range(patients)]
         self.devices = [d for i in range(patients) for d in self._devices(i)]
+        # The home's Wi-Fi outages: every device of the home is offline together.
+        self.outages = outage_windows(
+            self.faults.home_outages_per_day,
+            self.start,
+            self.end,
+            self.faults.offline_minutes,
+            self._rng(_HOME, _TRANSPORT),
+        )
 
     def _rng(self, patient: int, purpose: int) -> np.random.Generator:
         return np.random.default_rng(
@@ -184,7 +193,9 @@ class Home:
         i = int(patient.patient_id.split("-")[1]) - 1
         rng = self._rng(i, _TRANSPORT)
         streams = [
-            apply_faults(sorted(self._device_messages(patient, d), key=_t), self.faults, rng)
+            apply_faults(
+                sorted(self._device_messages(patient, d), key=_t), self.faults, rng, self.outages
+            )
             for d in patient.devices
         ]
         return list(heapq.merge(*streams, key=_t))

@@ -89,3 +89,20 @@ def test_clock_skew_and_drift_change_payload_times_only() -> None:
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="p_drop must be within"):
         TransportFaults(p_drop=1.5)
+
+
+def test_home_outages_make_every_device_backfill_at_once() -> None:
+    faults = TransportFaults(home_outages_per_day=1.0, offline_minutes=(60.0, 120.0))
+    h = Home(3, T0, 24 * 5, seed=8, faults=faults, kinds=("wrist", "scale", "bp_cuff"))
+    assert len(h.outages) >= 2
+    msgs = senml(h.messages())
+    storms = 0
+    for _, back in h.outages:
+        storm = [m for m in msgs if m.t == back]
+        # The devices that were on during the outage all send their held data at once.
+        storms += len({m.device_id for m in storm}) >= 2 and len(storm) >= 12
+    # (an outage inside a longer one reconnects with the longer one)
+    assert storms >= 0.8 * len(h.outages)
+    assert len(msgs) == len(
+        senml(Home(3, T0, 24 * 5, seed=8, kinds=("wrist", "scale", "bp_cuff")).messages())
+    )
