@@ -41,6 +41,34 @@ class SignalFilter:
     device_ids: set[str] = field(default_factory=set)
     through_reading_id: int = 0
 
+    @classmethod
+    def start(cls, model: SignalModel, reading: Reading) -> SignalFilter:
+        """A filter initialised from its first measurement."""
+        x, p = model.initial(reading.value)
+        return cls(model, x, p, reading.t, reading.t, 1, {reading.device_id})
+
+    @classmethod
+    def from_record(cls, rec: FilterRecord, model: SignalModel) -> SignalFilter:
+        return cls(
+            model=model,
+            x=np.array(rec.x, dtype=float),
+            P=np.array(rec.p, dtype=float),
+            t=rec.t,
+            last_measured_at=rec.last_measured_at,
+            n_measurements=rec.n_measurements,
+            device_ids=set(rec.device_ids),
+            through_reading_id=rec.through_reading_id,
+        )
+
+    def at(self, t: float) -> tuple[Matrix, Matrix]:
+        """The state at event time ``t`` >= self.t without a measurement: the prior
+        x = F x, P = F P F' + Q. Does not change the filter."""
+        dt_min = (t - self.t) / 60.0
+        if dt_min <= 0:
+            return self.x, self.P
+        x, p = predict(self.x, self.P, F=self.model.F(dt_min), Q=self.model.Q(dt_min))
+        return np.asarray(x, dtype=float), np.asarray(p, dtype=float)
+
     def step(self, reading: Reading) -> None:
         dt_min = (reading.t - self.t) / 60.0
         m = self.model
@@ -78,16 +106,7 @@ class TwinEstimator:
             model = self._models[rec.signal]
             if (rec.model, rec.model_version) != (model.name, model.version):
                 continue  # a changed model starts cold rather than misreading old numbers
-            self._filters[(rec.patient_id, rec.signal)] = SignalFilter(
-                model=model,
-                x=np.array(rec.x, dtype=float),
-                P=np.array(rec.p, dtype=float),
-                t=rec.t,
-                last_measured_at=rec.last_measured_at,
-                n_measurements=rec.n_measurements,
-                device_ids=set(rec.device_ids),
-                through_reading_id=rec.through_reading_id,
-            )
+            self._filters[(rec.patient_id, rec.signal)] = SignalFilter.from_record(rec, model)
         self.cursor = twin_state.cursor(store, CURSOR)
         self.outcomes: Counter[str] = Counter()
 
@@ -122,9 +141,7 @@ class TwinEstimator:
         key = (reading.patient_id, reading.signal)
         f = self._filters.get(key)
         if f is None:
-            model = self._models[reading.signal]
-            x, p = model.initial(reading.value)
-            f = SignalFilter(model, x, p, reading.t, reading.t, 1, {reading.device_id})
+            f = SignalFilter.start(self._models[reading.signal], reading)
             self._filters[key] = f
             self.outcomes["started"] += 1
         elif reading.t < f.t:

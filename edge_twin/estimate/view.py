@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import numpy as np
 from filterpy.kalman import predict
 
 from edge_twin.domain import Forecast, Provenance, StateEstimate
 from edge_twin.estimate.models import DEFAULT_MODELS, SignalModel
+from edge_twin.estimate.tracker import SignalFilter
 from edge_twin.store import Store, twin_state
 from edge_twin.store.twin_state import FilterRecord
 
@@ -25,11 +25,7 @@ def estimate_at(
 ) -> StateEstimate:
     model = model or DEFAULT_MODELS[record.signal]
     t = max(now, record.t)
-    x = np.array(record.x, dtype=float)
-    p = np.array(record.p, dtype=float)
-    dt_min = (t - record.t) / 60.0
-    if dt_min > 0:
-        x, p = predict(x, p, F=model.F(dt_min), Q=model.Q(dt_min))
+    x, p = SignalFilter.from_record(record, model).at(t)
     forecasts = []
     for horizon in model.forecast_horizons_min:
         fx, fp = predict(x, p, F=model.F(horizon), Q=model.Q(horizon))

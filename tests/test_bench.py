@@ -1,0 +1,49 @@
+"""The benchmarks still run and print their figures as one JSON object on the last line.
+(Small sizes: this checks that they work, not what they measure.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def last_json(*args: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_estimate_bench() -> None:
+    figures = last_json("bench/estimate.py", "--patients", "2", "--days", "2")
+    for key in (
+        "worst_ratio_vs_locf_40gap",
+        "coverage95_min",
+        "coverage95_max",
+        "glucose_rmse30_twin",
+        "glucose_rmse30_ar",
+    ):
+        assert key in figures
+
+
+def test_cohort_bench() -> None:
+    figures = last_json("bench/cohort.py", "--patients", "2", "--days", "1", "--jobs", "1")
+    assert figures["readings"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.broker
+def test_ingest_bench() -> None:
+    figures = last_json("bench/ingest.py", "--messages", "400", "--packs", "60", "--repeat", "1")
+    for key in (
+        "raw_single_rps",
+        "gateway_single_rps",
+        "ratio_single",
+        "raw_pack_rps",
+        "gateway_pack_rps",
+        "ratio_pack",
+    ):
+        assert figures[key] > 0  # type: ignore[operator]
