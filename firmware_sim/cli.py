@@ -13,7 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -62,22 +62,28 @@ Skew = Annotated[float, typer.Option(help="Device clock offset, seconds (+ ahead
 Drift = Annotated[float, typer.Option(help="Device clock drift, parts per million.")]
 
 
-def _transport(
+def _network(
     p_drop: float,
     p_duplicate: float,
     p_reorder: float,
     offline: float,
     p_malformed: float,
     home_outages: float,
-) -> TransportFaults:
-    return TransportFaults(
-        p_drop=p_drop,
-        p_duplicate=p_duplicate,
-        p_reorder=p_reorder,
-        offline_per_day=offline,
-        p_malformed=p_malformed,
-        home_outages_per_day=home_outages,
-    )
+    clock_skew_s: float,
+    clock_drift_ppm: float,
+) -> dict[str, Any]:
+    """The fault options shared by `run` and `cohort`, as Home's keyword arguments."""
+    return {
+        "faults": TransportFaults(
+            p_drop=p_drop,
+            p_duplicate=p_duplicate,
+            p_reorder=p_reorder,
+            offline_per_day=offline,
+            p_malformed=p_malformed,
+            home_outages_per_day=home_outages,
+        ),
+        "clock": DeviceClock(clock_skew_s, clock_drift_ppm),
+    }
 
 
 class _SimClock:
@@ -133,17 +139,17 @@ def run(
     """Publish the home's messages over MQTT (QoS 1), one MQTT client per device, with
     the transport faults asked for."""
     t0 = _start(start, hours)
-    home = Home(
-        patients,
-        t0,
-        hours,
-        seed,
-        prefix=prefix,
-        faults=_transport(
-            p_drop, p_duplicate, p_reorder, offline_per_day, p_malformed, home_outages_per_day
-        ),
-        clock=DeviceClock(clock_skew_s, clock_drift_ppm),
+    network = _network(
+        p_drop,
+        p_duplicate,
+        p_reorder,
+        offline_per_day,
+        p_malformed,
+        home_outages_per_day,
+        clock_skew_s,
+        clock_drift_ppm,
     )
+    home = Home(patients, t0, hours, seed, prefix=prefix, **network)
     messages = home.messages()
     pace = paced_by(_SimClock(t0, speed)) if speed > 0 else None
     try:
@@ -186,17 +192,17 @@ def cohort(
 ) -> None:
     """Write a cohort to files: devices, messages (a capture `edge-twin replay` reads),
     true state per minute and labelled episodes. Same seed, same bytes."""
-    home = Home(
-        patients,
-        start,
-        hours,
-        seed,
-        cgm=CgmSpec(p_missing=p_missing),
-        faults=_transport(
-            p_drop, p_duplicate, p_reorder, offline_per_day, p_malformed, home_outages_per_day
-        ),
-        clock=DeviceClock(clock_skew_s, clock_drift_ppm),
+    network = _network(
+        p_drop,
+        p_duplicate,
+        p_reorder,
+        offline_per_day,
+        p_malformed,
+        home_outages_per_day,
+        clock_skew_s,
+        clock_drift_ppm,
     )
+    home = Home(patients, start, hours, seed, cgm=CgmSpec(p_missing=p_missing), **network)
     t0 = time.monotonic()
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("simulating", total=patients)

@@ -19,11 +19,19 @@ import pytest
 from edge_twin.broker import PrivateBroker, find_mosquitto
 from edge_twin.config import Config, load_config
 from edge_twin.errors import BrokerError
+from edge_twin.store import Store, devices
 from firmware_sim.home import Home
 from firmware_sim.physiology.profile import CohortMix
 
 T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z: a fixed event time for deterministic tests
 EVERYONE_DIABETIC = CohortMix(heart_failure=0.0, diabetes=1.0)
+
+
+def provision_home(db: Path, home: Home) -> None:
+    """Bind every device of a simulated home to its patient on the gateway's store."""
+    with Store(db) as store:
+        for d in home.devices:
+            devices.provision(store, d.device_id, d.patient_id, d.device_type, home.start)
 
 
 def cgm_home(patients: int, hours: float, seed: int, **options: Any) -> Home:

@@ -17,10 +17,10 @@ from edge_twin.broker import PrivateBroker
 from edge_twin.clock import ManualClock
 from edge_twin.config import Config
 from edge_twin.gateway import Gateway
-from edge_twin.store import Store, devices, readings
+from edge_twin.store import Store, readings
 from firmware_sim import wire
 from firmware_sim.publisher import HomePublisher
-from tests.conftest import T0, cgm_home, wait_until
+from tests.conftest import T0, cgm_home, provision_home, wait_until
 
 pytestmark = pytest.mark.broker
 PASSWORDS = {"gateway": "gw-secret", "cgm-001": "pw-1", "cgm-002": "pw-2"}
@@ -78,9 +78,7 @@ def test_a_device_can_publish_only_as_itself(
 ) -> None:
     cfg = make_config(secure_broker, mqtt={"username": "gateway", "password": "gw-secret"})
     home = cgm_home(patients=2, hours=1, seed=2)
-    with Store(cfg.store.path) as store:
-        for d in home.devices:
-            devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)
+    provision_home(cfg.store.path, home)
     reading = wire.senml_pack("cgm-002", [("glucose", "mg/dL", T0, 40.0, 1)])
     with Gateway(cfg, ManualClock(home.end), serve_api=False) as gw:
         with HomePublisher(

@@ -12,7 +12,7 @@ from edge_twin.gateway import Gateway
 from edge_twin.store import Store, devices
 from firmware_sim.publisher import HomePublisher
 from tests import browser
-from tests.conftest import T0, cgm_home, wait_until
+from tests.conftest import T0, cgm_home, provision_home, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser]
 
@@ -22,9 +22,8 @@ def test_dashboard_shows_each_patient_with_uncertainty_and_staleness(
 ) -> None:
     cfg = make_config(broker)
     home = cgm_home(patients=2, hours=2, seed=4)
+    provision_home(cfg.store.path, home)
     with Store(cfg.store.path) as store:
-        for d in home.devices:
-            devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)
         devices.provision(store, "cgm-999", "pt-999", "cgm", T0)  # a patient with no data
     clock = ManualClock(home.end)
     messages = home.messages()

@@ -20,11 +20,11 @@ import httpx
 import pytest
 
 from edge_twin.broker import PrivateBroker, free_port
-from edge_twin.store import Store, devices, readings
+from edge_twin.store import Store, readings
 from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
-from tests.conftest import T0, cgm_home, wait_until
+from tests.conftest import cgm_home, provision_home, wait_until
 
 pytestmark = pytest.mark.broker
 BIN = Path(sys.executable).parent
@@ -86,9 +86,7 @@ class GatewayProcess:
 @pytest.fixture
 def home(db_path: Path) -> Home:
     h = cgm_home(patients=2, hours=12, seed=8)
-    with Store(db_path) as store:
-        for d in h.devices:
-            devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)
+    provision_home(db_path, h)
     return h
 
 

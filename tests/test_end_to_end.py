@@ -12,21 +12,14 @@ from edge_twin.clock import ManualClock
 from edge_twin.config import Config
 from edge_twin.domain import ReadingFlag
 from edge_twin.gateway import Gateway
-from edge_twin.store import Store, devices, readings
+from edge_twin.store import Store, readings
 from firmware_sim import wire
-from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
 from firmware_sim.transport import TransportFaults
-from tests.conftest import T0, cgm_home, wait_until
+from tests.conftest import T0, cgm_home, provision_home, wait_until
 
 pytestmark = pytest.mark.broker
-
-
-def provision(cfg: Config, home: Home) -> None:
-    with Store(cfg.store.path) as store:
-        for d in home.devices:
-            devices.provision(store, d.device_id, d.patient_id, d.device_type, T0)
 
 
 def test_simulated_cgm_reaches_the_state_api(
@@ -34,7 +27,7 @@ def test_simulated_cgm_reaches_the_state_api(
 ) -> None:
     cfg = make_config(broker)
     home = cgm_home(patients=2, hours=3, seed=11)
-    provision(cfg, home)
+    provision_home(cfg.store.path, home)
     clock = ManualClock(home.end)
     messages = home.messages()
     with Gateway(cfg, clock) as gw, HomePublisher(broker.host, broker.port, home.devices) as pub:
@@ -70,7 +63,7 @@ def test_messages_sent_while_the_gateway_is_down_arrive_after_restart(
 ) -> None:
     cfg = make_config(broker, api={"port": 0})
     home = cgm_home(patients=1, hours=4, seed=3)
-    provision(cfg, home)
+    provision_home(cfg.store.path, home)
     clock = ManualClock(home.end)
     senml = [m for m in home.messages() if m.topic.endswith("/senml")]
     first, rest = senml[:10], senml[10:]
@@ -93,7 +86,7 @@ def test_bad_messages_through_the_broker_land_in_quarantine(
 ) -> None:
     cfg = make_config(broker)
     home = cgm_home(patients=1, hours=1, seed=5)
-    provision(cfg, home)
+    provision_home(cfg.store.path, home)
     ghost = home.devices[0].__class__("ghost-1", "pt-001", "cgm")
     bad = [
         Message(T0, "cgm-001", wire.readings_topic("cgm-001"), b"{not json"),
@@ -136,7 +129,7 @@ def test_a_faulty_home_ends_as_one_row_per_reading(
     cfg = make_config(broker)
     faults = TransportFaults(p_duplicate=0.2, p_reorder=0.2, offline_per_day=4.0, p_malformed=0.05)
     home = cgm_home(patients=2, hours=24, seed=17, faults=faults)
-    provision(cfg, home)
+    provision_home(cfg.store.path, home)
     messages = home.messages()
     intact = {
         (m.device_id, json.loads(m.payload)[0]["bt"])
@@ -174,7 +167,7 @@ def test_a_backlog_drains_in_bounded_batches(
     messages, so the gateway's memory does not grow with the backlog."""
     cfg = make_config(broker, ingest={"batch_max": 64})
     home = cgm_home(patients=4, hours=24, seed=23)
-    provision(cfg, home)
+    provision_home(cfg.store.path, home)
     messages = home.messages()
     with Gateway(cfg, ManualClock(home.end), serve_api=False):
         pass  # the session exists; the gateway goes away

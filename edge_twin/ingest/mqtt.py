@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -36,7 +36,7 @@ from edge_twin.clock import Clock
 from edge_twin.config import IngestSection, MqttSection
 from edge_twin.errors import BrokerError, EdgeTwinError
 from edge_twin.ingest import contract
-from edge_twin.ingest.writer import BatchResult, IngestWriter, RawMessage
+from edge_twin.ingest.writer import BatchResult, IngestTotals, IngestWriter, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +52,14 @@ class _Pending:
 
 
 @dataclass(slots=True)
-class IngestStats:
+class IngestStats(IngestTotals):
+    """Totals of what was committed (and so acknowledged), and the connection's state."""
+
     received: int = 0  # delivered by the broker, committed or not yet
-    messages: int = 0  # committed and acknowledged
-    batches: int = 0
-    readings_new: int = 0
-    readings_duplicate: int = 0
-    rejected: int = 0
     commit_failures: int = 0
     reconnects: int = 0
     connected: bool = False
     last_error: str | None = None
-    largest_batch: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, object]:
         """A copy safe to read from another thread (dict() of a dict is atomic in CPython)."""
@@ -280,16 +275,7 @@ class MqttIngest:
         for pending in batch:
             if pending.qos > 0:
                 self._client.ack(pending.mid, pending.qos)
-        stats = self.stats
-        stats.messages += result.messages
-        stats.batches += 1
-        stats.largest_batch = max(stats.largest_batch, len(batch))
-        stats.readings_new += result.readings_new
-        stats.readings_duplicate += result.readings_duplicate
-        stats.rejected += result.rejected
-        for rejection in result.rejections:
-            key = rejection.reason.value
-            stats.rejected_by_reason[key] = stats.rejected_by_reason.get(key, 0) + 1
+        self.stats.add(result)
         after_commit = self._after_commit
         if after_commit is not None:
             self._downstream(lambda: after_commit(result))

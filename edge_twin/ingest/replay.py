@@ -21,26 +21,21 @@ import gzip
 import heapq
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from edge_twin.domain import DeviceType
 from edge_twin.errors import EdgeTwinError, ProvisioningError
-from edge_twin.ingest.writer import RawMessage
+from edge_twin.ingest.writer import IngestTotals, RawMessage
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import devices
 
 REPLAY_TOPIC = "<replay>"
 
 
-@dataclass
-class ReplaySummary:
-    messages: int = 0
-    readings_new: int = 0
-    readings_duplicate: int = 0
-    rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+@dataclass(slots=True)
+class ReplaySummary(IngestTotals):
     first_t: float | None = None
     last_t: float | None = None
 
@@ -136,13 +131,7 @@ def replay(
     def flush() -> None:
         result = pipeline.writer.commit(pending)
         pipeline.after_commit(result)
-        summary.messages += result.messages
-        summary.readings_new += result.readings_new
-        summary.readings_duplicate += result.readings_duplicate
-        summary.rejected += result.rejected
-        for rejection in result.rejections:
-            key = rejection.reason.value
-            summary.rejected_by_reason[key] = summary.rejected_by_reason.get(key, 0) + 1
+        summary.add(result)
         pending.clear()
         if progress is not None:
             progress(summary)

@@ -34,6 +34,30 @@ class BatchResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class IngestTotals:
+    """What a run of commits added up to: live ingest's stats and replay's summary."""
+
+    messages: int = 0
+    batches: int = 0
+    readings_new: int = 0
+    readings_duplicate: int = 0
+    rejected: int = 0
+    largest_batch: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: BatchResult) -> None:
+        self.messages += result.messages
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, result.messages)
+        self.readings_new += result.readings_new
+        self.readings_duplicate += result.readings_duplicate
+        self.rejected += result.rejected
+        for rejection in result.rejections:
+            key = rejection.reason.value
+            self.rejected_by_reason[key] = self.rejected_by_reason.get(key, 0) + 1
+
+
 class DeviceRegistry:
     """Provisioned devices, cached; a miss re-reads the store so newly provisioned devices
     are accepted without a restart."""
