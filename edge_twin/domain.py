@@ -158,6 +158,7 @@ class Provenance:
     device_ids: tuple[str, ...]
     through_reading_id: int  # every stored reading up to this id was considered
     n_measurements: int
+    n_rejected: int = 0  # readings the innovation gate rejected as implausible
 
 
 Z95 = 1.959963984540054

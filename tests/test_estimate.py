@@ -98,11 +98,52 @@ def test_restart_resumes_exactly_where_it_stopped(store: Store, db_path: Path) -
     assert split.through_reading_id == whole.through_reading_id == 40
 
 
-def test_late_reading_is_counted_not_applied_yet(store: Store) -> None:
-    store_readings(store, [(T0, 100.0), (T0 + 600, 110.0)])
+def test_reordered_input_gives_the_same_state_as_ordered_input(db_path: Path) -> None:
+    """Heart rate from two devices, delivered out of order (and in batches) within the
+    window, ends exactly where the in-order delivery ends."""
+    rng = np.random.default_rng(3)
+    wrist = [
+        ("wr-1", T0 + 60 * i, 70 + 5 * math.sin(i / 20) + rng.normal(0, 2)) for i in range(240)
+    ]
+    cuff = [("bp-1", T0 + 3600 * h + 30, 74.0) for h in range(4)]
+    ordered = sorted(wrist + cuff, key=lambda r: r[1])
+    shuffled = list(ordered)
+    for i in range(0, len(shuffled) - 10, 7):  # local shuffles, up to ~10 min late
+        j = i + int(rng.integers(1, 10))
+        shuffled[i], shuffled[j] = shuffled[j], shuffled[i]
+
+    def final_state(rows: list[tuple[str, float, float]], name: str) -> twin_state.FilterRecord:
+        store = Store(db_path.with_name(f"{name}.sqlite"))
+        devices.provision(store, "wr-1", "pt-1", "wrist", T0)
+        devices.provision(store, "bp-1", "pt-1", "bp_cuff", T0)
+        est = TwinEstimator(store)
+        for start in range(0, len(rows), 25):  # the gateway commits and estimates in batches
+            with store.transaction() as conn:
+                readings.insert(
+                    conn,
+                    [
+                        Reading("pt-1", d, Signal.HEART_RATE, t, v, t)
+                        for d, t, v in rows[start : start + 25]
+                    ],
+                )
+            est.catch_up()
+        if name == "shuffled":
+            assert est.outcomes["reprocessed"] > 10
+            assert est.outcomes["late_not_applied"] == 0
+        (rec,) = twin_state.load(store, "pt-1")
+        return rec
+
+    a, b = final_state(ordered, "ordered"), final_state(shuffled, "shuffled")
+    assert b.x == pytest.approx(a.x, abs=1e-9)
+    assert np.allclose(b.p, a.p, atol=1e-9)
+    assert (b.t, b.n_measurements, b.n_gated) == (a.t, a.n_measurements, a.n_gated)
+
+
+def test_a_reading_later_than_the_window_is_counted_not_applied(store: Store) -> None:
+    store_readings(store, [(T0, 100.0), (T0 + 8 * 3600, 110.0)])
     est = TwinEstimator(store)
     est.catch_up()
-    store_readings(store, [(T0 + 300, 300.0)])
+    store_readings(store, [(T0 + 3600, 300.0)])  # 7 hours late: beyond the 6-hour window
     est.catch_up()
     assert est.outcomes["late_not_applied"] == 1
     (rec,) = twin_state.load(store, "pt-1")
@@ -115,3 +156,45 @@ def test_stale_policy_uses_the_signal_threshold(store: Store) -> None:
     (est,) = patient_estimates(store, "pt-1", T0 + 60)
     assert not is_stale(est, T0 + 15 * 60, {"glucose": 900})
     assert is_stale(est, T0 + 15 * 60 + 1, {"glucose": 900})
+
+
+def test_an_implausible_jump_is_gated_not_followed(store: Store) -> None:
+    """250 -> 40 mg/dL within 5 minutes is not physiology (a compression low, a bad
+    sensor): the reading is rejected and recorded, and the estimate stays put."""
+    steady = [(T0 + 300 * i, 250.0) for i in range(24)]
+    jump = [(T0 + 300 * 24, 40.0)]
+    after = [(T0 + 300 * (25 + i), 251.0) for i in range(6)]
+    store_readings(store, steady + jump)
+    est = TwinEstimator(store)
+    est.catch_up()
+    (during,) = patient_estimates(store, "pt-1", jump[0][0])
+    assert during.mean == pytest.approx(250.0, abs=2.0)
+    assert during.provenance.n_rejected == 1
+    assert during.last_measured_at == steady[-1][0]  # a rejected reading is no evidence
+    store_readings(store, after)
+    est.catch_up()
+    (back,) = patient_estimates(store, "pt-1", after[-1][0])
+    assert back.mean == pytest.approx(251.0, abs=2.0)
+    assert est.outcomes["gated"] == 1
+
+
+def test_a_real_sustained_drop_is_believed_within_30_minutes(store: Store) -> None:
+    """The gate never holds a persisting change for longer than GATE_PERSIST_S: a real low
+    cannot be gated away."""
+    steady = [(T0 + 300 * i, 250.0) for i in range(24)]
+    low = [(T0 + 300 * (24 + i), 40.0) for i in range(10)]  # 50 minutes at 40 mg/dL
+    store_readings(store, steady + low)
+    TwinEstimator(store).catch_up()
+    (est,) = patient_estimates(store, "pt-1", low[-1][0])
+    assert est.mean == pytest.approx(40.0, abs=5.0)
+    assert 1 <= est.provenance.n_rejected <= 6  # at most the first 30 minutes
+
+
+def test_a_motion_artefact_in_heart_rate_is_gated(store: Store) -> None:
+    values = [(T0 + 60 * i, 72.0 + (i % 3 - 1)) for i in range(60)]
+    values[40] = (values[40][0], 125.0)  # a 53 /min spike for one minute
+    store_readings(store, values, Signal.HEART_RATE)
+    TwinEstimator(store).catch_up()
+    (est,) = patient_estimates(store, "pt-1", values[-1][0])
+    assert est.provenance.n_rejected == 1
+    assert est.mean == pytest.approx(72.0, abs=2.0)

@@ -49,6 +49,7 @@ def estimate_json(
             "model_version": e.provenance.model_version,
             "device_ids": list(e.provenance.device_ids),
             "n_measurements": e.provenance.n_measurements,
+            "n_rejected_as_implausible": e.provenance.n_rejected,
             "through_reading_id": e.provenance.through_reading_id,
         },
     }

@@ -45,6 +45,7 @@ def estimate_at(
             device_ids=record.device_ids,
             through_reading_id=record.through_reading_id,
             n_measurements=record.n_measurements,
+            n_rejected=record.n_gated,
         ),
         forecasts=tuple(forecasts),
     )

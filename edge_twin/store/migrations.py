@@ -85,3 +85,9 @@ def _initial(db: Database) -> None:
 @MIGRATIONS(name="0002_device_clock_offset")
 def _device_clock_offset(db: Database) -> None:
     db.execute("ALTER TABLE device_status ADD COLUMN clock_offset_s REAL")
+
+
+@MIGRATIONS(name="0003_twin_state_gating")
+def _twin_state_gating(db: Database) -> None:
+    db.execute("ALTER TABLE twin_state ADD COLUMN n_gated INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE twin_state ADD COLUMN gated_since REAL")

@@ -34,6 +34,20 @@ def latest_time(store: Store, device_id: str, signal: Signal) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
+def series(
+    store: Store, device_ids: Sequence[str], signal: Signal, after_t: float, through_t: float
+) -> list[Reading]:
+    """One signal from these devices with after_t < t <= through_t, in time order (ties in
+    commit order). Uses the UNIQUE (device_id, signal, t) index."""
+    marks = ",".join("?" * len(device_ids))
+    rows = store.conn.execute(
+        f"SELECT {_COLUMNS} FROM readings WHERE device_id IN ({marks}) AND signal = ?"
+        " AND t > ? AND t <= ? ORDER BY t, id",
+        (*device_ids, signal.value, after_t, through_t),
+    )
+    return [_reading(row) for row in rows]
+
+
 def after(store: Store, after_id: int, limit: int) -> list[Reading]:
     """Readings with id > ``after_id`` in commit order: how downstream stages consume."""
     rows = store.conn.execute(

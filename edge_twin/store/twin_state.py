@@ -28,13 +28,15 @@ class FilterRecord:
     n_measurements: int
     device_ids: tuple[str, ...]
     through_reading_id: int
+    n_gated: int = 0
+    gated_since: float | None = None
 
 
 def save(conn: sqlite3.Connection, records: Iterable[FilterRecord]) -> None:
     conn.executemany(
         "INSERT OR REPLACE INTO twin_state (patient_id, signal, model, model_version, t, x, p,"
-        " last_measured_at, n_measurements, device_ids, through_reading_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " last_measured_at, n_measurements, device_ids, through_reading_id, n_gated,"
+        " gated_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 r.patient_id,
@@ -48,6 +50,8 @@ def save(conn: sqlite3.Connection, records: Iterable[FilterRecord]) -> None:
                 r.n_measurements,
                 json.dumps(r.device_ids),
                 r.through_reading_id,
+                r.n_gated,
+                r.gated_since,
             )
             for r in records
         ],
@@ -58,7 +62,8 @@ def load(store: Store, patient_id: str | None = None) -> list[FilterRecord]:
     where, args = ("WHERE patient_id = ?", (patient_id,)) if patient_id else ("", ())
     rows = store.conn.execute(
         "SELECT patient_id, signal, model, model_version, t, x, p, last_measured_at,"
-        f" n_measurements, device_ids, through_reading_id FROM twin_state {where}"
+        f" n_measurements, device_ids, through_reading_id, n_gated, gated_since"
+        f" FROM twin_state {where}"
         " ORDER BY patient_id, signal",
         args,
     )
@@ -75,6 +80,8 @@ def load(store: Store, patient_id: str | None = None) -> list[FilterRecord]:
             n_measurements=r[8],
             device_ids=tuple(json.loads(r[9])),
             through_reading_id=r[10],
+            n_gated=r[11],
+            gated_since=r[12],
         )
         for r in rows
     ]
