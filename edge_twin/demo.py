@@ -106,16 +106,21 @@ def run_demo(
     )
     messages = home.messages()
 
+    if options.db.resolve() == config.store.path.resolve():
+        raise EdgeTwinError(
+            f"the demo recreates {options.db}, which is this gateway's store: pass another --db"
+        )
     for suffix in ("", "-wal", "-shm"):
         Path(f"{options.db}{suffix}").unlink(missing_ok=True)
 
     broker = PrivateBroker() if options.broker is None else None
     try:
-        if broker is not None:
+        if options.broker is not None:
+            host, port = options.broker
+        else:
+            assert broker is not None
             broker.start()
             host, port = broker.host, broker.port
-        else:
-            host, port = options.broker  # type: ignore[misc]
         cfg = replace(
             config,
             mqtt=replace(config.mqtt, host=host, port=port, client_id="edge-twin-demo-gateway"),

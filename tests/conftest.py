@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,41 @@ from typing import Any
 import pytest
 
 from edge_twin.broker import PrivateBroker, find_mosquitto
+from edge_twin.clock import Clock
 from edge_twin.config import Config, load_config
 from edge_twin.errors import BrokerError
+from edge_twin.gateway import Gateway
 from edge_twin.store import Store, devices
 from firmware_sim.home import Home
+from firmware_sim.messages import Message
 from firmware_sim.physiology.profile import CohortMix
+from firmware_sim.publisher import HomePublisher
 
 T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z: a fixed event time for deterministic tests
 EVERYONE_DIABETIC = CohortMix(heart_failure=0.0, diabetes=1.0)
+
+
+@contextmanager
+def fed_gateway(
+    broker: PrivateBroker,
+    cfg: Config,
+    home: Home,
+    clock: Clock,
+    messages: list[Message] | None = None,
+    serve_api: bool = True,
+) -> Iterator[Gateway]:
+    """A gateway that has ingested ``messages`` (default: all of the home's), published
+    by the home's devices through ``broker``. The gateway stops on exit."""
+    messages = home.messages() if messages is None else messages
+    with (
+        Gateway(cfg, clock, serve_api=serve_api) as gw,
+        HomePublisher(broker.host, broker.port, home.devices) as pub,
+    ):
+        pub.publish(messages)
+        ingest = gw.ingest
+        assert ingest is not None
+        wait_until(lambda: ingest.stats.messages >= len(messages), what="ingest")
+        yield gw
 
 
 def provision_home(db: Path, home: Home) -> None:

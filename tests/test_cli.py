@@ -137,3 +137,19 @@ def test_quarantine_shows_untrusted_payloads_literally(tmp_path: Path) -> None:
     assert "[bold red]pwned[/]" in shown
     assert ":id:" in shown
     assert "\x1b[31m" not in shown  # no terminal escape from a device reaches the screen
+
+
+def test_demo_refuses_to_recreate_the_gateways_own_store(tmp_path: Path) -> None:
+    store = tmp_path / "gateway.sqlite"
+    store.write_bytes(b"precious")
+    proc = cli(
+        "edge-twin",
+        "demo",
+        "--db",
+        str(store),
+        env={"EDGE_TWIN_STORE_PATH": str(store)},
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "this gateway's store" in proc.stderr
+    assert store.read_bytes() == b"precious"

@@ -8,11 +8,9 @@ import pytest
 from edge_twin.broker import PrivateBroker
 from edge_twin.clock import ManualClock
 from edge_twin.config import Config
-from edge_twin.gateway import Gateway
 from edge_twin.store import Store, devices
-from firmware_sim.publisher import HomePublisher
 from tests import browser
-from tests.conftest import T0, cgm_home, provision_home, wait_until
+from tests.conftest import T0, cgm_home, fed_gateway, provision_home
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser]
 
@@ -26,12 +24,8 @@ def test_dashboard_shows_each_patient_with_uncertainty_and_staleness(
     with Store(cfg.store.path) as store:
         devices.provision(store, "cgm-999", "pt-999", "cgm", T0)  # a patient with no data
     clock = ManualClock(home.end)
-    messages = home.messages()
-    with Gateway(cfg, clock) as gw, HomePublisher(broker.host, broker.port, home.devices) as pub:
-        pub.publish(messages)
-        assert gw.ingest is not None
+    with fed_gateway(broker, cfg, home, clock) as gw:
         assert gw.api is not None
-        wait_until(lambda: gw.ingest.stats.messages == len(messages), what="ingest")
         fresh = browser.dom(f"{gw.api.url}/")
         shot = browser.screenshot(f"{gw.api.url}/", tmp_path / "dashboard.png")
         clock.advance(16 * 60)  # 16 min without a CGM reading: past glucose's 15 min

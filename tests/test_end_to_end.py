@@ -17,7 +17,7 @@ from firmware_sim import wire
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
 from firmware_sim.transport import TransportFaults
-from tests.conftest import T0, cgm_home, provision_home, wait_until
+from tests.conftest import T0, cgm_home, fed_gateway, provision_home, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -28,13 +28,8 @@ def test_simulated_cgm_reaches_the_state_api(
     cfg = make_config(broker)
     home = cgm_home(patients=2, hours=3, seed=11)
     provision_home(cfg.store.path, home)
-    clock = ManualClock(home.end)
-    messages = home.messages()
-    with Gateway(cfg, clock) as gw, HomePublisher(broker.host, broker.port, home.devices) as pub:
-        pub.publish(messages)
-        assert gw.ingest is not None
+    with fed_gateway(broker, cfg, home, ManualClock(home.end)) as gw:
         assert gw.api is not None
-        wait_until(lambda: gw.ingest.stats.messages == len(messages), what="ingest")
         patient = home.patients[0]
         state = httpx.get(f"{gw.api.url}/patients/{patient.patient_id}/state").json()
         health = httpx.get(f"{gw.api.url}/health").json()
@@ -137,11 +132,9 @@ def test_a_faulty_home_ends_as_one_row_per_reading(
         if m.topic.endswith("/senml") and _is_reading(m.payload)
     }
     corrupt = [m for m in messages if m.topic.endswith("/senml") and not _is_reading(m.payload)]
-    with Gateway(cfg, ManualClock(home.end), serve_api=False) as gw:
-        with HomePublisher(broker.host, broker.port, home.devices) as pub:
-            pub.publish(messages)
+    clock = ManualClock(home.end)
+    with fed_gateway(broker, cfg, home, clock, messages, serve_api=False) as gw:
         assert gw.ingest is not None
-        wait_until(lambda: gw.ingest.stats.messages == len(messages), what="ingest")
         stats = gw.ingest.stats.snapshot()
     with Store(cfg.store.path) as store:
         rows = readings.after(store, 0, 100_000)
