@@ -35,12 +35,12 @@ BATCH = 5000
 # Innovation gate: a reading whose Mahalanobis distance from the prediction exceeds 6 is
 # rejected, unless the deviation has persisted for GATE_PERSIST_S: then the body really
 # changed (a compression low recovers within 10-30 min, shared/guides/domain.md; a real
-# low does not) and the filter restarts from the reading. Why 6 and not 3.5: with today's
-# noise models (glucose coverage ~0.67, docs/estimation.md) a tight gate rejects real
-# readings; bench/estimate.py measured, at 40% missing in gaps, twin/LOCF for glucose,
-# heart rate, SpO2 of 1.059/0.849/0.595 without a gate, 1.095/0.895/0.563 at 3.5,
-# 1.088/0.853/0.563 at 4.5 and 1.063/0.794/0.578 at 6. Tighten it once the models are
-# calibrated (issue #5).
+# low does not) and the filter restarts from the reading. Why 6 and not 3.5: with the
+# first (uncalibrated) models a tight gate rejected real readings; bench/estimate.py
+# measured, at 40% missing in gaps, twin/LOCF for glucose, heart rate, SpO2 of
+# 1.059/0.849/0.595 without a gate, 1.095/0.895/0.563 at 3.5, 1.088/0.853/0.563 at 4.5
+# and 1.063/0.794/0.578 at 6. The models now carry sensor error and personal baselines:
+# sweep the gate again with the bench before tightening it (issue #5).
 GATE_D2 = 6.0**2
 GATE_PERSIST_S = 30 * 60.0
 
