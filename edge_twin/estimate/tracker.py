@@ -84,8 +84,7 @@ class SignalFilter:
             kept.append(cp)
         if not kept:
             return None
-        restored = replace(kept[-1], device_ids=set(kept[-1].device_ids), history=kept)
-        return restored
+        return replace(kept[-1], device_ids=set(kept[-1].device_ids), history=kept)
 
     @classmethod
     def start(cls, model: SignalModel, reading: Reading) -> SignalFilter:
