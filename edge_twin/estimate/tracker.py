@@ -27,7 +27,7 @@ from filterpy.kalman import predict, update
 from edge_twin.domain import Reading, Signal
 from edge_twin.estimate.models import DEFAULT_MODELS, Matrix, SignalModel
 from edge_twin.store import Store, readings, twin_state
-from edge_twin.store.twin_state import FilterRecord
+from edge_twin.store.twin_state import DayStartRow, FilterRecord
 
 CURSOR = "estimate"
 BATCH = 5000
@@ -48,6 +48,23 @@ GATE_PERSIST_S = 30 * 60.0
 
 REPROCESS_WINDOW_S = 6 * 3600.0
 
+# Day-start snapshots: the state at each UTC midnight a filter passes, kept so the risk
+# model can read the twin's trajectory over weeks (assess/features.py). A filter silent
+# for longer records only the last SNAPSHOT_DAYS midnights of the gap.
+DAY_S = 86400.0
+SNAPSHOT_DAYS = 35
+
+
+@dataclass(frozen=True, slots=True)
+class FilterState:
+    """A filter's state at a moment, from the readings before it."""
+
+    t: float
+    x: Matrix
+    P: Matrix
+    n_measurements: int
+    last_measured_at: float
+
 
 @dataclass(slots=True)
 class SignalFilter:
@@ -67,9 +84,14 @@ class SignalFilter:
     history: deque[SignalFilter] = field(default_factory=deque, repr=False)
     # True while ``history`` reaches back to the filter's first reading.
     history_from_start: bool = False
+    # Day-start snapshots taken since the owner last saved them.
+    day_starts: list[FilterState] = field(default_factory=list, repr=False)
+
+    def _copy(self, history: deque[SignalFilter]) -> SignalFilter:
+        return replace(self, device_ids=set(self.device_ids), history=history, day_starts=[])
 
     def checkpoint(self) -> None:
-        self.history.append(replace(self, device_ids=set(self.device_ids), history=deque()))
+        self.history.append(self._copy(deque()))
         while self.history and self.history[0].t < self.t - REPROCESS_WINDOW_S:
             self.history.popleft()
             self.history_from_start = False
@@ -84,7 +106,7 @@ class SignalFilter:
             kept.append(cp)
         if not kept:
             return None
-        return replace(kept[-1], device_ids=set(kept[-1].device_ids), history=kept)
+        return kept[-1]._copy(kept)
 
     @classmethod
     def start(cls, model: SignalModel, reading: Reading) -> SignalFilter:
@@ -122,6 +144,7 @@ class SignalFilter:
         """Apply a measurement at or after self.t; False if the gate rejected it (then the
         filter only predicts to its time: posterior = prior)."""
         m = self.model
+        self._snapshot_day_starts(reading.t)
         # prior: x = F x ; P = F P F' + Q
         x, p = self.at(reading.t)
         h, r = m.H(), m.R()
@@ -148,6 +171,20 @@ class SignalFilter:
         self.device_ids.add(reading.device_id)
         return True
 
+    def _snapshot_day_starts(self, until: float) -> None:
+        """Snapshot the state at every midnight in (self.t, until]: from the readings
+        before it, so a reading at midnight itself belongs to the new day."""
+        last = math.floor(until / DAY_S) * DAY_S
+        first = max(math.floor(self.t / DAY_S) * DAY_S + DAY_S, last - (SNAPSHOT_DAYS - 1) * DAY_S)
+        day = first
+        while day <= last:
+            if day > self.t:
+                x, p = self.at(day)
+                self.day_starts.append(
+                    FilterState(day, x, p, self.n_measurements, self.last_measured_at)
+                )
+            day += DAY_S
+
     def record(self, patient_id: str, signal: Signal) -> FilterRecord:
         return FilterRecord(
             patient_id=patient_id,
@@ -164,6 +201,22 @@ class SignalFilter:
             n_gated=self.n_gated,
             gated_since=self.gated_since,
         )
+
+
+def day_start_row(s: FilterState) -> DayStartRow:
+    return DayStartRow(
+        s.t,
+        tuple(float(v) for v in s.x),
+        tuple(tuple(float(v) for v in row) for row in s.P),
+        s.n_measurements,
+        s.last_measured_at,
+    )
+
+
+def state_from_row(row: DayStartRow) -> FilterState:
+    return FilterState(
+        row.t, np.array(row.x), np.array(row.p), row.n_measurements, row.last_measured_at
+    )
 
 
 class TwinEstimator:
@@ -200,6 +253,12 @@ class TwinEstimator:
                 twin_state.save(
                     conn, [self._filters[k].record(*k) for k in touched if k is not None]
                 )
+                for k in touched:
+                    if k is not None and self._filters[k].day_starts:
+                        f = self._filters[k]
+                        key = (f.model.name, f.model.version)
+                        twin_state.save_day_starts(conn, *k, key, map(day_start_row, f.day_starts))
+                        f.day_starts = []
                 twin_state.set_cursor(conn, CURSOR, last_id)
             self.cursor = last_id
             total += len(batch)
@@ -218,6 +277,8 @@ class TwinEstimator:
             if replayed is None:
                 self.outcomes["late_not_applied"] += 1
                 return None
+            # Snapshots not saved yet stay; the replay's own, later in the list, win.
+            replayed.day_starts = f.day_starts + replayed.day_starts
             f = self._filters[key] = replayed
             self.outcomes["reprocessed"] += 1
         else:

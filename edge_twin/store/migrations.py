@@ -91,3 +91,40 @@ def _device_clock_offset(db: Database) -> None:
 def _twin_state_gating(db: Database) -> None:
     db.execute("ALTER TABLE twin_state ADD COLUMN n_gated INTEGER NOT NULL DEFAULT 0")
     db.execute("ALTER TABLE twin_state ADD COLUMN gated_since REAL")
+
+
+@MIGRATIONS(name="0004_day_starts_and_risk")
+def _day_starts_and_risk(db: Database) -> None:
+    db.executescript(
+        """
+        -- Each filter's state at every UTC midnight it passed: the twin's trajectory,
+        -- which the risk model reads (assess/features.py).
+        CREATE TABLE twin_day_start (
+            patient_id TEXT NOT NULL,
+            signal TEXT NOT NULL,
+            day_start REAL NOT NULL,
+            model TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            x TEXT NOT NULL,
+            p TEXT NOT NULL,
+            n_measurements INTEGER NOT NULL,
+            last_measured_at REAL NOT NULL,
+            PRIMARY KEY (patient_id, signal, day_start)
+        );
+        -- Every risk the gateway computed, with what it was computed from.
+        CREATE TABLE risk_assessments (
+            id INTEGER PRIMARY KEY,
+            patient_id TEXT NOT NULL,
+            t REAL NOT NULL,
+            kind TEXT NOT NULL,
+            probability REAL NOT NULL,
+            confidence TEXT NOT NULL,
+            model TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL,
+            details TEXT NOT NULL,
+            computed_at REAL NOT NULL
+        );
+        CREATE INDEX risk_assessments_patient ON risk_assessments (patient_id, kind, t);
+        """
+    )

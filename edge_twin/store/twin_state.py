@@ -98,3 +98,59 @@ def set_cursor(conn: sqlite3.Connection, name: str, position: int) -> None:
         " ON CONFLICT(name) DO UPDATE SET position = excluded.position",
         (name, position),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DayStartRow:
+    """A filter's state at a UTC midnight, from the readings before it."""
+
+    t: float
+    x: tuple[float, ...]
+    p: tuple[tuple[float, ...], ...]
+    n_measurements: int
+    last_measured_at: float
+
+
+def save_day_starts(
+    conn: sqlite3.Connection,
+    patient_id: str,
+    signal: Signal,
+    model: tuple[str, str],
+    states: Iterable[DayStartRow],
+) -> None:
+    """Upsert: a re-processed day replaces what was saved for it."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO twin_day_start (patient_id, signal, day_start, model,"
+        " model_version, x, p, n_measurements, last_measured_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                patient_id,
+                signal.value,
+                s.t,
+                model[0],
+                model[1],
+                json.dumps(s.x),
+                json.dumps(s.p),
+                s.n_measurements,
+                s.last_measured_at,
+            )
+            for s in states
+        ],
+    )
+
+
+def load_day_starts(
+    store: Store, patient_id: str, signal: Signal, model: tuple[str, str], since: float
+) -> list[DayStartRow]:
+    """Snapshots of this model (other versions' numbers mean other things) from ``since``."""
+    rows = store.conn.execute(
+        "SELECT day_start, x, p, n_measurements, last_measured_at FROM twin_day_start"
+        " WHERE patient_id = ? AND signal = ? AND model = ? AND model_version = ?"
+        " AND day_start >= ? ORDER BY day_start",
+        (patient_id, signal.value, model[0], model[1], since),
+    )
+    return [
+        DayStartRow(r[0], tuple(json.loads(r[1])), tuple(map(tuple, json.loads(r[2]))), r[3], r[4])
+        for r in rows
+    ]
