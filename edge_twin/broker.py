@@ -47,11 +47,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def acl_rules(prefix: str, gateway_user: str) -> str:
     """Each device may write only below its own topics (its user name is its device id);
-    the gateway may read every device's topics."""
+    the gateway may read every device's topics and owns its alarm topics; a bedside
+    display (user ``display``) reads alarms and sends acknowledge/pause commands."""
     return "\n".join(
         [
             f"user {gateway_user}",
             f"topic read {prefix}/dev/#",
+            f"topic readwrite {prefix}/gw/#",
+            "",
+            "user display",
+            f"topic read {prefix}/gw/+/alarms/#",
+            f"topic write {prefix}/gw/+/alarm-cmd",
+            f"topic read {prefix}/gw/+/alarm-cmd/result",
             "",
             f"pattern write {prefix}/dev/%u/#",
             "",

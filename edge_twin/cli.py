@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,12 +19,17 @@ from rich.table import Table
 from rich.text import Text
 
 from edge_twin import __version__
-from edge_twin.api.serialize import estimate_json, quarantine_json
+from edge_twin.alert.catalog import AlarmSettings
+from edge_twin.alert.delivery import alarm_json
+from edge_twin.alert.engine import AlarmEngine
+from edge_twin.api.serialize import estimate_json, quarantine_json, risk_json
+from edge_twin.assess import model_store
+from edge_twin.assess.drift import drift_report
 from edge_twin.clock import SystemClock
 from edge_twin.config import Config, load_config
 from edge_twin.errors import EdgeTwinError
 from edge_twin.estimate.view import patient_estimates
-from edge_twin.store import Store, devices, quarantine
+from edge_twin.store import Store, alarms, devices, quarantine, risks
 
 app = typer.Typer(
     help="edge-twin home gateway: ingest sensor readings over MQTT, keep each patient's"
@@ -325,6 +332,176 @@ def state(
 
 
 @app.command()
+def risk(
+    patient_id: Annotated[str, typer.Argument(help="The patient.")],
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many assessments, newest first.")] = 1,
+) -> None:
+    """Print a patient's decompensation risk assessments as JSON (GET /patients/{id}/risk)."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        if not devices.patient_exists(store, patient_id):
+            raise EdgeTwinError(f"unknown patient {patient_id!r}")
+        found = risks.latest(store, patient_id, limit)
+    print(json.dumps([risk_json(r) for r in found], indent=2))
+
+
+model_app = typer.Typer(
+    help="The decompensation risk model: show, verify and install, roll back, drift.",
+    no_args_is_help=True,
+)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("show")
+def model_show(config: ConfigOpt = None) -> None:
+    """The active model: name, version, sha256, threshold, validation figures."""
+    cfg = _config(config)
+    m = model_store.active(cfg.assess.model_dir)
+    card = m.card
+    console.print(f"{card.name} {card.version} from {m.directory}")
+    console.print(f"sha256 {card.sha256}")
+    console.print(
+        f"risk of decompensation within {card.horizon_days:g} days;"
+        f" alert threshold {card.threshold:.3f}"
+    )
+    console.print("validation: " + json.dumps(card.validation))
+
+
+@model_app.command("install")
+def model_install(
+    directory: Annotated[
+        Path, typer.Argument(help="Directory with decompensation.onnx and its card.")
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Verify a model (checksum, features, shapes, a trial run) and make it active; the
+    current one becomes the rollback target. A model that fails is refused, nothing
+    changes. A running gateway picks the new model up at its next start."""
+    cfg = _config(config)
+    m = model_store.install(cfg.assess.model_dir, directory)
+    console.print(f"installed and active: {m.card.name} {m.card.version} ({m.card.sha256[:12]})")
+
+
+@model_app.command("rollback")
+def model_rollback(config: ConfigOpt = None) -> None:
+    """Make the previous model active again."""
+    cfg = _config(config)
+    m = model_store.rollback(cfg.assess.model_dir)
+    console.print(f"active: {m.card.name} {m.card.version} ({m.card.sha256[:12]})")
+
+
+@model_app.command("drift")
+def model_drift(
+    config: ConfigOpt = None,
+    last: Annotated[int, typer.Option(min=1, help="Assessments to compare.")] = 500,
+) -> None:
+    """Compare the last assessments' features with the model's training distribution
+    (population stability index per feature; > 0.25 is drift)."""
+    cfg = _config(config)
+    m = model_store.active(cfg.assess.model_dir)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        rows = risks.recent_features(store, last)
+    table = Table("feature", "PSI", "unknown live", "unknown in training", "status")
+    for d in drift_report(m.card, rows):
+        table.add_row(
+            d.feature,
+            "-" if math.isnan(d.psi) else f"{d.psi:.3f}",
+            "-" if math.isnan(d.live_missing) else f"{d.live_missing:.0%}",
+            f"{d.train_missing:.0%}",
+            d.status,
+        )
+    console.print(f"{len(rows)} assessments against {m.card.name} {m.card.version}")
+    console.print(table)
+
+
+alarms_app = typer.Typer(
+    help="Alarms: list them, acknowledge, pause, per-patient thresholds.", no_args_is_help=True
+)
+app.add_typer(alarms_app, name="alarms")
+
+
+def _engine(store: Store) -> AlarmEngine:
+    return AlarmEngine(store, AlarmSettings(), SystemClock().now)
+
+
+@alarms_app.command("list")
+def alarms_list(
+    config: ConfigOpt = None,
+    patient: Annotated[str | None, typer.Option(help="Only this patient.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """Alarms, newest first (open ones unless --all), as JSON lines."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        for a in alarms.listing(store.conn, patient, not all_, limit):
+            print(json.dumps(alarm_json(a)))
+
+
+@alarms_app.command("ack")
+def alarms_ack(
+    alarm_id: Annotated[int, typer.Argument(help="The alarm.")],
+    by: Annotated[str, typer.Option(help="Who acknowledges (kept in the audit log).")],
+    reason: Annotated[str, typer.Option(help="Why.")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Acknowledge an alarm (a latched one whose condition cleared resolves)."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        a = _engine(store).acknowledge(alarm_id, by, reason, SystemClock().now())
+    console.print(f"alarm {a.id} {a.alarm_type}: {a.state.value}")
+
+
+@alarms_app.command("pause")
+def alarms_pause(
+    patient_id: Annotated[str, typer.Argument(help="The patient.")],
+    alarm_type: Annotated[str, typer.Argument(help="The alarm type (docs/alerts.md).")],
+    by: Annotated[str, typer.Option(help="Who pauses it (kept in the audit log).")],
+    minutes: Annotated[float, typer.Option(min=1, max=1440, help="For how long.")] = 30,
+    reason: Annotated[str, typer.Option(help="Why.")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Pause one alarm type of one patient; it re-alerts after if the condition persists."""
+    cfg = _config(config)
+    now = SystemClock().now()
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        _engine(store).pause(patient_id, alarm_type, now + minutes * 60, by, reason, now)
+    console.print(f"{alarm_type} paused for {patient_id} for {minutes:g} min")
+
+
+@alarms_app.command("settings")
+def alarms_settings(
+    patient_id: Annotated[str, typer.Argument(help="The patient.")],
+    changes: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE thresholds to change (docs/alerts.md).")
+    ] = None,
+    by: Annotated[str, typer.Option(help="Who changes them.")] = "cli",
+    config: ConfigOpt = None,
+) -> None:
+    """Show (and with KEY=VALUE, change) a patient's alarm thresholds, validated."""
+    cfg = _config(config)
+    parsed: dict[str, object] = {}
+    for item in changes or []:
+        key, sep, value = item.partition("=")
+        try:
+            parsed[key] = float(value)
+        except ValueError:
+            raise EdgeTwinError(f"{item!r}: use KEY=NUMBER") from None
+        if not sep:
+            raise EdgeTwinError(f"{item!r}: use KEY=NUMBER")
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        engine = _engine(store)
+        now = SystemClock().now()
+        settings = (
+            engine.set_settings(patient_id, parsed, by, now)
+            if parsed
+            else engine.settings(patient_id)
+        )
+    print(json.dumps(asdict(settings), indent=2))
+
+
+@app.command()
 def migrate(config: ConfigOpt = None) -> None:
     """Create or upgrade the SQLite store to the current schema."""
     cfg = _config(config)
@@ -355,6 +532,11 @@ def check(config: ConfigOpt = None) -> None:
             line(True, "store", f"{cfg.store.path} schema {store.schema_version()[-1]}")
     except EdgeTwinError as exc:
         line(False, "store", str(exc))
+    try:
+        m = model_store.active(cfg.assess.model_dir)
+        line(True, "risk model", f"{m.card.name} {m.card.version} verified ({m.directory})")
+    except EdgeTwinError as exc:
+        line(False, "risk model", str(exc))
     try:
         probe_broker(cfg.mqtt)
         line(True, "broker", f"{cfg.mqtt.host}:{cfg.mqtt.port} accepts connections")

@@ -86,6 +86,23 @@ class EstimateSection:
 
 
 @dataclass(frozen=True)
+class AssessSection:
+    # Installed risk models (edge-twin model install/rollback); empty: the shipped model.
+    model_dir: Path = Path("var/models")
+    # A patient's decompensation risk is recomputed at most this often (event time).
+    risk_every_s: float = _rule(3600.0, 60, 7 * 86400)
+
+
+@dataclass(frozen=True)
+class AlertSection:
+    # The care team's on-call endpoint: every alarm event is POSTed there (empty: off).
+    webhook_url: str = ""
+    webhook_timeout_s: float = _rule(5.0, 0.1, 60)
+    # Publish alarm events over MQTT and take acknowledge/pause commands there.
+    mqtt: bool = True
+
+
+@dataclass(frozen=True)
 class ApiSection:
     host: str = "127.0.0.1"
     port: int = _rule(8080, 0, 65535)  # 0: any free port
@@ -98,6 +115,8 @@ class Config:
     store: StoreSection = field(default_factory=StoreSection)
     ingest: IngestSection = field(default_factory=IngestSection)
     estimate: EstimateSection = field(default_factory=EstimateSection)
+    assess: AssessSection = field(default_factory=AssessSection)
+    alert: AlertSection = field(default_factory=AlertSection)
     api: ApiSection = field(default_factory=ApiSection)
 
 
@@ -107,6 +126,8 @@ _SECTIONS: dict[str, type] = {
     "store": StoreSection,
     "ingest": IngestSection,
     "estimate": EstimateSection,
+    "assess": AssessSection,
+    "alert": AlertSection,
     "api": ApiSection,
 }
 

@@ -212,3 +212,93 @@ class ThresholdRisk:
     def __post_init__(self) -> None:
         if not (0.0 <= self.probability <= 1.0) or math.isnan(self.probability):
             raise ValueError(f"probability out of [0, 1]: {self.probability}")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProvenance:
+    """Which model computed a risk, from what."""
+
+    model: str
+    version: str
+    sha256: str
+    window_start: float  # the inputs' event-time window
+    window_end: float
+    inputs: tuple[str, ...]  # the signals that had data in the window
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """How much one feature moved the risk: the risk minus the risk with this feature at
+    its training median."""
+
+    feature: str
+    value: float
+    typical: float
+    effect: float
+
+
+@dataclass(frozen=True, slots=True)
+class DecompensationRisk:
+    patient_id: str
+    t: float  # event time the risk refers to
+    horizon_days: float
+    probability: float  # calibrated
+    threshold: float  # the model's alert threshold
+    confidence: str  # high | medium | low
+    confidence_reasons: tuple[str, ...]
+    contributions: tuple[Contribution, ...]  # the largest effects first
+    features: tuple[tuple[str, float | None], ...]  # None: unknown, imputed
+    provenance: ModelProvenance
+
+    @property
+    def above_threshold(self) -> bool:
+        return self.probability >= self.threshold
+
+
+class Priority(StrEnum):
+    """IEC 60601-1-8 alarm priorities, plus information signals."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+
+class AlarmState(StrEnum):
+    ACTIVE = "active"  # condition present (or latched), nobody has acknowledged it
+    ACKNOWLEDGED = "acknowledged"  # someone has it; it resolves when the condition clears
+    PAUSED = "paused"  # snoozed until paused_until; re-alerts then if the condition persists
+    RESOLVED = "resolved"  # over
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one alarm condition looks like for a patient at event time ``t``."""
+
+    patient_id: str
+    alarm_type: str
+    t: float
+    present: bool  # the alarm condition holds (after hysteresis)
+    reason: str  # in words, with the values: "glucose 52 mg/dL (95%: 44-60) below 55"
+    values: dict[str, float | str | None] = field(default_factory=dict)
+    evidence: tuple[str, ...] = ()  # API links to what it is based on
+    live: bool = True  # False: based on backfilled data, may resolve but never raise
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    id: int
+    patient_id: str
+    alarm_type: str
+    priority: Priority
+    technical: bool
+    state: AlarmState
+    raised_at: float
+    updated_at: float
+    condition_present: bool  # False while a latched alarm waits for acknowledgement
+    reason: str
+    values: dict[str, float | str | None]
+    evidence: tuple[str, ...]
+    paused_until: float | None = None
+    escalated_at: float | None = None
+    acknowledged_by: str | None = None

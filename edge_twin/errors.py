@@ -9,7 +9,8 @@ them, with ``raise X(...) from exc``, so callers only ever catch these::
     ├── BrokerError          the MQTT broker cannot be started, reached or subscribed to
     ├── ProvisioningError    a device binding is invalid (unknown type, already bound, ...)
     ├── UnknownPatientError  a patient id the gateway has never seen
-    └── ModelError           a model (filter or ONNX) is invalid or cannot be loaded
+    ├── ModelError           a model (filter or ONNX) is invalid or cannot be loaded
+    └── AlarmError           an alarm action that cannot be done (unknown alarm, resolved)
 
 Rejected *readings* are not exceptions: decoding returns a ``Rejection`` that is kept in
 quarantine, because bad input is expected and must never stop the gateway.
@@ -48,3 +49,7 @@ class UnknownPatientError(EdgeTwinError):
 
 class ModelError(EdgeTwinError):
     """A model is invalid or cannot be loaded."""
+
+
+class AlarmError(EdgeTwinError):
+    """An alarm action that cannot be done (unknown alarm, already resolved, ...)."""

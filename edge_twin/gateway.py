@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from edge_twin.alert.delivery import AlarmBus, WebhookSender
 from edge_twin.api.app import create_app
 from edge_twin.api.server import ApiServer
 from edge_twin.clock import Clock
@@ -26,12 +27,24 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.ingest: MqttIngest | None = None
         self.api: ApiServer | None = None
+        self.alarm_bus: AlarmBus | None = None
+        self.webhook: WebhookSender | None = None
 
     def start(self) -> None:
         cfg = self.config
         try:
             self.store = Store(cfg.store.path, cfg.store.synchronous)
-            self.pipeline = Pipeline(self.store, cfg)
+            self.pipeline = Pipeline(self.store, cfg, self.clock)
+            if cfg.alert.mqtt:
+                self.alarm_bus = self.pipeline.bus = AlarmBus(cfg.mqtt, cfg.gateway.id)
+            if cfg.alert.webhook_url:
+                self.webhook = WebhookSender(
+                    str(cfg.store.path),
+                    cfg.alert.webhook_url,
+                    cfg.gateway.id,
+                    cfg.alert.webhook_timeout_s,
+                )
+                self.webhook.start()
             self.ingest = MqttIngest(
                 cfg.mqtt,
                 cfg.ingest,
@@ -65,6 +78,12 @@ class Gateway:
         if self.ingest is not None:
             self.ingest.stop()
             self.ingest = None
+        if self.webhook is not None:
+            self.webhook.stop()
+            self.webhook = None
+        if self.alarm_bus is not None:
+            self.alarm_bus.stop()
+            self.alarm_bus = None
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -9,9 +9,11 @@
     estimate (TwinEstimator.catch_up: Kalman filters per patient and signal)
       | FilterRecord per (patient, signal), saved with the log cursor
       v
-    assess  (on read: StateEstimate -> ThresholdRisk; ONNX risk model: issue #6)
+    assess  (RiskAssessor: patients whose filters moved -> ONNX decompensation risk,
+      |      stored with its provenance; glycaemic risk on read: StateEstimate -> ThresholdRisk)
       v
-    alert   (issue #7)
+    alert   (AlertStage: conditions from the twin -> AlarmEngine -> alarms + audit log;
+      |      delivered over MQTT, to the webhook and the API from the audit log)
       v
     sync    (FHIR upstream; not built yet)
 
@@ -23,7 +25,16 @@ from __future__ import annotations
 import logging
 import threading
 
+from edge_twin.alert.catalog import AlarmSettings
+from edge_twin.alert.delivery import AlarmBus, deliver_mqtt, handle_command
+from edge_twin.alert.engine import AlarmEngine
+from edge_twin.alert.stage import AlertStage
+from edge_twin.assess import model_store
+from edge_twin.assess.assessor import RiskAssessor
+from edge_twin.clock import Clock, SystemClock
 from edge_twin.config import Config
+from edge_twin.domain import Signal
+from edge_twin.errors import EdgeTwinError, ModelError
 from edge_twin.estimate.tracker import TwinEstimator
 from edge_twin.ingest.writer import BatchResult, IngestWriter
 from edge_twin.store import Store
@@ -41,14 +52,54 @@ CATCH_UP_SHARE = 0.25
 class Pipeline:
     """Everything downstream of the MQTT socket, on one store connection and one thread."""
 
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: Store, config: Config, clock: Clock | None = None) -> None:
         self.store = store
         self.config = config
         self.writer = IngestWriter(store, config)
         self.estimator = TwinEstimator(store)
+        self.clock = clock or SystemClock()
+        self.risk: RiskAssessor | None = None
+        try:
+            model = model_store.active(config.assess.model_dir)
+            self.risk = RiskAssessor(store, model, config.assess.risk_every_s, self.clock)
+        except ModelError as exc:
+            # The twin, its estimates and glycaemic risks do not need the model: run on.
+            log.error("no decompensation model: risk is not assessed (%s)", exc)
+        self.engine = AlarmEngine(store, AlarmSettings(), self.clock.now)
+        self.alerts = AlertStage(
+            store, self.engine, config.estimate.stale_after_s.get(Signal.GLUCOSE, 900.0)
+        )
+        self.bus: AlarmBus | None = None  # attached by the gateway when MQTT is up
         self._lock = threading.Lock()
         # A gateway restarted after a crash first applies what was stored but not estimated.
         self.estimator.catch_up()
+        self._downstream()
+
+    def _downstream(self) -> None:
+        """Risk and alarms for the patients whose twin moved, once the twin caught up;
+        then deliver what the alarm log has not sent yet."""
+        if self.estimator.lag():
+            return
+        moved = self.estimator.take_moved()
+        if moved and self.risk is not None:
+            try:
+                self.risk.run(moved)
+            except ModelError as exc:
+                log.error("risk assessment failed, the twin runs on: %s", exc)
+        try:
+            if moved:
+                self.alerts.on_data(moved)
+        except EdgeTwinError as exc:
+            log.error("alarm evaluation failed, retried with the next data: %s", exc)
+        self._deliver()
+
+    def _deliver(self) -> None:
+        if self.bus is None:
+            return
+        try:
+            deliver_mqtt(self.store, self.bus, self.config.gateway.id, self.clock.now())
+        except EdgeTwinError as exc:
+            log.error("alarm delivery over MQTT failed, will retry: %s", exc)
 
     def after_commit(self, result: BatchResult) -> None:
         """Called by ingest after each durable commit: run the downstream stages, within
@@ -59,9 +110,20 @@ class Pipeline:
         budget = max(CATCH_UP_FLOOR, int(result.readings_new * CATCH_UP_SHARE))
         with self._lock:
             self.estimator.catch_up(budget)
+            self._downstream()
 
     def on_idle(self) -> None:
         """Called by ingest when nothing is waiting: finish any deferred work."""
         with self._lock:
             if self.estimator.lag():
                 self.estimator.catch_up()
+                self._downstream()
+            now = self.clock.now()
+            while self.bus is not None and not self.bus.commands.empty():
+                result = handle_command(self.engine, self.bus.commands.get_nowait(), now)
+                self.bus.publish(f"{self.bus.command_topic}/result", result)
+            try:
+                self.alerts.tick(now)
+            except EdgeTwinError as exc:
+                log.error("technical alarm check failed, will retry: %s", exc)
+            self._deliver()

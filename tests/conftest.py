@@ -91,7 +91,12 @@ def db_path(tmp_path: Path) -> Path:
 def make_config(db_path: Path, request: pytest.FixtureRequest) -> Callable[..., Config]:
     def make(broker: PrivateBroker | None = None, **sections: dict[str, Any]) -> Config:
         cfg = load_config(env={})
-        cfg = replace(cfg, store=replace(cfg.store, path=db_path), api=replace(cfg.api, port=0))
+        cfg = replace(
+            cfg,
+            store=replace(cfg.store, path=db_path),
+            api=replace(cfg.api, port=0),
+            assess=replace(cfg.assess, model_dir=db_path.parent / "models"),
+        )
         if broker is not None:
             cfg = replace(
                 cfg,

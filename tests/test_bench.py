@@ -47,3 +47,47 @@ def test_ingest_bench() -> None:
         "ratio_pack",
     ):
         assert figures[key] > 0  # type: ignore[operator]
+
+
+def test_risk_bench() -> None:
+    figures = last_json(
+        "bench/risk.py", "--patients", "3", "--days", "60", "--jobs", "1", "--repeats", "20"
+    )
+    for key in (
+        "auroc",
+        "sensitivity",
+        "false_alerts_per_patient_year",
+        "median_lead_days",
+        "rule_sensitivity",
+        "macd_sensitivity",
+        "ece",
+        "p99_infer_us",
+    ):
+        assert key in figures
+    assert figures["p99_infer_us"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.broker
+def test_alerts_bench() -> None:
+    figures = last_json(
+        "bench/alerts.py",
+        "--patients",
+        "2",
+        "--days",
+        "1",
+        "--low-patients",
+        "3",
+        "--load-patients",
+        "2",
+    )
+    for key in (
+        "predicted_low_sensitivity",
+        "predicted_low_false_per_patient_day",
+        "predicted_low_median_lead_min",
+        "threshold_sensitivity",
+        "threshold_false_per_patient_day",
+        "latency_p50_ms",
+        "latency_p99_ms",
+    ):
+        assert key in figures
+    assert figures["latency_alarms"] > 0  # type: ignore[operator]

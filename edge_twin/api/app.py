@@ -7,19 +7,33 @@ beside the one writer in WAL mode), so the API never blocks ingest.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
 
 from edge_twin import __version__
+from edge_twin.alert.catalog import AlarmSettings
+from edge_twin.alert.delivery import alarm_json
+from edge_twin.alert.engine import AlarmEngine
 from edge_twin.api import dashboard
-from edge_twin.api.serialize import estimate_json, quarantine_json, reading_json
+from edge_twin.api.serialize import (
+    drift_json,
+    estimate_json,
+    quarantine_json,
+    reading_json,
+    risk_json,
+)
+from edge_twin.assess import model_store
+from edge_twin.assess.drift import drift_report
 from edge_twin.clock import Clock, to_iso
 from edge_twin.config import Config
 from edge_twin.domain import Signal
+from edge_twin.errors import AlarmError, ConfigError, ModelError
 from edge_twin.estimate.view import patient_estimates
-from edge_twin.store import Store, devices, quarantine, readings
+from edge_twin.store import Store, alarms, devices, quarantine, readings, risks
 
 
 def _open_store(request: Request) -> Iterator[Store]:
@@ -31,6 +45,17 @@ def _open_store(request: Request) -> Iterator[Store]:
 
 
 StoreDep = Annotated[Store, Depends(_open_store)]
+
+
+class AckBody(BaseModel):
+    by: str = Field(min_length=1, max_length=100)
+    reason: str = Field(default="", max_length=500)
+
+
+class PauseBody(BaseModel):
+    by: str = Field(min_length=1, max_length=100)
+    minutes: float = Field(ge=1, le=24 * 60)
+    reason: str = Field(default="", max_length=500)
 
 
 def create_app(
@@ -52,6 +77,7 @@ def create_app(
     def patient_state(store: Store, patient_id: str) -> dict[str, Any]:
         now = clock.now()
         stale_after = config.estimate.stale_after_s
+        latest_risk = risks.latest(store, patient_id)
         return {
             "patient_id": patient_id,
             "as_of": to_iso(now),
@@ -59,6 +85,7 @@ def create_app(
                 e.signal.value: estimate_json(e, now, stale_after)
                 for e in patient_estimates(store, patient_id, now)
             },
+            "risk": risk_json(latest_risk[0]) if latest_risk else None,
         }
 
     @app.get("/health")
@@ -101,6 +128,115 @@ def create_app(
         """Stored readings, newest first."""
         require_patient(store, patient_id)
         return [reading_json(r) for r in readings.for_patient(store, patient_id, signal, limit)]
+
+    @app.get("/patients/{patient_id}/risk")
+    def get_risk(
+        patient_id: str, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 1
+    ) -> list[dict[str, Any]]:
+        """Decompensation risk assessments, newest first: calibrated probability, the
+        model's threshold, confidence, top contributing features, provenance."""
+        require_patient(store, patient_id)
+        return [risk_json(r) for r in risks.latest(store, patient_id, limit)]
+
+    @app.get("/model")
+    def get_model(
+        store: StoreDep, last: Annotated[int, Query(ge=1, le=100_000)] = 500
+    ) -> dict[str, Any]:
+        """The active risk model (its card) and the drift of the last ``last`` assessments'
+        features from its training distribution."""
+        try:
+            model = model_store.active(config.assess.model_dir)
+        except ModelError as exc:
+            raise HTTPException(503, str(exc)) from exc
+        card = model.card
+        return {
+            "name": card.name,
+            "version": card.version,
+            "sha256": card.sha256,
+            "horizon_days": card.horizon_days,
+            "threshold": card.threshold,
+            "validation": card.validation,
+            "intended_use": card.intended_use,
+            "limits": card.limits,
+            "drift": drift_json(drift_report(card, risks.recent_features(store, last))),
+        }
+
+    def engine(store: Store) -> AlarmEngine:
+        return AlarmEngine(store, AlarmSettings(), clock.now)
+
+    @app.get("/alarms")
+    def list_alarms(
+        store: StoreDep,
+        patient_id: str | None = None,
+        open_only: Annotated[bool, Query(alias="open")] = True,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Alarms, newest first: open ones (active, acknowledged, paused) unless open=false."""
+        return [alarm_json(a) for a in alarms.listing(store.conn, patient_id, open_only, limit)]
+
+    @app.get("/alarms/{alarm_id}")
+    def get_alarm(alarm_id: int, store: StoreDep) -> dict[str, Any]:
+        """One alarm and its audit log: every state change, who, when, why."""
+        a = alarms.get(store.conn, alarm_id)
+        if a is None:
+            raise HTTPException(404, f"no alarm {alarm_id}")
+        return {
+            **alarm_json(a),
+            "audit": [
+                {
+                    "event": e.event,
+                    "at": to_iso(e.at),
+                    "recorded_at": to_iso(e.recorded_at),
+                    "actor": e.actor,
+                    "why": e.reason,
+                    "state": e.state.value,
+                }
+                for e in alarms.events(store.conn, alarm_id)
+            ],
+        }
+
+    @app.post("/alarms/{alarm_id}/acknowledge")
+    def acknowledge(alarm_id: int, body: AckBody, store: StoreDep) -> dict[str, Any]:
+        """Acknowledge an alarm: it resolves when its condition clears (a latched one whose
+        condition has cleared resolves now)."""
+        try:
+            return alarm_json(
+                engine(store).acknowledge(alarm_id, body.by, body.reason, clock.now())
+            )
+        except AlarmError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    @app.post("/patients/{patient_id}/alarms/{alarm_type}/pause")
+    def pause(patient_id: str, alarm_type: str, body: PauseBody, store: StoreDep) -> dict[str, Any]:
+        """Pause (snooze) one alarm type of one patient for ``minutes``: nothing of that
+        type sounds until then; afterwards it re-alerts only if the condition persists."""
+        require_patient(store, patient_id)
+        now = clock.now()
+        try:
+            a = engine(store).pause(
+                patient_id, alarm_type, now + body.minutes * 60, body.by, body.reason, now
+            )
+        except AlarmError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return {"paused_until": to_iso(now + body.minutes * 60), "alarm": a and alarm_json(a)}
+
+    @app.get("/patients/{patient_id}/alarm-settings")
+    def get_alarm_settings(patient_id: str, store: StoreDep) -> dict[str, float]:
+        """The patient's alarm thresholds (defaults unless changed)."""
+        require_patient(store, patient_id)
+        return asdict(engine(store).settings(patient_id))
+
+    @app.put("/patients/{patient_id}/alarm-settings")
+    def put_alarm_settings(
+        patient_id: str, changes: dict[str, float], store: StoreDep, by: str = "api"
+    ) -> dict[str, float]:
+        """Change some thresholds; each is checked against its safe range and the alert /
+        recovery pairs against each other (422 lists every problem)."""
+        require_patient(store, patient_id)
+        try:
+            return asdict(engine(store).set_settings(patient_id, dict(changes), by, clock.now()))
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from exc
 
     @app.get("/quarantine")
     def get_quarantine(

@@ -2,7 +2,8 @@
 
 Shows each patient's twin: every signal's estimate with its 95% interval, trend, age, a
 STALE badge when the signal may not be acted on, the 30/60-min glucose forecast and the
-probability of a low. Refreshes itself every 15 s.
+probability of a low; the latest heart-failure decompensation risk with its confidence,
+top contributing features and model version. Refreshes itself every 15 s.
 """
 
 from __future__ import annotations
@@ -52,6 +53,24 @@ def _signal_row(s: dict[str, Any]) -> str:
     )
 
 
+def _risk_line(risk: dict[str, Any] | None) -> str:
+    if risk is None:
+        return ""
+    flag = '<span class="stale">ABOVE THRESHOLD</span> ' if risk["above_threshold"] else ""
+    why = ", ".join(
+        f"{escape(c['feature'])} {c['value']:.2f} (usual {c['typical']:.2f})"
+        for c in risk["top_contributions"]
+    )
+    prov = risk["provenance"]
+    return (
+        f'<p data-risk="hf_decompensation">{flag}Decompensation risk within'
+        f" {risk['horizon_days']:g} days: <b>{100 * risk['probability']:.1f}%</b>"
+        f" (threshold {100 * risk['threshold']:.1f}%, confidence {escape(risk['confidence'])})"
+        f" at {escape(risk['at'])}<br><span class=muted>driven by: {why or '&ndash;'};"
+        f" model {escape(prov['model'])} {escape(prov['version'])}</span></p>"
+    )
+
+
 def render(gateway_id: str, now_iso: str, patients: list[dict[str, Any]]) -> str:
     sections = []
     for p in patients:
@@ -60,7 +79,7 @@ def render(gateway_id: str, now_iso: str, patients: list[dict[str, Any]]) -> str
             rows = "<tr><td colspan=9 class=muted>no readings yet</td></tr>"
         pid = escape(p["patient_id"])
         sections.append(
-            f'<section data-patient="{pid}"><h2>Patient {pid}</h2>'
+            f'<section data-patient="{pid}"><h2>Patient {pid}</h2>{_risk_line(p.get("risk"))}'
             "<table><thead><tr><th>signal</th><th>estimate</th><th>95% interval</th>"
             "<th>trend /min</th><th>last reading</th><th>status</th>"
             "<th>forecast 30 / 60 min</th><th>P(&lt;70 in 30 min)</th><th>model</th></tr></thead>"

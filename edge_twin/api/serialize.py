@@ -3,12 +3,14 @@ provenance; times are ISO 8601 with an explicit UTC offset."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from edge_twin.assess.drift import FeatureDrift
 from edge_twin.assess.glycaemic import HYPO_MGDL, URGENT_LOW_MGDL, probability_below
 from edge_twin.clock import to_iso
-from edge_twin.domain import Reading, ReadingFlag, Signal, StateEstimate
+from edge_twin.domain import DecompensationRisk, Reading, ReadingFlag, Signal, StateEstimate
 from edge_twin.estimate.view import is_stale
 from edge_twin.store.quarantine import QuarantinedMessage
 
@@ -94,3 +96,46 @@ def quarantine_json(q: QuarantinedMessage) -> dict[str, Any]:
         "payload_size": len(q.payload),
         "payload_text": q.payload[:4096].decode("utf-8", errors="replace"),
     }
+
+
+def risk_json(r: DecompensationRisk) -> dict[str, Any]:
+    return {
+        "kind": "hf_decompensation",
+        "at": to_iso(r.t),
+        "horizon_days": r.horizon_days,
+        "probability": _r(r.probability, 4),
+        "threshold": _r(r.threshold, 4),
+        "above_threshold": r.above_threshold,
+        "confidence": r.confidence,
+        "confidence_reasons": list(r.confidence_reasons),
+        "top_contributions": [
+            {
+                "feature": c.feature,
+                "value": _r(c.value, 3),
+                "typical": _r(c.typical, 3),
+                "effect": _r(c.effect, 4),
+            }
+            for c in r.contributions
+        ],
+        "features": {k: None if v is None else _r(v, 4) for k, v in r.features},
+        "provenance": {
+            "model": r.provenance.model,
+            "version": r.provenance.version,
+            "sha256": r.provenance.sha256,
+            "window": [to_iso(r.provenance.window_start), to_iso(r.provenance.window_end)],
+            "inputs": list(r.provenance.inputs),
+        },
+    }
+
+
+def drift_json(report: list[FeatureDrift]) -> list[dict[str, Any]]:
+    return [
+        {
+            "feature": d.feature,
+            "psi": None if math.isnan(d.psi) else _r(d.psi, 4),
+            "live_missing": None if math.isnan(d.live_missing) else _r(d.live_missing, 3),
+            "train_missing": _r(d.train_missing, 3),
+            "status": d.status,
+        }
+        for d in report
+    ]

@@ -231,6 +231,12 @@ class TwinEstimator:
             self._filters[(rec.patient_id, rec.signal)] = SignalFilter.from_record(rec, model)
         self.cursor = twin_state.cursor(store, CURSOR)
         self.outcomes: Counter[str] = Counter()
+        # Patients whose filters moved since the last take_moved(): for the risk stage.
+        self._moved: set[str] = set()
+
+    def take_moved(self) -> set[str]:
+        moved, self._moved = self._moved, set()
+        return moved
 
     def lag(self) -> bool:
         """True if readings were stored that the twin has not applied yet."""
@@ -261,6 +267,7 @@ class TwinEstimator:
                         f.day_starts = []
                 twin_state.set_cursor(conn, CURSOR, last_id)
             self.cursor = last_id
+            self._moved.update(k[0] for k in touched if k is not None)
             total += len(batch)
         return total
 

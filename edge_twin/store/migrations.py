@@ -128,3 +128,72 @@ def _day_starts_and_risk(db: Database) -> None:
         CREATE INDEX risk_assessments_patient ON risk_assessments (patient_id, kind, t);
         """
     )
+
+
+@MIGRATIONS(name="0005_alarms")
+def _alarms(db: Database) -> None:
+    db.executescript(
+        """
+        -- One row per alarm episode (raised -> ... -> resolved).
+        CREATE TABLE alarms (
+            id INTEGER PRIMARY KEY,
+            patient_id TEXT NOT NULL,
+            alarm_type TEXT NOT NULL,
+            priority TEXT NOT NULL,
+            technical INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            raised_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            condition_present INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            "values" TEXT NOT NULL,
+            evidence TEXT NOT NULL,
+            paused_until REAL,
+            escalated_at REAL,
+            acknowledged_by TEXT,
+            resolved_at REAL
+        );
+        CREATE INDEX alarms_open ON alarms (patient_id, alarm_type, state);
+        -- The audit log: every state change, who, when, why. Also the outbox of what is
+        -- delivered over MQTT and to the webhook (sent_at NULL: not delivered yet).
+        CREATE TABLE alarm_events (
+            id INTEGER PRIMARY KEY,
+            alarm_id INTEGER NOT NULL REFERENCES alarms(id),
+            at REAL NOT NULL,
+            recorded_at REAL NOT NULL,
+            event TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            state TEXT NOT NULL,
+            mqtt_sent_at REAL,
+            webhook_sent_at REAL,
+            webhook_attempts INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX alarm_events_alarm ON alarm_events (alarm_id);
+        -- Each condition's last observation, for persistence and hysteresis.
+        CREATE TABLE alarm_conditions (
+            patient_id TEXT NOT NULL,
+            alarm_type TEXT NOT NULL,
+            present INTEGER NOT NULL,
+            since REAL,
+            t REAL NOT NULL,
+            PRIMARY KEY (patient_id, alarm_type)
+        );
+        -- Snoozes, scoped by (patient, alarm type), until an event time.
+        CREATE TABLE alarm_pauses (
+            patient_id TEXT NOT NULL,
+            alarm_type TEXT NOT NULL,
+            until REAL NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (patient_id, alarm_type)
+        );
+        -- Per-patient thresholds (validated JSON of alert.catalog.AlarmSettings fields).
+        CREATE TABLE alarm_settings (
+            patient_id TEXT PRIMARY KEY,
+            settings TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            updated_by TEXT NOT NULL
+        );
+        """
+    )

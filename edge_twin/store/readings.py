@@ -91,3 +91,18 @@ def _reading(row: tuple[object, ...]) -> Reading:
         flags=ReadingFlag(int(flags)),  # type: ignore[call-overload]
         id=int(rid),  # type: ignore[call-overload]
     )
+
+
+def sum_between(
+    store: Store, device_ids: Sequence[str], signal: Signal, t0: float, t1: float
+) -> tuple[float, int]:
+    """(sum of values, count) of one signal from these devices with t0 <= t < t1."""
+    if not device_ids:
+        return 0.0, 0
+    marks = ",".join("?" * len(device_ids))
+    total, n = store.conn.execute(
+        f"SELECT coalesce(sum(value), 0), count(*) FROM readings WHERE device_id IN ({marks})"
+        " AND signal = ? AND t >= ? AND t < ?",
+        (*device_ids, signal.value, t0, t1),
+    ).fetchone()
+    return float(total), int(n)

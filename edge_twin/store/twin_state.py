@@ -154,3 +154,11 @@ def load_day_starts(
         DayStartRow(r[0], tuple(json.loads(r[1])), tuple(map(tuple, json.loads(r[2]))), r[3], r[4])
         for r in rows
     ]
+
+
+def latest_time(store: Store, patient_id: str) -> float | None:
+    """The newest event time any of the patient's filters has reached."""
+    row = store.conn.execute(
+        "SELECT max(t) FROM twin_state WHERE patient_id = ?", (patient_id,)
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])

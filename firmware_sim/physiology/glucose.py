@@ -2,7 +2,7 @@
 
     G(t) = basal
          + sum over meals i of  A_i h((t - t_i) / tp_meal)           meal excursions
-         - sum over insulin errors j of  D_j h((t - t_j) / tp_hypo)    over-bolus lows
+         - sum over insulin errors j of  D_j h((t - t_j) / tp_hypo)^2  over-bolus lows
          - k_ex * (steps over the last 60 min)                        exercise
          + d(t)                                                       slow drift (OU)
     h(u) = u exp(1 - u) for u >= 0 (peak 1 at u = 1, back near 0 by u ~ 5)
@@ -83,14 +83,16 @@ def simulate(
             add_bump(g, at, model.meal_peak_min, rng.uniform(*model.meal_rise))
     g -= model.exercise_per_step * smooth(steps, 60) * 60
     g += ou(rng, minutes, model.drift_sd, model.drift_tau_min)
-    # Insulin errors: each pulls glucose down to a nadir 30-50 min later.
+    # Insulin errors: each pulls glucose down to a nadir 45-90 min later, with a smooth
+    # onset: falls of 1-3 mg/dL/min, as insulin-induced lows are (the steepest slope is
+    # 1.7 x depth / tp). A sensor artefact drops faster than that; a low does not.
     for _ in range(rng.poisson(model.lows_per_day * minutes / 1440)):
-        at = rng.uniform(-60, minutes)
-        tp = rng.uniform(30, 50)
+        at = rng.uniform(-90, minutes)
+        tp = rng.uniform(45, 90)
         idx = int(at + tp)
         if 0 <= idx < minutes:
             depth = max(0.0, g[idx] - rng.uniform(*model.nadir))
-            add_bump(g, at, tp, -depth)
+            add_bump(g, at, tp, -depth, smooth=True)
     g = np.clip(g, 30.0, 450.0)
     return g, hypoglycaemias(g, start)
 

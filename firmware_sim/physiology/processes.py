@@ -25,13 +25,16 @@ def bump(u: Array) -> Array:
     return np.where(u >= 0, u * np.exp(1.0 - np.maximum(u, 0.0)), 0.0)
 
 
-def add_bump(x: Array, at: float, width: float, amplitude: float) -> None:
+def add_bump(x: Array, at: float, width: float, amplitude: float, smooth: bool = False) -> None:
     """x += amplitude * bump((t - at) / width), in place, only where it is not ~0
-    (bump < 1e-3 beyond 10 widths): a meal costs a few hundred minutes, not 90 days."""
+    (bump < 1e-3 beyond 10 widths): a meal costs a few hundred minutes, not 90 days.
+    ``smooth``: the bump squared (u^2 e^(2(1-u))), which starts with zero slope and peaks
+    at the same time: its steepest slope is 1.7 x amplitude / width instead of e x."""
     lo = max(0, int(np.floor(at)) + 1)
     hi = min(len(x), int(np.ceil(at + 10.0 * width)))
     if lo < hi:
-        x[lo:hi] += amplitude * bump((np.arange(lo, hi, dtype=float) - at) / width)
+        shape = bump((np.arange(lo, hi, dtype=float) - at) / width)
+        x[lo:hi] += amplitude * (shape * shape if smooth else shape)
 
 
 def smooth(x: Array, minutes: int) -> Array:

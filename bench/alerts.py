@@ -1,0 +1,331 @@
+"""Glucose alarms on a held-out simulated cohort, against the simple alternatives, and the
+latency from a reading's publish to its alarm's publication under load.
+
+Accuracy (event time, no broker: the gateway's own TwinEstimator + AlertStage + engine on
+a real SQLite file, fed each CGM reading as it would arrive): for every true
+hypoglycaemia (the simulator's labels: truth below 70 mg/dL for >= 15 min),
+
+    detected     an alarm of the kind was raised from 60 min before the onset to 5 min
+                 after it; lead = onset - the first such alarm (minutes)
+    false alarm  a raise with no hypoglycaemia starting within 60 min after it (and not
+                 during one); counted per patient-day
+
+for the twin's ``predicted_low`` (the gateway's default settings), a threshold-only alarm
+(a reading below 70 mg/dL) and linear extrapolation (the last 3 readings' slope puts the
+reading below 70 within 30 min), the latter two on the raw readings.
+
+Latency (real broker, real gateway): ``--load-patients`` wrist wearables publish as fast
+as they can while ``--low-patients`` CGMs each fall into a low; for each alarm raised, the
+time from the publish of the reading that raised it to the alarm event arriving at an MQTT
+subscriber. Median and p99.
+
+    .venv/bin/python bench/alerts.py [--patients 40] [--days 7] [--seed 7007]
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_twin.alert.catalog import AlarmSettings
+from edge_twin.alert.engine import AlarmEngine
+from edge_twin.alert.stage import AlertStage
+from edge_twin.broker import PrivateBroker
+from edge_twin.clock import ManualClock
+from edge_twin.config import load_config
+from edge_twin.domain import Reading, Signal
+from edge_twin.estimate.tracker import TwinEstimator
+from edge_twin.gateway import Gateway
+from edge_twin.store import Store, alarms, devices, readings
+from firmware_sim import wire
+from firmware_sim.home import Home, SimDevice, SimPatient
+from firmware_sim.messages import Message
+from firmware_sim.physiology.profile import CohortMix
+from firmware_sim.publisher import HomePublisher
+
+START = 1_767_225_600.0
+LOOKAHEAD_S = 60 * 60.0  # an alarm up to an hour before the onset counts
+AFTER_ONSET_S = 5 * 60.0
+HYPO = 70.0
+MIX = CohortMix(heart_failure=0.0, diabetes=1.0, type1_given_diabetes=0.7)
+
+
+def twin_alarms(patient: SimPatient, db: Path, settings: AlarmSettings) -> list[float]:
+    """Raise times of the twin's predicted_low alarms, replaying the CGM in event time."""
+    store = Store(db, "NORMAL")
+    cgm = next(d for d in patient.devices if d.device_type == "cgm")
+    devices.provision(store, cgm.device_id, patient.patient_id, "cgm", START)
+    estimator = TwinEstimator(store)
+    stage = AlertStage(store, AlarmEngine(store, settings, time.time), 900.0)
+    for t, value, seq in sorted(patient.cgm):
+        reading = Reading(patient.patient_id, cgm.device_id, Signal.GLUCOSE, t, value, t + 5, seq)
+        with store.transaction() as conn:
+            readings.insert(conn, [reading])
+        estimator.catch_up()
+        stage.on_data(estimator.take_moved())
+    raised = [
+        a.raised_at
+        for a in alarms.listing(store.conn, patient.patient_id, open_only=False, limit=100_000)
+        if a.alarm_type == "predicted_low"
+    ]
+    store.close()
+    return sorted(raised)
+
+
+def threshold_alarms(t: np.ndarray, v: np.ndarray) -> list[float]:
+    below = v < HYPO
+    return [float(t[i]) for i in range(len(v)) if below[i] and (i == 0 or not below[i - 1])]
+
+
+def extrapolation_alarms(t: np.ndarray, v: np.ndarray) -> list[float]:
+    out, active = [], False
+    for i in range(2, len(v)):
+        dt = (t[i] - t[i - 2]) / 60.0
+        if dt <= 0 or dt > 15:
+            active = False
+            continue
+        slope = (v[i] - v[i - 2]) / dt
+        predicted = v[i] + slope * 30.0
+        present = predicted < HYPO or v[i] < HYPO
+        if present and not active:
+            out.append(float(t[i]))
+        active = present
+    return out
+
+
+def score(raises: list[float], onsets: list[tuple[float, float]], days: float) -> dict[str, float]:
+    """onsets: (onset, end) of each true hypoglycaemia."""
+    leads, detected = [], 0
+    for onset, _ in onsets:
+        before = [r for r in raises if onset - LOOKAHEAD_S <= r <= onset + AFTER_ONSET_S]
+        if before:
+            detected += 1
+            leads.append((onset - min(before)) / 60.0)
+    false = sum(
+        1 for r in raises if not any(onset - LOOKAHEAD_S <= r <= end for onset, end in onsets)
+    )
+    return {
+        "episodes": len(onsets),
+        "detected": detected,
+        "false": false,
+        "days": days,
+        "leads": leads,
+    }  # type: ignore[dict-item]
+
+
+def summarise(parts: list[dict[str, float]]) -> dict[str, float]:
+    episodes = sum(p["episodes"] for p in parts)
+    detected = sum(p["detected"] for p in parts)
+    days = sum(p["days"] for p in parts)
+    leads = [x for p in parts for x in p["leads"]]  # type: ignore[attr-defined]
+    return {
+        "sensitivity": round(detected / episodes, 3) if episodes else math.nan,
+        "false_per_patient_day": round(sum(p["false"] for p in parts) / days, 3),
+        "median_lead_min": round(statistics.median(leads), 1) if leads else math.nan,
+        "episodes": episodes,
+    }
+
+
+def accuracy(
+    patients: int, days: float, seed: int, settings: AlarmSettings
+) -> dict[str, dict[str, float]]:
+    home = Home(patients, START, days * 24, seed=seed, mix=MIX, kinds=("cgm",))
+    parts: dict[str, list[dict[str, float]]] = {"twin": [], "threshold": [], "extrapolation": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(patients):
+            p = home.patient(i)
+            print(f"patient {i + 1}/{patients}", file=sys.stderr)
+            if not p.cgm:
+                continue
+            truth = p.glucose_truth
+            onsets = []
+            for h in p.truth.hypoglycaemias:
+                m = int((h.onset - START) // 60)
+                end = m + int(np.argmax(truth[m:] >= HYPO)) if (truth[m:] >= HYPO).any() else m
+                onsets.append((h.onset, START + end * 60.0))
+            rows = sorted(p.cgm)
+            t = np.array([r[0] for r in rows])
+            v = np.array([r[1] for r in rows])
+            span = (t[-1] - t[0]) / 86400.0
+            parts["twin"].append(
+                score(twin_alarms(p, Path(tmp) / f"{i}.sqlite", settings), onsets, span)
+            )
+            parts["threshold"].append(score(threshold_alarms(t, v), onsets, span))
+            parts["extrapolation"].append(score(extrapolation_alarms(t, v), onsets, span))
+    return {k: summarise(v) for k, v in parts.items()}
+
+
+def latency(low_patients: int, load_patients: int) -> dict[str, float]:
+    """Wall-clock latency through a real broker and gateway, under load."""
+    t0 = time.time()
+    falling = [120.0, 118, 116, 110, 100, 90, 80, 70, 60, 52, 48]
+    cgms = [SimDevice(f"cgm-{i:03d}", f"pt-{i:03d}", "cgm") for i in range(1, low_patients + 1)]
+    wrists = [
+        SimDevice(f"wr-{i:03d}", f"pt-{i:03d}", "wrist")
+        for i in range(low_patients + 1, low_patients + 1 + load_patients)
+    ]
+    arrivals: dict[tuple[str, str], float] = {}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        PrivateBroker(data_dir=Path(tmp) / "broker") as broker,
+    ):
+        cfg = load_config(env={})
+        cfg = replace(
+            cfg,
+            store=replace(cfg.store, path=Path(tmp) / "gw.sqlite"),
+            mqtt=replace(cfg.mqtt, host=broker.host, port=broker.port),
+            api=replace(cfg.api, port=0),
+            assess=replace(cfg.assess, model_dir=Path(tmp) / "models"),
+        )
+        with Store(cfg.store.path) as store:
+            for d in [*cgms, *wrists]:
+                devices.provision(store, d.device_id, d.patient_id, d.device_type, t0)
+        listener = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5
+        )
+
+        def on_message(_c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
+            if m.topic.endswith("/current"):
+                return
+            event = json.loads(m.payload)
+            key = (event["alarm"]["patient_id"], event["alarm"]["type"])
+            if event["event"] == "raised" and key not in arrivals:
+                arrivals[key] = time.time()
+
+        listener.on_message = on_message
+        listener.connect(broker.host, broker.port)
+        listener.subscribe("et/v1/gw/+/alarms/#", qos=1)
+        listener.loop_start()
+        stop = threading.Event()
+        with Gateway(cfg, ManualClock(t0), serve_api=False):
+            load = HomePublisher(broker.host, broker.port, wrists)
+            load.connect()
+
+            def background() -> None:
+                seq = 0
+                while not stop.is_set():
+                    for d in wrists:
+                        seq += 1
+                        t = time.time()
+                        records = [
+                            ("heart_rate", "1/min", t - k, 70.0 + k % 5, seq) for k in range(10)
+                        ]
+                        load.send(
+                            Message(
+                                t,
+                                d.device_id,
+                                wire.readings_topic(d.device_id),
+                                wire.senml_pack(d.device_id, records),
+                            )
+                        )
+                load.flush()
+
+            thread = threading.Thread(target=background, daemon=True)
+            thread.start()
+            pub = HomePublisher(broker.host, broker.port, cgms)
+            pub.connect()
+            published: dict[tuple[str, float], float] = {}
+            base = time.time() - len(falling) * 300.0
+            for k, value in enumerate(falling):
+                for d in cgms:
+                    t = base + k * 300.0
+                    payload = wire.senml_pack(d.device_id, [("glucose", "mg/dL", t, value, k + 1)])
+                    published[(d.patient_id, t)] = time.time()
+                    pub.send(Message(t, d.device_id, wire.readings_topic(d.device_id), payload))
+                time.sleep(0.05)
+            pub.flush()
+            deadline = time.time() + 20
+            while time.time() < deadline and len(arrivals) < 2 * low_patients:
+                time.sleep(0.05)
+            stop.set()
+            thread.join()
+            pub.close()
+            load.close()
+            with Store(cfg.store.path) as store:
+                raised = {
+                    (a.patient_id, a.alarm_type): a.raised_at
+                    for a in alarms.listing(store.conn, open_only=False, limit=100_000)
+                }
+        listener.loop_stop()
+        listener.disconnect()
+    lat = [
+        (arrivals[key] - published[(key[0], t_raised)]) * 1000.0
+        for key, t_raised in raised.items()
+        if key in arrivals and (key[0], t_raised) in published
+    ]
+    if not lat:
+        return {"latency_p50_ms": math.nan, "latency_p99_ms": math.nan, "latency_alarms": 0}
+    return {
+        "latency_p50_ms": round(float(np.median(lat)), 1),
+        "latency_p99_ms": round(float(np.quantile(lat, 0.99)), 1),
+        "latency_alarms": len(lat),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--patients", type=int, default=40)
+    parser.add_argument("--days", type=float, default=7.0)
+    parser.add_argument("--seed", type=int, default=7007, help="held out: used nowhere else")
+    parser.add_argument("--low-patients", type=int, default=30)
+    parser.add_argument("--load-patients", type=int, default=20)
+    parser.add_argument(
+        "--predicted-low-probability",
+        type=float,
+        default=AlarmSettings().predicted_low_probability,
+        help="the alarm setting to evaluate (default: the gateway's default)",
+    )
+    args = parser.parse_args()
+    settings = AlarmSettings(predicted_low_probability=args.predicted_low_probability)
+    acc = accuracy(args.patients, args.days, args.seed, settings)
+    print(
+        f"{'':<14} {'sens':>6} {'false/pt-day':>13} {'lead min':>9} {'episodes':>9}",
+        file=sys.stderr,
+    )
+    for name, m in acc.items():
+        print(
+            f"{name:<14} {m['sensitivity']:6.2f} {m['false_per_patient_day']:13.2f}"
+            f" {m['median_lead_min']:9.1f} {m['episodes']:9d}",
+            file=sys.stderr,
+        )
+    lat = latency(args.low_patients, args.load_patients)
+    twin, thr, ext = acc["twin"], acc["threshold"], acc["extrapolation"]
+    print(
+        json.dumps(
+            {
+                "predicted_low_sensitivity": twin["sensitivity"],
+                "predicted_low_false_per_patient_day": twin["false_per_patient_day"],
+                "predicted_low_median_lead_min": twin["median_lead_min"],
+                "threshold_sensitivity": thr["sensitivity"],
+                "threshold_false_per_patient_day": thr["false_per_patient_day"],
+                "threshold_median_lead_min": thr["median_lead_min"],
+                "extrapolation_sensitivity": ext["sensitivity"],
+                "extrapolation_false_per_patient_day": ext["false_per_patient_day"],
+                "extrapolation_median_lead_min": ext["median_lead_min"],
+                "episodes": twin["episodes"],
+                **lat,
+                "patients": args.patients,
+                "days": args.days,
+                "seed": args.seed,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The alarms the gateway can raise, and the per-patient thresholds they use.
+
+Priorities follow IEC 60601-1-8 practice: high for what needs action within minutes
+(urgent low), medium within the hour or day, low for awareness. High-priority alarms
+latch: they stay until someone acknowledges them, even after the condition clears.
+Technical alarms (data or equipment trouble) are kept apart from clinical ones and never
+outrank an urgent clinical alarm.
+
+Every threshold has an alert value and a recovery value (hysteresis): an alarm raised at
+70 mg/dL clears only above 80, so noise around the threshold does not make it flap.
+Persistence: a condition must hold this long (event time) before it raises an alarm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from edge_twin.domain import Priority
+from edge_twin.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AlarmType:
+    name: str
+    priority: Priority
+    technical: bool
+    persistence_s: float
+    description: str
+
+    @property
+    def latching(self) -> bool:
+        return self.priority is Priority.HIGH
+
+
+CATALOG: dict[str, AlarmType] = {
+    a.name: a
+    for a in (
+        AlarmType(
+            "urgent_low",
+            Priority.HIGH,
+            False,
+            0.0,
+            "glucose below the urgent-low threshold (twin estimate, not a single reading)",
+        ),
+        AlarmType("low", Priority.MEDIUM, False, 10 * 60.0, "glucose below the low threshold"),
+        AlarmType(
+            "predicted_low",
+            Priority.MEDIUM,
+            False,
+            0.0,
+            "probability of glucose below the low threshold within the horizon, from the"
+            " twin's forecast",
+        ),
+        AlarmType("high", Priority.LOW, False, 30 * 60.0, "glucose above the high threshold"),
+        AlarmType(
+            "bp_high_sustained",
+            Priority.MEDIUM,
+            False,
+            0.0,
+            "blood pressure high on the multi-day level (the twin's personal baseline), not"
+            " a single reading",
+        ),
+        AlarmType(
+            "decompensation_risk",
+            Priority.MEDIUM,
+            False,
+            0.0,
+            "heart-failure decompensation risk at or above the model's threshold",
+        ),
+        AlarmType(
+            "signal_stale",
+            Priority.MEDIUM,
+            True,
+            0.0,
+            "no glucose reading for longer than its staleness limit: glucose alarms cannot"
+            " be raised",
+        ),
+        AlarmType("device_offline", Priority.LOW, True, 0.0, "a device reported itself offline"),
+        AlarmType("battery_low", Priority.LOW, True, 0.0, "a device's battery is low"),
+        AlarmType(
+            "gateway_storage",
+            Priority.MEDIUM,
+            True,
+            0.0,
+            "the gateway's disk is nearly full: readings may stop being stored",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """Per-patient thresholds (canonical units). Bounds keep them clinically sane."""
+
+    urgent_low_mgdl: float = 55.0
+    urgent_low_clear_mgdl: float = 65.0
+    low_mgdl: float = 70.0
+    low_clear_mgdl: float = 80.0
+    high_mgdl: float = 250.0
+    high_clear_mgdl: float = 220.0
+    predicted_low_probability: float = 0.5
+    predicted_low_horizon_min: float = 30.0
+    bp_systolic_mmhg: float = 160.0
+    bp_diastolic_mmhg: float = 100.0
+    bp_clear_margin_mmhg: float = 10.0
+    battery_low_pct: float = 15.0
+    # A high-priority alarm nobody acknowledged within this is escalated to the care team.
+    escalate_after_min: float = 15.0
+
+
+BOUNDS: dict[str, tuple[float, float]] = {
+    "urgent_low_mgdl": (40, 60),
+    "urgent_low_clear_mgdl": (45, 90),
+    "low_mgdl": (55, 100),
+    "low_clear_mgdl": (60, 120),
+    "high_mgdl": (140, 400),
+    "high_clear_mgdl": (120, 390),
+    "predicted_low_probability": (0.05, 0.95),
+    "predicted_low_horizon_min": (10, 60),
+    "bp_systolic_mmhg": (130, 220),
+    "bp_diastolic_mmhg": (80, 130),
+    "bp_clear_margin_mmhg": (0, 30),
+    "battery_low_pct": (5, 50),
+    "escalate_after_min": (1, 240),
+}
+
+
+def validated(base: AlarmSettings, changes: dict[str, Any]) -> AlarmSettings:
+    """``base`` with ``changes`` applied; ConfigError lists every problem with its fix."""
+    known = {f.name for f in fields(AlarmSettings)}
+    problems = []
+    clean: dict[str, float] = {}
+    for key, value in changes.items():
+        if key not in known:
+            problems.append(f"unknown alarm setting {key!r} (known: {', '.join(sorted(known))})")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{key}: {value!r} is not a number")
+            continue
+        lo, hi = BOUNDS[key]
+        if not lo <= value <= hi:
+            problems.append(f"{key}: {value!r} is out of range: use a value from {lo} to {hi}")
+            continue
+        clean[key] = float(value)
+    settings = replace(base, **clean) if not problems else base
+    pairs = (
+        ("urgent_low_mgdl", "urgent_low_clear_mgdl", "must be below"),
+        ("low_mgdl", "low_clear_mgdl", "must be below"),
+        ("urgent_low_mgdl", "low_mgdl", "must be below"),
+        ("high_clear_mgdl", "high_mgdl", "must be below"),
+        ("low_clear_mgdl", "high_clear_mgdl", "must be below"),
+    )
+    for a, b, words in pairs:
+        if not problems and getattr(settings, a) >= getattr(settings, b):
+            problems.append(
+                f"{a} ({getattr(settings, a):g}) {words} {b} ({getattr(settings, b):g})"
+            )
+    if problems:
+        raise ConfigError("invalid alarm settings:\n  - " + "\n  - ".join(problems))
+    return settings

@@ -1,0 +1,224 @@
+"""Alarm conditions read from the twin: estimates, forecasts, risks, device reports.
+
+Each function returns Observations (present or not, with the reason in words, the values
+and their uncertainty, and links to the evidence). Hysteresis lives here: a condition
+that was present stays present until its recovery threshold is crossed.
+
+Glucose conditions use the twin's estimate, never a single reading. A sudden fall faster
+than any physiology (>= 5 mg/dL/min over >= 25 mg/dL between consecutive readings, the
+signature of a compression low: shared/guides/domain.md) is a *suspected sensor
+artefact* for ARTEFACT_HOLD_S: low alarms wait, as the twin's innovation gate waits
+before believing a jump. A real low is still there after the hold and alarms then.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+from edge_twin.alert.catalog import AlarmSettings
+from edge_twin.assess.glycaemic import trend_probability_below
+from edge_twin.domain import DecompensationRisk, Observation, Reading, StateEstimate
+from edge_twin.estimate.tracker import GATE_PERSIST_S
+
+ARTEFACT_HOLD_S = GATE_PERSIST_S
+ARTEFACT_RATE = 5.0  # mg/dL per minute
+ARTEFACT_FALL = 25.0  # mg/dL
+
+WasPresent = Callable[[str], bool]
+
+
+def suspected_artefact(recent: Sequence[Reading], t: float) -> str | None:
+    """Why the latest glucose looks like a sensor artefact, or None."""
+    window = sorted((r for r in recent if t - ARTEFACT_HOLD_S < r.t <= t), key=lambda r: r.t)
+    for a, b in itertools.pairwise(window):
+        dt_min = (b.t - a.t) / 60.0
+        fall = a.value - b.value
+        sudden = 0 < dt_min <= 10 and fall >= ARTEFACT_FALL and fall / dt_min >= ARTEFACT_RATE
+        if sudden and window[-1].value < a.value - 10:  # ... and still down
+            return (
+                f"glucose fell {fall:.0f} mg/dL in {dt_min:.0f} min ({fall / dt_min:.1f}"
+                " mg/dL/min, faster than physiology): suspected sensor artefact"
+                " (compression low)"
+            )
+    return None
+
+
+def _interval(e: StateEstimate) -> str:
+    lo, hi = e.interval95
+    return f"{e.mean:.0f} mg/dL (95% {lo:.0f}-{hi:.0f})"
+
+
+def glucose(
+    e: StateEstimate,
+    recent: Sequence[Reading],
+    s: AlarmSettings,
+    was: WasPresent,
+    live: bool,
+) -> list[Observation]:
+    pid, t = e.patient_id, e.t
+    links = (f"/patients/{pid}/state", f"/patients/{pid}/readings?signal=glucose&limit=12")
+    values: dict[str, float | str | None] = {
+        "glucose_mgdl": round(e.mean, 1),
+        "sd_mgdl": round(e.sd, 1),
+        "rate_mgdl_per_min": None if e.rate_per_min is None else round(e.rate_per_min, 2),
+    }
+    artefact = suspected_artefact(recent, t)
+    obs = []
+
+    def below(kind: str, threshold: float, clear: float) -> None:
+        limit = clear if was(kind) else threshold
+        present = e.mean < limit and artefact is None
+        if artefact is not None and e.mean < limit:
+            reason = f"{artefact}; glucose {_interval(e)} not alarmed yet"
+        elif present:
+            reason = f"glucose {_interval(e)} below {threshold:.0f} mg/dL (clears at {clear:.0f})"
+        else:
+            reason = f"glucose {_interval(e)}, alarm below {threshold:.0f} mg/dL"
+        obs.append(Observation(pid, kind, t, present, reason, values, links, live))
+
+    below("urgent_low", s.urgent_low_mgdl, s.urgent_low_clear_mgdl)
+    below("low", s.low_mgdl, s.low_clear_mgdl)
+    horizon = s.predicted_low_horizon_min * 60.0
+    risk = trend_probability_below(e, s.low_mgdl, horizon)
+    p_limit = (
+        s.predicted_low_probability / 2 if was("predicted_low") else s.predicted_low_probability
+    )
+    present = risk.probability >= p_limit and e.mean >= s.low_mgdl and artefact is None
+    obs.append(
+        Observation(
+            pid,
+            "predicted_low",
+            t,
+            present,
+            f"P(glucose < {s.low_mgdl:.0f} mg/dL within {s.predicted_low_horizon_min:.0f} min"
+            f" on the current trend, {e.rate_per_min or 0:+.1f} mg/dL/min)"
+            f" = {risk.probability:.0%} (alarm at {p_limit:.0%}); now {_interval(e)}",
+            {**values, "probability": round(risk.probability, 4)},
+            links,
+            live,
+        )
+    )
+    limit = s.high_clear_mgdl if was("high") else s.high_mgdl
+    high = e.mean > limit
+    reason = (
+        f"glucose {_interval(e)} above {s.high_mgdl:.0f} mg/dL (clears at {s.high_clear_mgdl:.0f})"
+        if high
+        else f"glucose {_interval(e)}, alarm above {s.high_mgdl:.0f} mg/dL"
+    )
+    obs.append(Observation(pid, "high", t, high, reason, values, links, live))
+    return obs
+
+
+def blood_pressure(
+    patient_id: str,
+    t: float,
+    systolic: tuple[float, float] | None,
+    diastolic: tuple[float, float] | None,
+    s: AlarmSettings,
+    was: WasPresent,
+    live: bool,
+) -> list[Observation]:
+    """``systolic``/``diastolic``: the twin's multi-day level (personal baseline) and SD."""
+    if systolic is None or diastolic is None:
+        return []
+    margin = s.bp_clear_margin_mmhg if was("bp_high_sustained") else 0.0
+    sys_limit, dia_limit = s.bp_systolic_mmhg - margin, s.bp_diastolic_mmhg - margin
+    present = systolic[0] >= sys_limit or diastolic[0] >= dia_limit
+    reason = (
+        f"multi-day blood pressure {systolic[0]:.0f}/{diastolic[0]:.0f} mmHg"
+        f" (SD {systolic[1]:.0f}/{diastolic[1]:.0f}); alarm at {sys_limit:.0f}/{dia_limit:.0f}"
+    )
+    values: dict[str, float | str | None] = {
+        "systolic_mmhg": round(systolic[0], 1),
+        "diastolic_mmhg": round(diastolic[0], 1),
+    }
+    links = (f"/patients/{patient_id}/state", f"/patients/{patient_id}/readings?signal=systolic")
+    return [Observation(patient_id, "bp_high_sustained", t, present, reason, values, links, live)]
+
+
+def decompensation(risk: DecompensationRisk, was: WasPresent, live: bool) -> list[Observation]:
+    """Above the model's threshold, unless the model itself says its confidence is low;
+    clears below 80% of the threshold."""
+    limit = risk.threshold * (0.8 if was("decompensation_risk") else 1.0)
+    present = risk.probability >= limit and risk.confidence != "low"
+    drivers = ", ".join(
+        f"{c.feature} {c.value:.2f} (usual {c.typical:.2f})" for c in risk.contributions
+    )
+    reason = (
+        f"decompensation risk {risk.probability:.0%} within {risk.horizon_days:g} days"
+        f" (alarm at {limit:.0%}, confidence {risk.confidence}); driven by {drivers or 'nothing'}"
+    )
+    values: dict[str, float | str | None] = {
+        "probability": round(risk.probability, 4),
+        "confidence": risk.confidence,
+        "model": f"{risk.provenance.model} {risk.provenance.version}",
+    }
+    links = (f"/patients/{risk.patient_id}/risk",)
+    return [
+        Observation(
+            risk.patient_id, "decompensation_risk", risk.t, present, reason, values, links, live
+        )
+    ]
+
+
+def stale_glucose(e: StateEstimate, now: float, stale_after_s: float) -> Observation:
+    age = e.age(now)
+    present = age > stale_after_s
+    return Observation(
+        e.patient_id,
+        "signal_stale",
+        now,
+        present,
+        f"last glucose reading {age / 60:.0f} min ago (limit {stale_after_s / 60:.0f} min)"
+        + ("; glucose alarms cannot be raised until data returns" if present else ""),
+        {"age_s": round(age), "last_measured_at": e.last_measured_at},
+        (f"/patients/{e.patient_id}/state",),
+    )
+
+
+def device_problems(
+    patient_id: str,
+    now: float,
+    statuses: Sequence[tuple[str, bool | None, float | None]],
+    s: AlarmSettings,
+) -> list[Observation]:
+    """``statuses``: (device_id, online, battery %) of the patient's devices."""
+    offline = sorted(d for d, online, _ in statuses if online is False)
+    low = sorted(d for d, _, b in statuses if b is not None and b < s.battery_low_pct)
+    links = ("/devices",)
+    return [
+        Observation(
+            patient_id,
+            "device_offline",
+            now,
+            bool(offline),
+            f"offline: {', '.join(offline)}" if offline else "every device online",
+            {"devices": ", ".join(offline)},
+            links,
+        ),
+        Observation(
+            patient_id,
+            "battery_low",
+            now,
+            bool(low),
+            f"battery below {s.battery_low_pct:.0f}%: {', '.join(low)}" if low else "batteries ok",
+            {"devices": ", ".join(low)},
+            links,
+        ),
+    ]
+
+
+def storage(now: float, free_bytes: int, total_bytes: int) -> Observation:
+    share = free_bytes / total_bytes if total_bytes else math.nan
+    present = free_bytes < 200 * 2**20 or share < 0.05
+    return Observation(
+        "gateway",
+        "gateway_storage",
+        now,
+        present,
+        f"{free_bytes / 2**20:.0f} MiB free ({share:.0%} of the disk)",
+        {"free_bytes": free_bytes, "total_bytes": total_bytes},
+        ("/health",),
+    )

@@ -1,0 +1,241 @@
+"""Alarm delivery: the audit log is the outbox; each channel marks what it has sent.
+
+    alarm_events (mqtt_sent_at NULL)    -> MQTT  {prefix}/gw/{gateway}/alarms/{patient}
+                                           (QoS 1) and, retained, .../{patient}/current
+                                           (the open alarms: a display that connects
+                                           later shows the present state)
+    alarm_events (webhook_sent_at NULL) -> HTTP POST to alert.webhook_url (the care team's
+                                           on-call system), retried with back-off, never
+                                           dropped; the event id makes retries idempotent
+    MQTT {prefix}/gw/{gateway}/alarm-cmd -> acknowledge / pause, answered on
+                                           .../alarm-cmd/result
+
+Delivery is at least once: an event published and then lost to a crash before it was
+marked is sent again. Receivers deduplicate by ``event_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_twin.alert.engine import AlarmEngine
+from edge_twin.clock import to_iso
+from edge_twin.config import MqttSection
+from edge_twin.domain import Alarm
+from edge_twin.errors import BrokerError, ConfigError, EdgeTwinError
+from edge_twin.store import Store, alarms
+from edge_twin.store.alarms import AlarmEvent
+
+log = logging.getLogger(__name__)
+
+
+def alarm_json(a: Alarm) -> dict[str, Any]:
+    return {
+        "alarm_id": a.id,
+        "patient_id": a.patient_id,
+        "type": a.alarm_type,
+        "priority": a.priority.value,
+        "technical": a.technical,
+        "state": a.state.value,
+        "condition_present": a.condition_present,
+        "raised_at": to_iso(a.raised_at),
+        "updated_at": to_iso(a.updated_at),
+        "reason": a.reason,
+        "values": a.values,
+        "evidence": list(a.evidence),
+        "paused_until": None if a.paused_until is None else to_iso(a.paused_until),
+        "escalated_at": None if a.escalated_at is None else to_iso(a.escalated_at),
+        "acknowledged_by": a.acknowledged_by,
+    }
+
+
+def event_json(e: AlarmEvent, a: Alarm, gateway_id: str) -> dict[str, Any]:
+    return {
+        "event_id": f"{gateway_id}:{e.id}",
+        "event": e.event,
+        "at": to_iso(e.at),
+        "actor": e.actor,
+        "why": e.reason,
+        "state": e.state.value,
+        "gateway_id": gateway_id,
+        "alarm": alarm_json(a),
+    }
+
+
+class AlarmBus:
+    """The gateway's MQTT client for alarms (its own connection beside ingest's)."""
+
+    def __init__(self, cfg: MqttSection, gateway_id: str) -> None:
+        self.prefix = f"{cfg.topic_prefix}/gw/{gateway_id}"
+        self.commands: queue.Queue[bytes] = queue.Queue()
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"{cfg.client_id}-alarms"[:64],
+            protocol=paho.MQTTv5,
+        )
+        if cfg.username:
+            self._client.username_pw_set(cfg.username, cfg.password or None)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        try:
+            self._client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        except OSError as exc:
+            raise BrokerError(f"alarm bus cannot reach {cfg.host}:{cfg.port}: {exc}") from exc
+        self._client.loop_start()
+
+    def topic(self, patient_id: str) -> str:
+        return f"{self.prefix}/alarms/{patient_id}"
+
+    @property
+    def command_topic(self) -> str:
+        return f"{self.prefix}/alarm-cmd"
+
+    def _on_connect(self, client: paho.Client, *_: Any) -> None:
+        client.subscribe(self.command_topic, qos=1)
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic == self.command_topic:
+            self.commands.put(bytes(msg.payload))
+
+    def publish(
+        self, topic: str, payload: dict[str, Any] | list[Any], retain: bool = False
+    ) -> bool:
+        info = self._client.publish(topic, json.dumps(payload), qos=1, retain=retain)
+        return info.rc == paho.MQTT_ERR_SUCCESS
+
+    def stop(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def deliver_mqtt(store: Store, bus: AlarmBus, gateway_id: str, now: float) -> int:
+    """Publish undelivered events, then each touched patient's open alarms (retained)."""
+    pending = alarms.undelivered(store.conn, "mqtt")
+    sent: list[int] = []
+    patients: set[str] = set()
+    for e in pending:
+        a = alarms.get(store.conn, e.alarm_id)
+        if a is None:
+            continue
+        if not bus.publish(bus.topic(a.patient_id), event_json(e, a, gateway_id)):
+            break  # not connected: keep the rest for later, in order
+        sent.append(e.id)
+        patients.add(a.patient_id)
+    for pid in patients:
+        current = [alarm_json(a) for a in alarms.listing(store.conn, pid, open_only=True)]
+        bus.publish(f"{bus.topic(pid)}/current", current, retain=True)
+    if sent:
+        with store.transaction() as conn:
+            alarms.mark_sent(conn, "mqtt", sent, now)
+    return len(sent)
+
+
+def handle_command(engine: AlarmEngine, payload: bytes, now: float) -> dict[str, Any]:
+    """{"action": "acknowledge", "alarm_id": 3, "by": "bedside-1", "reason": "..."} or
+    {"action": "pause", "patient_id": "pt-001", "type": "low", "minutes": 30, "by": ...}."""
+    try:
+        cmd = json.loads(payload)
+        if not isinstance(cmd, dict):
+            raise ValueError("a command is a JSON object")
+        by = str(cmd.get("by") or "mqtt")
+        action = cmd.get("action")
+        if action == "acknowledge":
+            a = engine.acknowledge(int(cmd["alarm_id"]), by, str(cmd.get("reason", "")), now)
+        elif action == "pause":
+            minutes = float(cmd["minutes"])
+            if not 1 <= minutes <= 24 * 60:
+                raise ValueError("minutes must be from 1 to 1440")
+            found = engine.pause(
+                str(cmd["patient_id"]),
+                str(cmd["type"]),
+                now + minutes * 60,
+                by,
+                str(cmd.get("reason", "")),
+                now,
+            )
+            return {
+                "ok": True,
+                "action": action,
+                "alarm": None if found is None else alarm_json(found),
+            }
+        else:
+            raise ValueError(f"unknown action {action!r}: use acknowledge or pause")
+        return {"ok": True, "action": action, "alarm": alarm_json(a)}
+    except (ValueError, KeyError, TypeError, EdgeTwinError) as exc:
+        return {"ok": False, "error": str(exc)}
+
+
+class WebhookSender:
+    """Posts undelivered events to the care team's endpoint from its own thread and
+    store connection, retrying with exponential back-off (1 s .. 5 min)."""
+
+    def __init__(self, db_path: str, url: str, gateway_id: str, timeout_s: float) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"alert.webhook_url {url!r} must start with http:// or https://")
+        self._db_path = db_path
+        self._url = url
+        self._gateway_id = gateway_id
+        self._timeout_s = timeout_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alarm-webhook", daemon=True)
+        self.sent = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        backoff = 1.0
+        store = Store(self._db_path, migrate=False)
+        try:
+            while not self._stop.is_set():
+                try:
+                    ok = self._send_pending(store)
+                except EdgeTwinError as exc:
+                    log.error("webhook delivery: %s", exc)
+                    ok = False
+                if ok:
+                    backoff = 1.0
+                    self._stop.wait(0.2)
+                else:
+                    self._stop.wait(backoff)
+                    backoff = min(300.0, backoff * 2)
+        finally:
+            store.close()
+
+    def _send_pending(self, store: Store) -> bool:
+        for e in alarms.undelivered(store.conn, "webhook", limit=50):
+            a = alarms.get(store.conn, e.alarm_id)
+            if a is None:
+                continue
+            body = json.dumps(event_json(e, a, self._gateway_id)).encode()
+            request = urllib.request.Request(
+                self._url, body, {"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                    response.read()
+            except (urllib.error.URLError, OSError) as exc:
+                self.failures += 1
+                with store.transaction() as conn:
+                    alarms.count_attempt(conn, e.id)
+                log.warning("webhook %s failed for event %d: %s", self._url, e.id, exc)
+                return False
+            with store.transaction() as conn:
+                alarms.mark_sent(conn, "webhook", [e.id], time.time())
+            self.sent += 1
+        return True

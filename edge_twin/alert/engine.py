@@ -1,0 +1,290 @@
+"""The alarm state machine. All state is in the store; every change is an audit event.
+
+    Observation (condition present or not, at event time t)
+      -> persistence (held for AlarmType.persistence_s) -> raise / update / clear
+
+    states      active -> acknowledged -> resolved
+                active -> (condition clears) -> resolved, or for high priority: latched
+                          (stays active, condition_present = 0) until acknowledged
+                any open -> paused until T (snooze, scoped by patient and alarm type);
+                          at T, the next observation re-alerts if the condition is still
+                          there, or resolves it
+                active high priority, unacknowledged for escalate_after_min -> escalated
+
+Rules against alarm fatigue kept here: one open alarm per (patient, type) (dedup); an
+observation from backfilled data (``live=False``) can clear an alarm but never raise one;
+a paused type raises nothing until its time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from edge_twin.alert.catalog import CATALOG, AlarmSettings, validated
+from edge_twin.domain import Alarm, AlarmState, Observation
+from edge_twin.errors import AlarmError
+from edge_twin.store import Store, alarms
+from edge_twin.store.alarms import Condition, Pause
+
+GATEWAY = "gateway"  # the actor of automatic changes
+
+
+class AlarmEngine:
+    def __init__(self, store: Store, defaults: AlarmSettings, wall: Callable[[], float]) -> None:
+        self._store = store
+        self.defaults = defaults
+        self._wall = wall  # for recorded_at only; decisions use event time
+
+    def settings(self, patient_id: str) -> AlarmSettings:
+        return validated(self.defaults, alarms.settings(self._store.conn, patient_id))
+
+    def was_present(self, patient_id: str, alarm_type: str) -> bool:
+        c = alarms.condition(self._store.conn, patient_id, alarm_type)
+        return bool(c and c.present)
+
+    # --- conditions -------------------------------------------------------------------
+
+    def observe(self, observations: list[Observation]) -> list[int]:
+        """Apply observations in one transaction; returns the audit events written."""
+        written: list[int] = []
+        # Durable (fsynced): the audit log and the delivery outbox must survive power loss.
+        with self._store.transaction() as conn:
+            for obs in observations:
+                written += self._observe(conn, obs)
+        return written
+
+    def _observe(self, conn: sqlite3.Connection, obs: Observation) -> list[int]:
+        spec = CATALOG[obs.alarm_type]
+        pid, kind = obs.patient_id, obs.alarm_type
+        before = alarms.condition(conn, pid, kind)
+        since = None
+        if obs.present:
+            since = (
+                before.since if before and before.present and before.since is not None else obs.t
+            )
+        if before is None or (before.present, before.since) != (obs.present, since):
+            alarms.set_condition(conn, pid, kind, Condition(obs.present, since, obs.t))
+        held = obs.present and since is not None and obs.t - since >= spec.persistence_s
+        alarm = alarms.open_alarm(conn, pid, kind)
+        pause = alarms.pause(conn, pid, kind)
+        paused = pause is not None and obs.t < pause.until
+        out: list[int] = []
+
+        def event(
+            a: Alarm | int, name: str, state: AlarmState, reason: str, actor: str = GATEWAY
+        ) -> None:
+            alarm_id = a if isinstance(a, int) else a.id
+            out.append(
+                alarms.add_event(conn, alarm_id, obs.t, self._wall(), name, actor, reason, state)
+            )
+
+        if alarm is None:
+            if held and obs.live and not paused:
+                new = Alarm(
+                    0,
+                    pid,
+                    kind,
+                    spec.priority,
+                    spec.technical,
+                    AlarmState.ACTIVE,
+                    obs.t,
+                    obs.t,
+                    True,
+                    obs.reason,
+                    dict(obs.values),
+                    obs.evidence,
+                )
+                event(alarms.insert(conn, new), "raised", AlarmState.ACTIVE, obs.reason)
+            return out
+        if alarm.state is AlarmState.PAUSED:
+            if obs.t < (alarm.paused_until or 0.0):
+                if not obs.present:
+                    self._resolve(conn, alarm, obs.t, f"cleared while paused: {obs.reason}", out)
+                return out
+            if held and obs.live:
+                alarms.update(
+                    conn,
+                    alarm.id,
+                    state=AlarmState.ACTIVE,
+                    updated_at=obs.t,
+                    reason=obs.reason,
+                    values=dict(obs.values),
+                    condition_present=True,
+                    raised_at=obs.t,
+                    escalated_at=None,
+                    acknowledged_by=None,
+                )
+                event(
+                    alarm,
+                    "re-alerted",
+                    AlarmState.ACTIVE,
+                    f"pause over, still present: {obs.reason}",
+                )
+            elif not obs.present:
+                self._resolve(conn, alarm, obs.t, f"pause over, cleared: {obs.reason}", out)
+            return out
+        if obs.present:
+            alarms.update(
+                conn,
+                alarm.id,
+                updated_at=obs.t,
+                reason=obs.reason,
+                values=dict(obs.values),
+                evidence=obs.evidence,
+                condition_present=True,
+            )
+            return out
+        if alarm.state is AlarmState.ACTIVE and spec.latching:
+            if alarm.condition_present:
+                alarms.update(conn, alarm.id, updated_at=obs.t, condition_present=False)
+                event(
+                    alarm,
+                    "latched",
+                    AlarmState.ACTIVE,
+                    f"condition cleared, stays until acknowledged: {obs.reason}",
+                )
+            return out
+        self._resolve(conn, alarm, obs.t, f"condition cleared: {obs.reason}", out)
+        return out
+
+    def _resolve(
+        self,
+        conn: sqlite3.Connection,
+        alarm: Alarm,
+        t: float,
+        reason: str,
+        out: list[int],
+        actor: str = GATEWAY,
+    ) -> None:
+        alarms.update(
+            conn,
+            alarm.id,
+            state=AlarmState.RESOLVED,
+            updated_at=t,
+            resolved_at=t,
+            condition_present=False,
+        )
+        out.append(
+            alarms.add_event(
+                conn, alarm.id, t, self._wall(), "resolved", actor, reason, AlarmState.RESOLVED
+            )
+        )
+
+    # --- people ---------------------------------------------------------------------------
+
+    def acknowledge(self, alarm_id: int, by: str, reason: str, at: float) -> Alarm:
+        with self._store.transaction() as conn:
+            alarm = alarms.get(conn, alarm_id)
+            if alarm is None:
+                raise AlarmError(f"no alarm {alarm_id}")
+            if alarm.state is AlarmState.RESOLVED:
+                raise AlarmError(f"alarm {alarm_id} is already resolved")
+            out: list[int] = []
+            why = reason or "acknowledged"
+            if alarm.condition_present:
+                alarms.update(
+                    conn,
+                    alarm_id,
+                    state=AlarmState.ACKNOWLEDGED,
+                    updated_at=at,
+                    acknowledged_by=by,
+                    paused_until=None,
+                )
+                alarms.add_event(
+                    conn,
+                    alarm_id,
+                    at,
+                    self._wall(),
+                    "acknowledged",
+                    by,
+                    why,
+                    AlarmState.ACKNOWLEDGED,
+                )
+            else:  # a latched alarm whose condition has cleared: acknowledging ends it
+                alarms.update(conn, alarm_id, acknowledged_by=by)
+                alarms.add_event(
+                    conn,
+                    alarm_id,
+                    at,
+                    self._wall(),
+                    "acknowledged",
+                    by,
+                    why,
+                    AlarmState.ACKNOWLEDGED,
+                )
+                self._resolve(conn, alarm, at, "acknowledged after the condition cleared", out, by)
+            found = alarms.get(conn, alarm_id)
+        assert found is not None
+        return found
+
+    def pause(
+        self, patient_id: str, alarm_type: str, until: float, by: str, reason: str, at: float
+    ) -> Alarm | None:
+        """Snooze one alarm type of one patient until ``until`` (event time)."""
+        if alarm_type not in CATALOG:
+            raise AlarmError(f"unknown alarm type {alarm_type!r}; known: {', '.join(CATALOG)}")
+        if until <= at:
+            raise AlarmError("a pause must end in the future")
+        with self._store.transaction() as conn:
+            alarms.set_pause(conn, patient_id, alarm_type, Pause(until, by, reason))
+            alarm = alarms.open_alarm(conn, patient_id, alarm_type)
+            if alarm is not None:
+                alarms.update(
+                    conn, alarm.id, state=AlarmState.PAUSED, paused_until=until, updated_at=at
+                )
+                alarms.add_event(
+                    conn,
+                    alarm.id,
+                    at,
+                    self._wall(),
+                    "paused",
+                    by,
+                    f"{reason or 'paused'} until {until:.0f}",
+                    AlarmState.PAUSED,
+                )
+                alarm = alarms.get(conn, alarm.id)
+        return alarm
+
+    def set_settings(
+        self, patient_id: str, changes: dict[str, object], by: str, at: float
+    ) -> AlarmSettings:
+        current = alarms.settings(self._store.conn, patient_id)
+        merged = {**current, **changes}
+        settings = validated(self.defaults, merged)  # raises ConfigError with every problem
+        with self._store.transaction() as conn:
+            alarms.set_settings(conn, patient_id, {k: float(v) for k, v in merged.items()}, at, by)  # type: ignore[arg-type]
+        return settings
+
+    # --- time -------------------------------------------------------------------------------
+
+    def escalate(self, now: float) -> list[int]:
+        """Escalate high-priority alarms nobody acknowledged in time."""
+        out: list[int] = []
+        with self._store.transaction() as conn:
+            for alarm in alarms.listing(conn, open_only=True, limit=10_000):
+                spec = CATALOG.get(alarm.alarm_type)
+                if (
+                    spec is None
+                    or not spec.latching
+                    or alarm.state is not AlarmState.ACTIVE
+                    or alarm.escalated_at is not None
+                ):
+                    continue
+                limit = self.settings(alarm.patient_id).escalate_after_min * 60.0
+                if now - alarm.raised_at >= limit:
+                    alarms.update(conn, alarm.id, escalated_at=now)
+                    out.append(
+                        alarms.add_event(
+                            conn,
+                            alarm.id,
+                            now,
+                            self._wall(),
+                            "escalated",
+                            GATEWAY,
+                            f"unacknowledged for {(now - alarm.raised_at) / 60:.0f} min: care team"
+                            " notified",
+                            AlarmState.ACTIVE,
+                        )
+                    )
+        return out

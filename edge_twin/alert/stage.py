@@ -1,0 +1,118 @@
+"""Stage 4, alert: the twin's state -> conditions -> the alarm engine -> delivery.
+
+    on_data(patients whose twin moved)   clinical conditions at the patient's event time
+    tick(now)                            technical conditions (stale glucose, devices,
+                                         storage) and escalation, on the gateway clock
+
+Event time drives clinical alarms: they are evaluated at the time of the newest reading,
+so a replay raises the same alarms at the same event times as living it did. A glucose
+observation built on a backfilled reading (the newest glucose reading arrived more than
+``ingest.backfill_after_s`` after it was taken) may clear alarms but never raises one,
+and no glucose alarm is raised while glucose is stale (the technical alarm says so).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterable
+
+from edge_twin.alert import conditions
+from edge_twin.alert.engine import AlarmEngine
+from edge_twin.domain import Observation, ReadingFlag, Signal
+from edge_twin.estimate.models import DEFAULT_MODELS
+from edge_twin.estimate.view import estimate_at
+from edge_twin.store import Store, devices, readings, risks, twin_state
+
+DAY_S = 86400.0
+BP_MIN_MEASUREMENTS = 3
+BP_MAX_AGE_S = 3 * DAY_S  # a multi-day level needs recent cuff readings
+RISK_MAX_AGE_S = 2 * DAY_S
+STORAGE_EVERY_S = 60.0
+TICK_EVERY_S = 5.0  # technical conditions and escalation: a declared, bounded delay
+
+
+class AlertStage:
+    def __init__(self, store: Store, engine: AlarmEngine, stale_glucose_s: float) -> None:
+        self._store = store
+        self.engine = engine
+        self._stale_glucose_s = stale_glucose_s
+        self._storage_checked = -math.inf
+        self._ticked = -math.inf
+
+    def on_data(self, patient_ids: Iterable[str]) -> list[int]:
+        observations: list[Observation] = []
+        for pid in sorted(set(patient_ids)):
+            observations += self._clinical(pid)
+        return self.engine.observe(observations) if observations else []
+
+    def _clinical(self, pid: str) -> list[Observation]:
+        records = {r.signal: r for r in twin_state.load(self._store, pid)}
+        s = self.engine.settings(pid)
+
+        def was(kind: str) -> bool:
+            return self.engine.was_present(pid, kind)
+
+        out: list[Observation] = []
+        g = records.get(Signal.GLUCOSE)
+        if g is not None and g.model == DEFAULT_MODELS[Signal.GLUCOSE].name:
+            recent = readings.for_patient(self._store, pid, Signal.GLUCOSE, limit=12)
+            live = bool(recent) and not recent[0].flags & ReadingFlag.BACKFILLED
+            out += conditions.glucose(estimate_at(g, g.t), recent, s, was, live)
+            # Stale is about the gateway's present: a backfilled burst is old on arrival.
+            now = max(g.t, recent[0].received_at) if recent else g.t
+            out.append(conditions.stale_glucose(estimate_at(g, g.t), now, self._stale_glucose_s))
+        sys_, dia = records.get(Signal.SYSTOLIC), records.get(Signal.DIASTOLIC)
+        if sys_ is not None and dia is not None:
+            levels = []
+            for rec in (sys_, dia):
+                fresh = rec.t - rec.last_measured_at <= BP_MAX_AGE_S
+                if rec.n_measurements >= BP_MIN_MEASUREMENTS and fresh:
+                    levels.append((rec.x[-1], math.sqrt(rec.p[-1][-1])))
+            if len(levels) == 2:
+                newest = readings.for_patient(self._store, pid, Signal.SYSTOLIC, limit=1)
+                live = bool(newest) and not newest[0].flags & ReadingFlag.BACKFILLED
+                t = max(sys_.t, dia.t)
+                out += conditions.blood_pressure(pid, t, levels[0], levels[1], s, was, live)
+        latest = risks.latest(self._store, pid)
+        if latest:
+            risk = latest[0]
+            newest_t = max((r.t for r in records.values()), default=risk.t)
+            if newest_t - risk.t <= RISK_MAX_AGE_S:
+                out += conditions.decompensation(risk, was, True)
+        return out
+
+    def tick(self, now: float) -> list[int]:
+        """Technical alarms and escalation at gateway time ``now`` (at most every
+        TICK_EVERY_S)."""
+        if now - self._ticked < TICK_EVERY_S:
+            return []
+        self._ticked = now
+        observations: list[Observation] = []
+        statuses = devices.statuses(self._store)
+        by_patient: dict[str, list[tuple[str, bool | None, float | None]]] = {}
+        for d in devices.all_devices(self._store):
+            st = statuses.get(d.device_id)
+            by_patient.setdefault(d.patient_id, []).append(
+                (
+                    d.device_id,
+                    None if st is None else st.online,
+                    None if st is None else st.battery_pct,
+                )
+            )
+        for pid, device_states in sorted(by_patient.items()):
+            s = self.engine.settings(pid)
+            observations += conditions.device_problems(pid, now, device_states, s)
+            g = next(
+                (r for r in twin_state.load(self._store, pid) if r.signal is Signal.GLUCOSE), None
+            )
+            if g is not None:
+                observations.append(
+                    conditions.stale_glucose(estimate_at(g, g.t), now, self._stale_glucose_s)
+                )
+        if now - self._storage_checked >= STORAGE_EVERY_S:
+            self._storage_checked = now
+            usage = shutil.disk_usage(self._store.path.parent)
+            observations.append(conditions.storage(now, usage.free, usage.total))
+        written = self.engine.observe(observations)
+        return written + self.engine.escalate(now)

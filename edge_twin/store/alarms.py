@@ -1,0 +1,241 @@
+"""Alarms, their audit log (which is also the delivery outbox), conditions, pauses and
+per-patient settings. All alarm state lives here, so the pipeline, the API and the CLI
+act on the same alarms through their own connections."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from edge_twin.domain import Alarm, AlarmState, Priority
+
+_ALARM_COLUMNS = (
+    "id, patient_id, alarm_type, priority, technical, state, raised_at, updated_at,"
+    ' condition_present, reason, "values", evidence, paused_until, escalated_at,'
+    " acknowledged_by"
+)
+OPEN_STATES = (AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED, AlarmState.PAUSED)
+
+
+@dataclass(frozen=True)
+class AlarmEvent:
+    id: int
+    alarm_id: int
+    at: float
+    recorded_at: float
+    # raised | latched | acknowledged | paused | re-alerted | escalated | resolved
+    event: str
+    actor: str
+    reason: str
+    state: AlarmState
+
+
+@dataclass(frozen=True)
+class Condition:
+    present: bool
+    since: float | None
+    t: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    until: float
+    actor: str
+    reason: str
+
+
+def _alarm(row: tuple[Any, ...]) -> Alarm:
+    return Alarm(
+        id=row[0],
+        patient_id=row[1],
+        alarm_type=row[2],
+        priority=Priority(row[3]),
+        technical=bool(row[4]),
+        state=AlarmState(row[5]),
+        raised_at=row[6],
+        updated_at=row[7],
+        condition_present=bool(row[8]),
+        reason=row[9],
+        values=json.loads(row[10]),
+        evidence=tuple(json.loads(row[11])),
+        paused_until=row[12],
+        escalated_at=row[13],
+        acknowledged_by=row[14],
+    )
+
+
+def open_alarm(conn: sqlite3.Connection, patient_id: str, alarm_type: str) -> Alarm | None:
+    row = conn.execute(
+        f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE patient_id = ? AND alarm_type = ?"
+        " AND state != ? ORDER BY id DESC LIMIT 1",
+        (patient_id, alarm_type, AlarmState.RESOLVED.value),
+    ).fetchone()
+    return None if row is None else _alarm(row)
+
+
+def get(conn: sqlite3.Connection, alarm_id: int) -> Alarm | None:
+    row = conn.execute(f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
+    return None if row is None else _alarm(row)
+
+
+def listing(
+    conn: sqlite3.Connection,
+    patient_id: str | None = None,
+    open_only: bool = True,
+    limit: int = 100,
+) -> list[Alarm]:
+    where, args = [], []
+    if patient_id is not None:
+        where.append("patient_id = ?")
+        args.append(patient_id)
+    if open_only:
+        where.append("state != ?")
+        args.append(AlarmState.RESOLVED.value)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(
+        f"SELECT {_ALARM_COLUMNS} FROM alarms {clause} ORDER BY id DESC LIMIT ?", (*args, limit)
+    )
+    return [_alarm(r) for r in rows]
+
+
+def insert(conn: sqlite3.Connection, alarm: Alarm) -> int:
+    cur = conn.execute(
+        "INSERT INTO alarms (patient_id, alarm_type, priority, technical, state, raised_at,"
+        ' updated_at, condition_present, reason, "values", evidence)'
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            alarm.patient_id,
+            alarm.alarm_type,
+            alarm.priority.value,
+            int(alarm.technical),
+            alarm.state.value,
+            alarm.raised_at,
+            alarm.updated_at,
+            int(alarm.condition_present),
+            alarm.reason,
+            json.dumps(alarm.values),
+            json.dumps(list(alarm.evidence)),
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def update(conn: sqlite3.Connection, alarm_id: int, **fields: Any) -> None:
+    column = {"values": '"values"'}
+    encoded = {
+        k: json.dumps(list(v) if k == "evidence" else v)
+        if k in ("values", "evidence")
+        else v.value
+        if isinstance(v, AlarmState)
+        else int(v)
+        if isinstance(v, bool)
+        else v
+        for k, v in fields.items()
+    }
+    sets = ", ".join(f"{column.get(k, k)} = ?" for k in encoded)
+    conn.execute(f"UPDATE alarms SET {sets} WHERE id = ?", (*encoded.values(), alarm_id))
+
+
+def add_event(
+    conn: sqlite3.Connection,
+    alarm_id: int,
+    at: float,
+    recorded_at: float,
+    event: str,
+    actor: str,
+    reason: str,
+    state: AlarmState,
+) -> int:
+    cur = conn.execute(
+        "INSERT INTO alarm_events (alarm_id, at, recorded_at, event, actor, reason, state)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (alarm_id, at, recorded_at, event, actor, reason, state.value),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _event(r: tuple[Any, ...]) -> AlarmEvent:
+    return AlarmEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], AlarmState(r[7]))
+
+
+def events(conn: sqlite3.Connection, alarm_id: int) -> list[AlarmEvent]:
+    rows = conn.execute(
+        "SELECT id, alarm_id, at, recorded_at, event, actor, reason, state FROM alarm_events"
+        " WHERE alarm_id = ? ORDER BY id",
+        (alarm_id,),
+    )
+    return [_event(r) for r in rows]
+
+
+def undelivered(conn: sqlite3.Connection, channel: str, limit: int = 500) -> list[AlarmEvent]:
+    """Events not yet sent on ``channel`` (mqtt | webhook), oldest first."""
+    column = {"mqtt": "mqtt_sent_at", "webhook": "webhook_sent_at"}[channel]
+    rows = conn.execute(
+        "SELECT id, alarm_id, at, recorded_at, event, actor, reason, state FROM alarm_events"
+        f" WHERE {column} IS NULL ORDER BY id LIMIT ?",
+        (limit,),
+    )
+    return [_event(r) for r in rows]
+
+
+def mark_sent(conn: sqlite3.Connection, channel: str, ids: list[int], at: float) -> None:
+    column = {"mqtt": "mqtt_sent_at", "webhook": "webhook_sent_at"}[channel]
+    conn.executemany(f"UPDATE alarm_events SET {column} = ? WHERE id = ?", [(at, i) for i in ids])
+
+
+def count_attempt(conn: sqlite3.Connection, event_id: int) -> None:
+    conn.execute(
+        "UPDATE alarm_events SET webhook_attempts = webhook_attempts + 1 WHERE id = ?",
+        (event_id,),
+    )
+
+
+def condition(conn: sqlite3.Connection, patient_id: str, alarm_type: str) -> Condition | None:
+    row = conn.execute(
+        "SELECT present, since, t FROM alarm_conditions WHERE patient_id = ? AND alarm_type = ?",
+        (patient_id, alarm_type),
+    ).fetchone()
+    return None if row is None else Condition(bool(row[0]), row[1], row[2])
+
+
+def set_condition(conn: sqlite3.Connection, patient_id: str, alarm_type: str, c: Condition) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO alarm_conditions (patient_id, alarm_type, present, since, t)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (patient_id, alarm_type, int(c.present), c.since, c.t),
+    )
+
+
+def pause(conn: sqlite3.Connection, patient_id: str, alarm_type: str) -> Pause | None:
+    row = conn.execute(
+        "SELECT until, actor, reason FROM alarm_pauses WHERE patient_id = ? AND alarm_type = ?",
+        (patient_id, alarm_type),
+    ).fetchone()
+    return None if row is None else Pause(*row)
+
+
+def set_pause(conn: sqlite3.Connection, patient_id: str, alarm_type: str, p: Pause) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO alarm_pauses (patient_id, alarm_type, until, actor, reason)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (patient_id, alarm_type, p.until, p.actor, p.reason),
+    )
+
+
+def settings(conn: sqlite3.Connection, patient_id: str) -> dict[str, float]:
+    row = conn.execute(
+        "SELECT settings FROM alarm_settings WHERE patient_id = ?", (patient_id,)
+    ).fetchone()
+    return {} if row is None else dict(json.loads(row[0]))
+
+
+def set_settings(
+    conn: sqlite3.Connection, patient_id: str, values: dict[str, float], at: float, by: str
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO alarm_settings (patient_id, settings, updated_at, updated_by)"
+        " VALUES (?, ?, ?, ?)",
+        (patient_id, json.dumps(values), at, by),
+    )

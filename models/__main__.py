@@ -1,0 +1,29 @@
+"""python -m models train [--out DIR] [--jobs N] [--small]"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from models.train import DEFAULT_PLAN, small_plan, train
+
+SHIPPED = Path(__file__).resolve().parent.parent / "edge_twin" / "assess" / "shipped"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m models",
+        description="Train, calibrate and export the decompensation model (ONNX + card).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="simulate cohorts, train, calibrate, export")
+    t.add_argument("--out", type=Path, default=SHIPPED, help=f"output directory ({SHIPPED})")
+    t.add_argument("--jobs", type=int, default=2, help="processes for the simulation")
+    t.add_argument("--small", action="store_true", help="a tiny plan, for trying the pipeline")
+    args = parser.parse_args()
+    plan = small_plan() if args.small else DEFAULT_PLAN
+    train(args.out, plan, jobs=args.jobs)
+
+
+if __name__ == "__main__":
+    main()
