@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from edge_twin.assess import model_store
 from edge_twin.assess.drift import drift_report
 from edge_twin.assess.features import FEATURES
-from edge_twin.assess.model_card import MODEL_NAME, ModelCard
+from edge_twin.assess.model_card import MODEL_NAME, FeatureStats, ModelCard
 from edge_twin.assess.risk_model import load_model, sha256, shipped_dir
 from edge_twin.errors import ModelError
 from firmware_sim.physiology.profile import CohortMix
@@ -73,14 +73,14 @@ def test_a_model_for_other_features_is_refused(shipped_copy: Path) -> None:
 
 
 def test_a_model_with_the_wrong_input_shape_is_refused(shipped_copy: Path) -> None:
-    # a valid ONNX file, honestly checksummed, that takes 3 features instead of 15
+    # a valid ONNX file, honestly checksummed, that takes 3 features instead of 21
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", ["features"], ["risk"], keepdims=0, axes=[1])],
         "wrong",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, 3])],
         [helper.make_tensor_value_info("risk", TensorProto.FLOAT, [None])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     onnx_path = shipped_copy / f"{MODEL_NAME}.onnx"
     onnx.save(model, onnx_path)
     rewrite_card(shipped_copy, sha256=sha256(onnx_path))
@@ -138,9 +138,11 @@ def test_install_verifies_and_rollback_restores(tmp_path: Path, small_model: Pat
 def test_drift_is_reported_when_live_features_move() -> None:
     card = load_model(shipped_dir()).card
     rng = np.random.default_rng(3)
-    typical = [
-        {s.name: float(rng.choice(s.deciles)) for s in card.feature_stats} for _ in range(200)
-    ]
+    def draw(s: FeatureStats) -> float:  # from the training distribution the card describes
+        q = [0.01, *np.linspace(0.1, 0.9, 9), 0.99]
+        return float(np.interp(rng.uniform(0.01, 0.99), q, [s.p01, *s.deciles, s.p99]))
+
+    typical = [{s.name: draw(s) for s in card.feature_stats} for _ in range(400)]
     shifted = [dict(r, hr_vs_norm=(r["hr_vs_norm"] or 0) + 15.0) for r in typical]
     by_name = {d.feature: d for d in drift_report(card, typical)}
     assert by_name["hr_vs_norm"].status == "stable"

@@ -9,7 +9,13 @@ from edge_twin.store import Store, devices, readings
 from edge_twin.store.migrations import MIGRATIONS
 from tests.conftest import T0
 
-ALL_MIGRATIONS = ["0001_initial", "0002_device_clock_offset", "0003_twin_state_gating"]
+ALL_MIGRATIONS = [
+    "0001_initial",
+    "0002_device_clock_offset",
+    "0003_twin_state_gating",
+    "0004_day_starts_and_risk",
+    "0005_alarms",
+]
 
 
 def test_open_applies_migrations_with_wal_and_full_sync(db_path: Path) -> None:
