@@ -15,7 +15,7 @@ scored against a per-patient AR(6) fitted on the first half of each patient's CG
 both on the second half. The twin is the gateway's own code (edge_twin.estimate).
 Last line: one JSON object.
 
-    .venv/bin/python bench/estimate.py [--patients 8] [--days 14] [--seed 9001]
+    .venv/bin/python bench/estimate.py [--patients 16] [--days 28] [--seed 9001]
 """
 
 from __future__ import annotations
@@ -171,8 +171,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--patients", type=int, default=8)
-    parser.add_argument("--days", type=float, default=14.0)
+    parser.add_argument("--patients", type=int, default=16)
+    parser.add_argument("--days", type=float, default=28.0)
     parser.add_argument("--seed", type=int, default=9001, help="held out: used nowhere else")
     args = parser.parse_args()
     mix = CohortMix(heart_failure=0.5, diabetes=0.75)

@@ -164,6 +164,7 @@ def demo(
         table.add_column(column)
     table.add_column("weight")
     table.add_column("P(glucose<70 in 30 min)")
+    table.add_column("HF risk (confidence)")
     for p in summary.patients:
 
         def cell(signal: str, digits: int = 0, p: Any = p) -> str:
@@ -182,6 +183,9 @@ def demo(
             cell("systolic"),
             cell("weight", 1),
             "-" if p.p_low_30min is None else f"{100 * p.p_low_30min:.1f}%",
+            "-"
+            if p.decompensation_risk is None
+            else f"{100 * p.decompensation_risk:.0f}% ({p.risk_confidence})",
         )
     console.print(table)
     quarantined = sum(summary.quarantined.values())
@@ -189,7 +193,9 @@ def demo(
         f"messages published {summary.published}, ingested {summary.ingested_messages};"
         f" readings stored {summary.readings_stored} (duplicates {summary.duplicates});"
         f" quarantined {quarantined}; twin estimates {summary.estimates}\n"
-        f"alerts: {summary.alerts}; sync: {summary.sync}\n"
+        "alarms: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(summary.alarms.items())) or "none")
+        + f"; sync: {summary.sync}\n"
         f"wall time {summary.wall_s:g} s; SQLite left at {summary.db}"
     )
 

@@ -26,7 +26,7 @@ from edge_twin.domain import Signal
 from edge_twin.errors import EdgeTwinError
 from edge_twin.estimate.view import is_stale, patient_estimates
 from edge_twin.gateway import Gateway
-from edge_twin.store import Store, devices, quarantine, readings
+from edge_twin.store import Store, alarms, devices, quarantine, readings, risks
 
 if TYPE_CHECKING:
     from firmware_sim.home import Home
@@ -64,6 +64,8 @@ class PatientSummary:
     signals: dict[str, SignalSummary]
     p_low_30min: float | None
     episodes: int
+    decompensation_risk: float | None = None  # latest assessment, if any
+    risk_confidence: str | None = None
 
 
 @dataclass
@@ -79,7 +81,7 @@ class DemoSummary:
     api_url: str
     db: str
     patients: list[PatientSummary] = field(default_factory=list)
-    alerts: str = "not built yet (issue #7)"
+    alarms: dict[str, int] = field(default_factory=dict)  # "type (state)" -> count
     sync: str = "not built yet (FHIR upstream)"
 
     def as_json(self) -> dict[str, Any]:
@@ -204,8 +206,12 @@ def _summarise(
             api_url=gateway.api.url,
             db=str(cfg.store.path),
         )
+        for a in alarms.listing(store.conn, open_only=False, limit=100_000):
+            key = f"{a.alarm_type} ({a.state.value})"
+            summary.alarms[key] = summary.alarms.get(key, 0) + 1
         for patient in home.patients:
             estimates = {e.signal: e for e in patient_estimates(store, patient.patient_id, now)}
+            latest_risk = risks.latest(store, patient.patient_id)
             summary.estimates += len(estimates)
             glucose = estimates.get(Signal.GLUCOSE)
             profile = patient.profile
@@ -237,6 +243,10 @@ def _summarise(
                     if glucose is None
                     else round(probability_below(glucose, HYPO_MGDL, 1800).probability, 3),
                     episodes=len(patient.episodes),
+                    decompensation_risk=round(latest_risk[0].probability, 3)
+                    if latest_risk
+                    else None,
+                    risk_confidence=latest_risk[0].confidence if latest_risk else None,
                 )
             )
     return summary

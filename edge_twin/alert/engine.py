@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import fields
 
 from edge_twin.alert.catalog import CATALOG, AlarmSettings, validated
 from edge_twin.domain import Alarm, AlarmState, Observation
@@ -191,28 +192,12 @@ class AlarmEngine:
                     acknowledged_by=by,
                     paused_until=None,
                 )
-                alarms.add_event(
-                    conn,
-                    alarm_id,
-                    at,
-                    self._wall(),
-                    "acknowledged",
-                    by,
-                    why,
-                    AlarmState.ACKNOWLEDGED,
-                )
-            else:  # a latched alarm whose condition has cleared: acknowledging ends it
+            else:
                 alarms.update(conn, alarm_id, acknowledged_by=by)
-                alarms.add_event(
-                    conn,
-                    alarm_id,
-                    at,
-                    self._wall(),
-                    "acknowledged",
-                    by,
-                    why,
-                    AlarmState.ACKNOWLEDGED,
-                )
+            alarms.add_event(
+                conn, alarm_id, at, self._wall(), "acknowledged", by, why, AlarmState.ACKNOWLEDGED
+            )
+            if not alarm.condition_present:  # latched, condition cleared: acknowledging ends it
                 self._resolve(conn, alarm, at, "acknowledged after the condition cleared", out, by)
             found = alarms.get(conn, alarm_id)
         assert found is not None
@@ -252,8 +237,13 @@ class AlarmEngine:
         current = alarms.settings(self._store.conn, patient_id)
         merged = {**current, **changes}
         settings = validated(self.defaults, merged)  # raises ConfigError with every problem
+        overrides = {
+            f.name: float(getattr(settings, f.name))
+            for f in fields(settings)
+            if getattr(settings, f.name) != getattr(self.defaults, f.name)
+        }
         with self._store.transaction() as conn:
-            alarms.set_settings(conn, patient_id, {k: float(v) for k, v in merged.items()}, at, by)  # type: ignore[arg-type]
+            alarms.set_settings(conn, patient_id, overrides, at, by)
         return settings
 
     # --- time -------------------------------------------------------------------------------
