@@ -28,13 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
@@ -49,7 +50,7 @@ from edge_twin.config import load_config
 from edge_twin.domain import Reading, Signal
 from edge_twin.estimate.tracker import TwinEstimator
 from edge_twin.gateway import Gateway
-from edge_twin.store import Store, alarms, devices, readings
+from edge_twin.store import Store, alarms, devices, quarantine, readings
 from firmware_sim import wire
 from firmware_sim.home import Home, SimDevice, SimPatient
 from firmware_sim.messages import Message
@@ -75,7 +76,7 @@ def twin_alarms(patient: SimPatient, db: Path, settings: AlarmSettings) -> list[
         with store.transaction() as conn:
             readings.insert(conn, [reading])
         estimator.catch_up()
-        stage.on_data(estimator.take_moved())
+        stage.on_data({patient for patient, _ in estimator.take_moved()})
     raised = [
         a.raised_at
         for a in alarms.listing(store.conn, patient.patient_id, open_only=False, limit=100_000)
@@ -168,8 +169,41 @@ def accuracy(
     return {k: summarise(v) for k, v in parts.items()}
 
 
-def latency(low_patients: int, load_patients: int) -> dict[str, float]:
-    """Wall-clock latency through a real broker and gateway, under load."""
+def publish_load(
+    host: str,
+    port: int,
+    wrists: list[SimDevice],
+    t0: float,
+    load_rps: float,
+    started_event: Any,
+    stop: Any,
+) -> None:
+    """Packs of 10 heart-rate readings, in time order per device (as firmware sends them),
+    at load_rps readings/s in all, until ``stop`` is set."""
+    load = HomePublisher(host, port, wrists)
+    load.connect()
+    started_event.set()
+    seq = 0
+    started = time.monotonic()
+    next_t = {d.device_id: t0 - 600.0 for d in wrists}
+    while not stop.is_set():
+        for d in wrists:
+            ahead = seq * 10 / load_rps - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+            seq += 1
+            t = next_t[d.device_id]
+            next_t[d.device_id] = t + 0.1
+            records = [("heart_rate", "1/min", t + k * 0.01, 70.0 + k % 5, seq) for k in range(10)]
+            payload = wire.senml_pack(d.device_id, records)
+            load.send(Message(t, d.device_id, wire.readings_topic(d.device_id), payload))
+    load.flush()
+    load.close()
+
+
+def latency(low_patients: int, load_patients: int, load_rps: float) -> dict[str, float]:
+    """Wall-clock latency through a real broker and gateway, under load: ``load_patients``
+    wrist wearables sending ``load_rps`` readings/s in all (a home sends ~3)."""
     t0 = time.time()
     falling = [120.0, 118, 116, 110, 100, 90, 80, 70, 60, 52, 48]
     cgms = [SimDevice(f"cgm-{i:03d}", f"pt-{i:03d}", "cgm") for i in range(1, low_patients + 1)]
@@ -209,52 +243,49 @@ def latency(low_patients: int, load_patients: int) -> dict[str, float]:
         listener.connect(broker.host, broker.port)
         listener.subscribe("et/v1/gw/+/alarms/#", qos=1)
         listener.loop_start()
-        stop = threading.Event()
-        with Gateway(cfg, ManualClock(t0), serve_api=False):
-            load = HomePublisher(broker.host, broker.port, wrists)
-            load.connect()
-
-            def background() -> None:
-                seq = 0
-                while not stop.is_set():
-                    for d in wrists:
-                        seq += 1
-                        t = time.time()
-                        records = [
-                            ("heart_rate", "1/min", t - k, 70.0 + k % 5, seq) for k in range(10)
-                        ]
-                        load.send(
-                            Message(
-                                t,
-                                d.device_id,
-                                wire.readings_topic(d.device_id),
-                                wire.senml_pack(d.device_id, records),
-                            )
-                        )
-                load.flush()
-
-            thread = threading.Thread(target=background, daemon=True)
-            thread.start()
+        stop = multiprocessing.get_context("spawn").Event()
+        load_running = multiprocessing.get_context("spawn").Event()
+        # Gateway time follows the CGMs' readings so that they arrive live (a reading
+        # received long after it was taken is backfilled and, rightly, raises nothing).
+        clock = ManualClock(t0)
+        with Gateway(cfg, clock, serve_api=False):
+            # The load publishes from its own process, as devices are other machines.
+            load = multiprocessing.get_context("spawn").Process(
+                target=publish_load,
+                args=(broker.host, broker.port, wrists, t0, load_rps, load_running, stop),
+                daemon=True,
+            )
+            load.start()
+            load_running.wait(timeout=60)
+            time.sleep(1.0)  # let the load reach its rate
             pub = HomePublisher(broker.host, broker.port, cgms)
             pub.connect()
             published: dict[tuple[str, float], float] = {}
-            base = time.time() - len(falling) * 300.0
             for k, value in enumerate(falling):
+                clock.set(t0 + k * 300.0 + 5.0)
                 for d in cgms:
-                    t = base + k * 300.0
+                    t = t0 + k * 300.0
                     payload = wire.senml_pack(d.device_id, [("glucose", "mg/dL", t, value, k + 1)])
                     published[(d.patient_id, t)] = time.time()
                     pub.send(Message(t, d.device_id, wire.readings_topic(d.device_id), payload))
-                time.sleep(0.05)
+                time.sleep(0.5)
             pub.flush()
             deadline = time.time() + 20
-            while time.time() < deadline and len(arrivals) < 2 * low_patients:
+            clinical = ("predicted_low", "low", "urgent_low")
+            while (
+                time.time() < deadline
+                and sum(k[1] in clinical for k in arrivals) < 3 * low_patients
+            ):
                 time.sleep(0.05)
             stop.set()
-            thread.join()
+            load.join(timeout=30)
             pub.close()
-            load.close()
             with Store(cfg.store.path) as store:
+                print(
+                    f"latency: {readings.count(store)} readings stored,"
+                    f" quarantined {quarantine.counts_by_reason(store)}",
+                    file=sys.stderr,
+                )
                 raised = {
                     (a.patient_id, a.alarm_type): a.raised_at
                     for a in alarms.listing(store.conn, open_only=False, limit=100_000)
@@ -266,12 +297,14 @@ def latency(low_patients: int, load_patients: int) -> dict[str, float]:
         for key, t_raised in raised.items()
         if key in arrivals and (key[0], t_raised) in published
     ]
+    print(f"latency: {len(raised)} alarms raised, {len(arrivals)} seen over MQTT", file=sys.stderr)
     if not lat:
         return {"latency_p50_ms": math.nan, "latency_p99_ms": math.nan, "latency_alarms": 0}
     return {
         "latency_p50_ms": round(float(np.median(lat)), 1),
         "latency_p99_ms": round(float(np.quantile(lat, 0.99)), 1),
         "latency_alarms": len(lat),
+        "load_rps": load_rps,
     }
 
 
@@ -284,6 +317,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7007, help="held out: used nowhere else")
     parser.add_argument("--low-patients", type=int, default=30)
     parser.add_argument("--load-patients", type=int, default=20)
+    parser.add_argument("--load-rps", type=float, default=2000.0, help="background readings/s")
     parser.add_argument(
         "--predicted-low-probability",
         type=float,
@@ -303,7 +337,7 @@ def main() -> None:
             f" {m['median_lead_min']:9.1f} {m['episodes']:9d}",
             file=sys.stderr,
         )
-    lat = latency(args.low_patients, args.load_patients)
+    lat = latency(args.low_patients, args.load_patients, args.load_rps)
     twin, thr, ext = acc["twin"], acc["threshold"], acc["extrapolation"]
     print(
         json.dumps(

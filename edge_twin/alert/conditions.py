@@ -163,18 +163,22 @@ def decompensation(risk: DecompensationRisk, was: WasPresent, live: bool) -> lis
     ]
 
 
-def stale_glucose(e: StateEstimate, now: float, stale_after_s: float) -> Observation:
-    age = e.age(now)
+def stale_glucose(
+    patient_id: str, last_reading_t: float, now: float, stale_after_s: float
+) -> Observation:
+    """From the stored readings, not the twin: a twin busy with a backlog is not a
+    silent sensor."""
+    age = max(0.0, now - last_reading_t)
     present = age > stale_after_s
     return Observation(
-        e.patient_id,
+        patient_id,
         "signal_stale",
         now,
         present,
         f"last glucose reading {age / 60:.0f} min ago (limit {stale_after_s / 60:.0f} min)"
         + ("; glucose alarms cannot be raised until data returns" if present else ""),
-        {"age_s": round(age), "last_measured_at": e.last_measured_at},
-        (f"/patients/{e.patient_id}/state",),
+        {"age_s": round(age), "last_reading_at": last_reading_t},
+        (f"/patients/{patient_id}/readings?signal=glucose&limit=12",),
     )
 
 

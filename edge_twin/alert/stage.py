@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from edge_twin.alert import conditions
 from edge_twin.alert.engine import AlarmEngine
-from edge_twin.domain import Observation, ReadingFlag, Signal
+from edge_twin.domain import DeviceType, Observation, ReadingFlag, Signal
 from edge_twin.estimate.models import DEFAULT_MODELS
 from edge_twin.estimate.view import estimate_at
 from edge_twin.store import Store, devices, readings, risks, twin_state
@@ -29,7 +29,12 @@ BP_MIN_MEASUREMENTS = 3
 BP_MAX_AGE_S = 3 * DAY_S  # a multi-day level needs recent cuff readings
 RISK_MAX_AGE_S = 2 * DAY_S
 STORAGE_EVERY_S = 60.0
-TICK_EVERY_S = 5.0  # technical conditions and escalation: a declared, bounded delay
+TICK_EVERY_S = 5.0
+# The signals whose new readings can change a clinical alarm (risk changes come through
+# the risk stage).
+ALARM_SIGNALS = frozenset(
+    {Signal.GLUCOSE, Signal.SYSTOLIC, Signal.DIASTOLIC}
+)  # technical conditions and escalation: a declared, bounded delay
 
 
 class AlertStage:
@@ -56,12 +61,14 @@ class AlertStage:
         out: list[Observation] = []
         g = records.get(Signal.GLUCOSE)
         if g is not None and g.model == DEFAULT_MODELS[Signal.GLUCOSE].name:
-            recent = readings.for_patient(self._store, pid, Signal.GLUCOSE, limit=12)
+            recent = readings.newest(self._store, g.device_ids, Signal.GLUCOSE, limit=12)
             live = bool(recent) and not recent[0].flags & ReadingFlag.BACKFILLED
-            out += conditions.glucose(estimate_at(g, g.t), recent, s, was, live)
-            # Stale is about the gateway's present: a backfilled burst is old on arrival.
-            now = max(g.t, recent[0].received_at) if recent else g.t
-            out.append(conditions.stale_glucose(estimate_at(g, g.t), now, self._stale_glucose_s))
+            estimate = estimate_at(g, g.t, forecasts=False)
+            out += conditions.glucose(estimate, recent, s, was, live)
+            if recent:
+                # Stale is about the gateway's present: a backfilled burst is old on arrival.
+                now = max(recent[0].t, recent[0].received_at)
+                out.append(conditions.stale_glucose(pid, recent[0].t, now, self._stale_glucose_s))
         sys_, dia = records.get(Signal.SYSTOLIC), records.get(Signal.DIASTOLIC)
         if sys_ is not None and dia is not None:
             levels = []
@@ -70,7 +77,7 @@ class AlertStage:
                 if rec.n_measurements >= BP_MIN_MEASUREMENTS and fresh:
                     levels.append((rec.x[-1], math.sqrt(rec.p[-1][-1])))
             if len(levels) == 2:
-                newest = readings.for_patient(self._store, pid, Signal.SYSTOLIC, limit=1)
+                newest = readings.newest(self._store, sys_.device_ids, Signal.SYSTOLIC, limit=1)
                 live = bool(newest) and not newest[0].flags & ReadingFlag.BACKFILLED
                 t = max(sys_.t, dia.t)
                 out += conditions.blood_pressure(pid, t, levels[0], levels[1], s, was, live)
@@ -91,7 +98,12 @@ class AlertStage:
         observations: list[Observation] = []
         statuses = devices.statuses(self._store)
         by_patient: dict[str, list[tuple[str, bool | None, float | None]]] = {}
+        cgm_last: dict[str, float] = {}
         for d in devices.all_devices(self._store):
+            if d.device_type is DeviceType.CGM:
+                last = readings.latest_time(self._store, d.device_id, Signal.GLUCOSE)
+                if last is not None:
+                    cgm_last[d.patient_id] = max(last, cgm_last.get(d.patient_id, last))
             st = statuses.get(d.device_id)
             by_patient.setdefault(d.patient_id, []).append(
                 (
@@ -103,12 +115,9 @@ class AlertStage:
         for pid, device_states in sorted(by_patient.items()):
             s = self.engine.settings(pid)
             observations += conditions.device_problems(pid, now, device_states, s)
-            g = next(
-                (r for r in twin_state.load(self._store, pid) if r.signal is Signal.GLUCOSE), None
-            )
-            if g is not None:
+            if pid in cgm_last:
                 observations.append(
-                    conditions.stale_glucose(estimate_at(g, g.t), now, self._stale_glucose_s)
+                    conditions.stale_glucose(pid, cgm_last[pid], now, self._stale_glucose_s)
                 )
         if now - self._storage_checked >= STORAGE_EVERY_S:
             self._storage_checked = now

@@ -231,16 +231,21 @@ class TwinEstimator:
             self._filters[(rec.patient_id, rec.signal)] = SignalFilter.from_record(rec, model)
         self.cursor = twin_state.cursor(store, CURSOR)
         self.outcomes: Counter[str] = Counter()
-        # Patients whose filters moved since the last take_moved(): for the risk stage.
-        self._moved: set[str] = set()
+        # (patient, signal) filters that moved since the last take_moved(): for the stages
+        # downstream (risk, alarms), which only look at the patients that changed.
+        self._moved: set[tuple[str, Signal]] = set()
 
-    def take_moved(self) -> set[str]:
+    def take_moved(self) -> set[tuple[str, Signal]]:
         moved, self._moved = self._moved, set()
         return moved
 
     def lag(self) -> bool:
         """True if readings were stored that the twin has not applied yet."""
-        return readings.max_id(self._store) > self.cursor
+        return self.backlog() > 0
+
+    def backlog(self) -> int:
+        """How many stored readings the twin has not applied yet (ids count up by one)."""
+        return readings.max_id(self._store) - self.cursor
 
     def catch_up(self, limit: int | None = None) -> int:
         """Apply the readings stored after the cursor, all of them or at most ``limit``;
@@ -267,7 +272,7 @@ class TwinEstimator:
                         f.day_starts = []
                 twin_state.set_cursor(conn, CURSOR, last_id)
             self.cursor = last_id
-            self._moved.update(k[0] for k in touched if k is not None)
+            self._moved.update(k for k in touched if k is not None)
             total += len(batch)
         return total
 

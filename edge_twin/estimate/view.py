@@ -21,15 +21,19 @@ from edge_twin.store.twin_state import FilterRecord
 
 
 def estimate_at(
-    record: FilterRecord, now: float, model: SignalModel | None = None
+    record: FilterRecord,
+    now: float,
+    model: SignalModel | None = None,
+    forecasts: bool = True,
 ) -> StateEstimate:
+    """``forecasts=False`` leaves them out (the alarm path needs only the state)."""
     model = model or DEFAULT_MODELS[record.signal]
     t = max(now, record.t)
     x, p = SignalFilter.from_record(record, model).at(t)
-    forecasts = []
-    for horizon in model.forecast_horizons_min:
+    predicted = []
+    for horizon in model.forecast_horizons_min if forecasts else ():
         fx, fp = predict(x, p, F=model.F(horizon), Q=model.Q(horizon))
-        forecasts.append(Forecast(horizon * 60.0, float(fx[0]), math.sqrt(float(fp[0, 0]))))
+        predicted.append(Forecast(horizon * 60.0, float(fx[0]), math.sqrt(float(fp[0, 0]))))
     return StateEstimate(
         patient_id=record.patient_id,
         signal=record.signal,
@@ -47,7 +51,7 @@ def estimate_at(
             n_measurements=record.n_measurements,
             n_rejected=record.n_gated,
         ),
-        forecasts=tuple(forecasts),
+        forecasts=tuple(predicted),
     )
 
 
