@@ -47,9 +47,11 @@ log = logging.getLogger(__name__)
 # nearly full speed and the twin catches up right after.
 CATCH_UP_FLOOR = 20
 CATCH_UP_SHARE = 0.25
-# ... unless the twin is only a little behind (sustained live traffic from many devices,
-# not a drain): then it catches up at once, so alarms are not delayed behind other
-# patients' readings (bench/alerts.py measures the latency under such load).
+# ... unless the batch is small and the twin only a little behind: live traffic from many
+# devices, not a drain (a drain commits batches of hundreds). Then the twin catches up at
+# once, so an alarm does not wait behind other patients' readings (bench/alerts.py
+# measures the latency under such load; bench/ingest.py the drain).
+LIVE_BATCH_MESSAGES = 50
 LIVE_BACKLOG = 500
 
 
@@ -75,24 +77,29 @@ class Pipeline:
         )
         self.bus: AlarmBus | None = None  # attached by the gateway when MQTT is up
         self._risk_pending: set[str] = set()
+        self._alarm_pending: set[str] = set()
         self._lock = threading.Lock()
         # A gateway restarted after a crash first applies what was stored but not estimated.
         self.estimator.catch_up()
         self._downstream()
 
-    def _downstream(self) -> None:
-        """Alarms for the patients whose twin moved, at once (even while the twin still
-        has a backlog to apply: each patient's filters are consistent up to their time);
-        risk once the twin has caught up; then deliver what the alarm log has not sent."""
+    def _downstream(self, live: bool = True) -> None:
+        """Alarms for the patients whose twin moved: at once for live traffic (each
+        patient's filters are consistent up to their own time, even while the twin has
+        other patients' readings to apply), deferred during a drain (backfilled data
+        raises no alarm anyway). Risk once the twin has caught up. Then deliver what the
+        alarm log has not sent yet."""
         moved = self.estimator.take_moved()
         self._risk_pending |= {patient for patient, _ in moved}
+        self._alarm_pending |= {patient for patient, signal in moved if signal in ALARM_SIGNALS}
+        caught_up = not self.estimator.lag()
         try:
-            alarming = {patient for patient, signal in moved if signal in ALARM_SIGNALS}
-            if alarming:
-                self.alerts.on_data(alarming)
+            if self._alarm_pending and (live or caught_up):
+                pending, self._alarm_pending = self._alarm_pending, set()
+                self.alerts.on_data(pending)
         except EdgeTwinError as exc:
             log.error("alarm evaluation failed, retried with the next data: %s", exc)
-        if self._risk_pending and self.risk is not None and not self.estimator.lag():
+        if self._risk_pending and self.risk is not None and caught_up:
             pending, self._risk_pending = self._risk_pending, set()
             try:
                 assessed = self.risk.run(pending)
@@ -118,9 +125,11 @@ class Pipeline:
             return
         budget = max(CATCH_UP_FLOOR, int(result.readings_new * CATCH_UP_SHARE))
         with self._lock:
-            live = self.estimator.backlog() <= LIVE_BACKLOG
+            live = (
+                result.messages <= LIVE_BATCH_MESSAGES and self.estimator.backlog() <= LIVE_BACKLOG
+            )
             self.estimator.catch_up(None if live else budget)
-            self._downstream()
+            self._downstream(live)
 
     def on_idle(self) -> None:
         """Called by ingest when nothing is waiting: finish any deferred work."""

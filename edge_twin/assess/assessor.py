@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from edge_twin.assess.features import SIGNALS
 from edge_twin.assess.history import StoredHistory
 from edge_twin.assess.risk_model import RiskModel
 from edge_twin.clock import Clock
@@ -42,6 +43,8 @@ class RiskAssessor:
             t = twin_state.latest_time(self._store, pid)
             if t is None or t - self._last_assessed(pid) < self._every_s:
                 continue
+            if not twin_state.has_any(self._store, pid, SIGNALS):
+                continue  # nothing the model reads (e.g. a CGM-only patient)
             history = StoredHistory(self._store, pid, t)
             risk = self.model.assess(history, pid, t)
             with self._store.transaction(derived=True) as conn:

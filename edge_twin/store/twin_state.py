@@ -162,3 +162,14 @@ def latest_time(store: Store, patient_id: str) -> float | None:
         "SELECT max(t) FROM twin_state WHERE patient_id = ?", (patient_id,)
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+def has_any(store: Store, patient_id: str, signals: Iterable[Signal]) -> bool:
+    """Whether the patient has a filter for any of these signals."""
+    wanted = [s.value for s in signals]
+    marks = ",".join("?" * len(wanted))
+    row = store.conn.execute(
+        f"SELECT 1 FROM twin_state WHERE patient_id = ? AND signal IN ({marks}) LIMIT 1",
+        (patient_id, *wanted),
+    ).fetchone()
+    return row is not None
