@@ -138,6 +138,7 @@ def test_install_verifies_and_rollback_restores(tmp_path: Path, small_model: Pat
 def test_drift_is_reported_when_live_features_move() -> None:
     card = load_model(shipped_dir()).card
     rng = np.random.default_rng(3)
+
     def draw(s: FeatureStats) -> float:  # from the training distribution the card describes
         q = [0.01, *np.linspace(0.1, 0.9, 9), 0.99]
         return float(np.interp(rng.uniform(0.01, 0.99), q, [s.p01, *s.deciles, s.p99]))
