@@ -13,9 +13,10 @@ projected as a straight line (the current trend persists; no damping, no return 
 person's baseline), mean_k = level + rate k, var_k = sd^2 + (rate_sd k)^2 (level and rate
 taken as independent). The twin's own forecast damps the trend and pulls toward the
 baseline, which is right on average (bench/estimate.py scores it) but late for a fall:
-bench/alerts.py measured, on 12 T1-heavy patients x 5 days, the forecast-based probability
-at >= 0.2 with sensitivity 0.85, 0.75 false alarms a day, a median lead of 9 min, and this
-projection at >= 0.5 with 0.92, 0.40 and 9.5 min.
+on 12 T1-heavy patients x 5 days (glucose model v2), the forecast-based probability at
+>= 0.2 alarmed for 85% of lows with 0.75 false alarms a day and a median lead of 9 min,
+this projection at >= 0.5 for 92% with 0.40 and 9.5 min. bench/alerts.py has the current
+figures (docs/performance.md).
 """
 
 from __future__ import annotations
