@@ -1,6 +1,8 @@
-"""Stage 4, alert: clinical and technical alarms with priorities, latching,
-acknowledgement, snooze and escalation.
+"""Stage 4, alert: clinical and technical alarms (docs/alerts.md).
 
-Not built yet: issue #7. Nothing in the gateway raises alarms today, and the demo's summary
-says so rather than printing a zero that looks like a result.
+    twin (estimates, risks) + device reports -> conditions.py (Observation)
+      -> engine.py (persistence, hysteresis, latching, pause, escalation, audit)
+      -> store (alarms, alarm_events) -> delivery.py (MQTT, webhook) and the API
+
+stage.py decides when: on new data for clinical alarms, on a tick for technical ones.
 """
