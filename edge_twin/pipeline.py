@@ -87,16 +87,17 @@ class Pipeline:
         """Alarms for the patients whose twin moved: at once for live traffic (each
         patient's filters are consistent up to their own time, even while the twin has
         other patients' readings to apply), deferred during a drain (backfilled data
-        raises no alarm anyway). Risk once the twin has caught up. Then deliver what the
-        alarm log has not sent yet."""
+        raises no alarm anyway). Risk once the twin has caught up. Then deliver the audit
+        events written (the idle loop delivers the rest: the API's, the CLI's, retries)."""
         moved = self.estimator.take_moved()
         self._risk_pending |= {patient for patient, _ in moved}
         self._alarm_pending |= {patient for patient, signal in moved if signal in ALARM_SIGNALS}
         caught_up = not self.estimator.lag()
+        written: list[int] = []
         try:
             if self._alarm_pending and (live or caught_up):
                 pending, self._alarm_pending = self._alarm_pending, set()
-                self.alerts.on_data(pending)
+                written += self.alerts.on_data(pending)
         except EdgeTwinError as exc:
             log.error("alarm evaluation failed, retried with the next data: %s", exc)
         if self._risk_pending and self.risk is not None and caught_up:
@@ -104,10 +105,11 @@ class Pipeline:
             try:
                 assessed = self.risk.run(pending)
                 if assessed:  # a new risk may raise or clear its alarm
-                    self.alerts.on_data({r.patient_id for r in assessed})
+                    written += self.alerts.on_data({r.patient_id for r in assessed})
             except EdgeTwinError as exc:
                 log.error("risk assessment failed, the twin runs on: %s", exc)
-        self._deliver()
+        if written:
+            self._deliver()
 
     def _deliver(self) -> None:
         if self.bus is None:

@@ -122,20 +122,22 @@ def insert(conn: sqlite3.Connection, alarm: Alarm) -> int:
     return int(cur.lastrowid or 0)
 
 
+def _column_value(key: str, value: Any) -> Any:
+    if key == "values":
+        return json.dumps(value)
+    if key == "evidence":
+        return json.dumps(list(value))
+    if isinstance(value, AlarmState):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
 def update(conn: sqlite3.Connection, alarm_id: int, **fields: Any) -> None:
-    column = {"values": '"values"'}
-    encoded = {
-        k: json.dumps(list(v) if k == "evidence" else v)
-        if k in ("values", "evidence")
-        else v.value
-        if isinstance(v, AlarmState)
-        else int(v)
-        if isinstance(v, bool)
-        else v
-        for k, v in fields.items()
-    }
-    sets = ", ".join(f"{column.get(k, k)} = ?" for k in encoded)
-    conn.execute(f"UPDATE alarms SET {sets} WHERE id = ?", (*encoded.values(), alarm_id))
+    sets = ", ".join(f'"{k}" = ?' for k in fields)
+    values = [_column_value(k, v) for k, v in fields.items()]
+    conn.execute(f"UPDATE alarms SET {sets} WHERE id = ?", (*values, alarm_id))
 
 
 def add_event(
