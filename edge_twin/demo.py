@@ -151,7 +151,7 @@ def run_demo(
                 pub.publish(messages, pace=paced_by(clock), progress=progress)
             if on_progress is not None:
                 on_progress(1.0)
-            _wait_for_ingest(gateway, len(messages))
+            _wait_until_settled(gateway, len(messages))
             return _summarise(
                 gateway, cfg, home, clock.now(), len(messages), time.monotonic() - wall0
             )
@@ -175,13 +175,13 @@ def _start_gateway(cfg: Config, clock: AcceleratedClock) -> Gateway:
     return gateway
 
 
-def _wait_for_ingest(gateway: Gateway, expected: int) -> None:
-    assert gateway.ingest is not None
+def _wait_until_settled(gateway: Gateway, expected: int) -> None:
+    assert gateway.pipeline is not None
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while gateway.ingest.stats.messages < expected:
+    while not gateway.pipeline.settled(expected):
         if time.monotonic() > deadline:
             raise EdgeTwinError(
-                f"the gateway ingested {gateway.ingest.stats.messages} of {expected} messages"
+                f"the gateway settled {gateway.pipeline.messages_settled} of {expected} messages"
                 f" within {DRAIN_TIMEOUT_S:g} s"
             )
         time.sleep(0.02)

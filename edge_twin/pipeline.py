@@ -79,6 +79,8 @@ class Pipeline:
         self._risk_pending: set[str] = set()
         self._alarm_pending: set[str] = set()
         self._lock = threading.Lock()
+        # Messages whose commit has been through the stages after ingest (see settled()).
+        self.messages_settled = 0
         # A gateway restarted after a crash first applies what was stored but not estimated.
         self.estimator.catch_up()
         self._downstream()
@@ -123,15 +125,25 @@ class Pipeline:
         """Called by ingest after each durable commit: run the downstream stages, within
         a budget so that ingestion keeps priority during a burst (readings that arrive in
         a backlog are backfilled data, which may not raise alarms anyway)."""
-        if not result.readings_new:
-            return
         budget = max(CATCH_UP_FLOOR, int(result.readings_new * CATCH_UP_SHARE))
         with self._lock:
-            live = (
-                result.messages <= LIVE_BATCH_MESSAGES and self.estimator.backlog() <= LIVE_BACKLOG
-            )
-            self.estimator.catch_up(None if live else budget)
-            self._downstream(live)
+            try:
+                if result.readings_new:
+                    live = (
+                        result.messages <= LIVE_BATCH_MESSAGES
+                        and self.estimator.backlog() <= LIVE_BACKLOG
+                    )
+                    self.estimator.catch_up(None if live else budget)
+                    self._downstream(live)
+            finally:
+                self.messages_settled += result.messages
+
+    def settled(self, messages: int) -> bool:
+        """True once ``messages`` messages were committed and everything they started has
+        finished: twin, risk, alarms. The twin having caught up is not enough for a reader
+        of alarms: the alert stage runs right after it, under the same lock."""
+        with self._lock:
+            return self.messages_settled >= messages and not self.estimator.lag()
 
     def on_idle(self) -> None:
         """Called by ingest when nothing is waiting: finish any deferred work."""

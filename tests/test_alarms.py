@@ -51,16 +51,14 @@ class Home:
         self.sent = 0
 
     def play(self, messages: list[Message]) -> None:
-        ingest, pipeline = self.gw.ingest, self.gw.pipeline
-        assert ingest is not None
+        pipeline = self.gw.pipeline
         assert pipeline is not None
         for m in messages:
             self.clock.advance_to(m.t)
             self.pub.send(m)
             self.pub.flush()
             self.sent += 1
-            wait_until(lambda: ingest.stats.messages >= self.sent, what="ingest")
-            wait_until(lambda: not pipeline.estimator.lag(), what="twin")
+            wait_until(lambda: pipeline.settled(self.sent), what="stored, estimated, alarms")
 
     def advance(self, seconds: float) -> None:
         """Let gateway time pass without data (ticks run on the idle loop)."""
