@@ -17,9 +17,10 @@ reading below 70 within 30 min), the latter two on the raw readings.
 Latency (real broker, real gateway): ``--load-patients`` wrist wearables publish
 ``--load-rps`` readings/s in all (200 by default, some 60 patients' wearables; a patient's
 devices send ~3) from another process while ``--low-patients`` CGMs fall into a low
-together, a reading every 0.5 s; for each alarm raised, the
-time from the publish of the reading that raised it to the alarm event arriving at an MQTT
-subscriber. Median and p99.
+together, a reading every 0.5 s, from a third process that also holds the subscriber (a
+bedside display); the gateway has its process to itself, as on a Pi. For each alarm
+raised, the time from the publish of the reading that raised it to the alarm event
+arriving at the subscriber. Median and p99.
 
     .venv/bin/python bench/alerts.py [--patients 40] [--days 7] [--seed 7007] [--load-rps 200]
 Last line: one JSON object.
@@ -203,18 +204,72 @@ def publish_load(
     load.close()
 
 
+def devices_and_display(
+    host: str,
+    port: int,
+    cgms: list[SimDevice],
+    t0: float,
+    rounds: Any,
+    done: Any,
+    results: Any,
+) -> None:
+    """The world outside the gateway, in its own process (as CGMs and a bedside display
+    are other machines): for each round number read from ``rounds`` every CGM publishes
+    its reading; a subscriber notes when each patient's first alarm of a kind arrives.
+    Puts (publish times, arrival times) on ``results`` when ``rounds`` yields None."""
+    arrivals: dict[tuple[str, str], float] = {}
+    listener = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+
+    def on_message(_c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
+        if m.topic.endswith("/current"):
+            return
+        event = json.loads(m.payload)
+        key = (event["alarm"]["patient_id"], event["alarm"]["type"])
+        if event["event"] == "raised" and key not in arrivals:
+            arrivals[key] = time.time()
+
+    listener.on_message = on_message
+    listener.connect(host, port)
+    listener.subscribe("et/v1/gw/+/alarms/#", qos=1)
+    listener.loop_start()
+    pub = HomePublisher(host, port, cgms)
+    pub.connect()
+    published: dict[tuple[str, float], float] = {}
+    done.set()
+    while (k := rounds.get()) is not None:
+        for d in cgms:
+            t = t0 + k * 300.0
+            payload = wire.senml_pack(d.device_id, [("glucose", "mg/dL", t, FALLING[k], k + 1)])
+            published[(d.patient_id, t)] = time.time()
+            pub.send(Message(t, d.device_id, wire.readings_topic(d.device_id), payload))
+        pub.flush()
+        done.set()
+    deadline = time.time() + 20
+    clinical = ("predicted_low", "low", "urgent_low")
+    while time.time() < deadline and sum(k[1] in clinical for k in arrivals) < 3 * len(cgms):
+        time.sleep(0.05)
+    pub.close()
+    listener.loop_stop()
+    listener.disconnect()
+    results.put((published, arrivals))
+
+
+FALLING = [120.0, 118, 116, 110, 100, 90, 80, 70, 60, 52, 48]
+
+
 def latency(low_patients: int, load_patients: int, load_rps: float) -> dict[str, float]:
     """Wall-clock latency through a real broker and gateway, under load: ``load_patients``
     wrist wearables sending ``load_rps`` readings/s in all (one patient's devices send ~3),
-    while ``low_patients`` CGMs fall into a low together, a reading every 0.5 s."""
+    while ``low_patients`` CGMs fall into a low together, a reading every 0.5 s. The
+    gateway runs alone in this process; the load, and the CGMs with a subscribing display,
+    run in two others."""
     t0 = time.time()
-    falling = [120.0, 118, 116, 110, 100, 90, 80, 70, 60, 52, 48]
     cgms = [SimDevice(f"cgm-{i:03d}", f"pt-{i:03d}", "cgm") for i in range(1, low_patients + 1)]
     wrists = [
         SimDevice(f"wr-{i:03d}", f"pt-{i:03d}", "wrist")
         for i in range(low_patients + 1, low_patients + 1 + load_patients)
     ]
-    arrivals: dict[tuple[str, str], float] = {}
+    spawn = multiprocessing.get_context("spawn")
     with (
         tempfile.TemporaryDirectory() as tmp,
         PrivateBroker(data_dir=Path(tmp) / "broker") as broker,
@@ -230,59 +285,38 @@ def latency(low_patients: int, load_patients: int, load_rps: float) -> dict[str,
         with Store(cfg.store.path) as store:
             for d in [*cgms, *wrists]:
                 devices.provision(store, d.device_id, d.patient_id, d.device_type, t0)
-        listener = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5
-        )
-
-        def on_message(_c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
-            if m.topic.endswith("/current"):
-                return
-            event = json.loads(m.payload)
-            key = (event["alarm"]["patient_id"], event["alarm"]["type"])
-            if event["event"] == "raised" and key not in arrivals:
-                arrivals[key] = time.time()
-
-        listener.on_message = on_message
-        listener.connect(broker.host, broker.port)
-        listener.subscribe("et/v1/gw/+/alarms/#", qos=1)
-        listener.loop_start()
-        stop = multiprocessing.get_context("spawn").Event()
-        load_running = multiprocessing.get_context("spawn").Event()
+        stop, load_running, done = spawn.Event(), spawn.Event(), spawn.Event()
+        rounds, results = spawn.Queue(), spawn.Queue()
         # Gateway time follows the CGMs' readings so that they arrive live (a reading
         # received long after it was taken is backfilled and, rightly, raises nothing).
         clock = ManualClock(t0)
         with Gateway(cfg, clock, serve_api=False):
-            # The load publishes from its own process, as devices are other machines.
-            load = multiprocessing.get_context("spawn").Process(
+            load = spawn.Process(
                 target=publish_load,
                 args=(broker.host, broker.port, wrists, t0, load_rps, load_running, stop),
                 daemon=True,
             )
+            world = spawn.Process(
+                target=devices_and_display,
+                args=(broker.host, broker.port, cgms, t0, rounds, done, results),
+                daemon=True,
+            )
             load.start()
+            world.start()
             load_running.wait(timeout=60)
+            done.wait(timeout=60)
             time.sleep(1.0)  # let the load reach its rate
-            pub = HomePublisher(broker.host, broker.port, cgms)
-            pub.connect()
-            published: dict[tuple[str, float], float] = {}
-            for k, value in enumerate(falling):
+            for k in range(len(FALLING)):
                 clock.set(t0 + k * 300.0 + 5.0)
-                for d in cgms:
-                    t = t0 + k * 300.0
-                    payload = wire.senml_pack(d.device_id, [("glucose", "mg/dL", t, value, k + 1)])
-                    published[(d.patient_id, t)] = time.time()
-                    pub.send(Message(t, d.device_id, wire.readings_topic(d.device_id), payload))
+                done.clear()
+                rounds.put(k)
+                done.wait(timeout=30)
                 time.sleep(0.5)
-            pub.flush()
-            deadline = time.time() + 20
-            clinical = ("predicted_low", "low", "urgent_low")
-            while (
-                time.time() < deadline
-                and sum(k[1] in clinical for k in arrivals) < 3 * low_patients
-            ):
-                time.sleep(0.05)
+            rounds.put(None)
+            published, arrivals = results.get(timeout=60)
+            world.join(timeout=30)
             stop.set()
             load.join(timeout=30)
-            pub.close()
             with Store(cfg.store.path) as store:
                 print(
                     f"latency: {readings.count(store)} readings stored,"
@@ -293,8 +327,6 @@ def latency(low_patients: int, load_patients: int, load_rps: float) -> dict[str,
                     (a.patient_id, a.alarm_type): a.raised_at
                     for a in alarms.listing(store.conn, open_only=False, limit=100_000)
                 }
-        listener.loop_stop()
-        listener.disconnect()
     lat = [
         (arrivals[key] - published[(key[0], t_raised)]) * 1000.0
         for key, t_raised in raised.items()

@@ -121,10 +121,11 @@ class AlarmBus:
 def deliver_mqtt(store: Store, bus: AlarmBus, gateway_id: str, now: float) -> int:
     """Publish undelivered events, then each touched patient's open alarms (retained)."""
     pending = alarms.undelivered(store.conn, "mqtt")
+    by_id = alarms.get_many(store.conn, {e.alarm_id for e in pending})
     sent: list[int] = []
     patients: set[str] = set()
     for e in pending:
-        a = alarms.get(store.conn, e.alarm_id)
+        a = by_id.get(e.alarm_id)
         if a is None:
             continue
         if not bus.publish(bus.topic(a.patient_id), event_json(e, a, gateway_id)):

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import fields
 
-from edge_twin.alert.catalog import CATALOG, AlarmSettings, validated
+from edge_twin.alert.catalog import CATALOG, RETIRED, AlarmSettings, validated
 from edge_twin.domain import Alarm, AlarmState, Observation
 from edge_twin.errors import AlarmError
 from edge_twin.store import Store, alarms
@@ -38,7 +38,8 @@ class AlarmEngine:
         self._wall = wall  # for recorded_at only; decisions use event time
 
     def settings(self, patient_id: str) -> AlarmSettings:
-        return validated(self.defaults, alarms.settings(self._store.conn, patient_id))
+        stored = alarms.settings(self._store.conn, patient_id)
+        return validated(self.defaults, {k: v for k, v in stored.items() if k not in RETIRED})
 
     def was_present(self, patient_id: str, alarm_type: str) -> bool:
         c = alarms.condition(self._store.conn, patient_id, alarm_type)
@@ -235,7 +236,7 @@ class AlarmEngine:
         self, patient_id: str, changes: dict[str, object], by: str, at: float
     ) -> AlarmSettings:
         current = alarms.settings(self._store.conn, patient_id)
-        merged = {**current, **changes}
+        merged = {**{k: v for k, v in current.items() if k not in RETIRED}, **changes}
         settings = validated(self.defaults, merged)  # raises ConfigError with every problem
         overrides = {
             f.name: float(getattr(settings, f.name))
