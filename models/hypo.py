@@ -218,6 +218,12 @@ def train(
             f" {FALSE_PER_DAY}/patient-day on these cohorts (too small?)",
             file=sys.stderr,
         )
+    figures = {
+        "sensitivity": round(chosen_score.sensitivity, 3),
+        "false_per_patient_day": round(chosen_score.false_per_patient_day, 3),
+        "median_lead_min": chosen_score.median_lead_min,
+        "episodes": chosen_score.episodes,
+    }
     card = {
         "intended_use": (
             "warn of a hypoglycaemia (< the patient's low threshold) starting within"
@@ -238,12 +244,7 @@ def train(
             f"lowest level with <= {FALSE_PER_DAY} false alarms/patient-day on training"
         ),
         "budget_met": budget_met,
-        "training_figures": {
-            "sensitivity": round(chosen_score.sensitivity, 3),
-            "false_per_patient_day": round(chosen_score.false_per_patient_day, 3),
-            "median_lead_min": chosen_score.median_lead_min,
-            "episodes": chosen_score.episodes,
-        },
+        "training_figures": figures,
         "limits": (
             "simulated patients only (firmware_sim's glucose model and CGM error); levels are"
             " shifted for thresholds other than 70 mg/dL, which the model never saw"
@@ -262,5 +263,5 @@ def train(
         card,
     )
     out.write_text(json.dumps(predictor.to_json(), indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({"alarm_probability": chosen, **card["training_figures"]}))
+    print(json.dumps({"alarm_probability": chosen, **figures}))
     return predictor
