@@ -25,7 +25,7 @@ from edge_twin.alert.engine import AlarmEngine
 from edge_twin.api.serialize import estimate_json, quarantine_json, risk_json
 from edge_twin.assess import model_store
 from edge_twin.assess.drift import drift_report
-from edge_twin.clock import SystemClock
+from edge_twin.clock import SystemClock, to_iso
 from edge_twin.config import Config, load_config
 from edge_twin.errors import EdgeTwinError
 from edge_twin.estimate.view import patient_estimates
@@ -280,7 +280,16 @@ def list_devices(config: ConfigOpt = None) -> None:
     cfg = _config(config)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
         statuses = devices.statuses(store)
-        table = Table("device", "type", "patient", "online", "battery", "firmware", "clock offset")
+        table = Table(
+            "device",
+            "type",
+            "patient",
+            "online",
+            "battery",
+            "firmware",
+            "clock offset",
+            "sensor ends",
+        )
         for d in devices.all_devices(store):
             s = statuses.get(d.device_id)
             table.add_row(
@@ -291,6 +300,7 @@ def list_devices(config: ConfigOpt = None) -> None:
                 "-" if s is None or s.battery_pct is None else f"{s.battery_pct:g}%",
                 "-" if s is None or s.firmware is None else s.firmware,
                 "-" if s is None or s.clock_offset_s is None else f"{s.clock_offset_s:+.0f} s",
+                "-" if s is None or s.sensor_expires_at is None else to_iso(s.sensor_expires_at),
             )
     console.print(table)
 

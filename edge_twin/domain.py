@@ -98,6 +98,8 @@ class DeviceStatus:
     firmware: str | None = None
     # Gateway time minus device time, estimated from the freshest messages (seconds).
     clock_offset_s: float | None = None
+    # When the sensor in use stops (a CGM's session), device time.
+    sensor_expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -74,6 +74,8 @@ class SimPatient:
     uploads: dict[str, list[Upload]]  # device_id -> what it sent
     artefacts: list[Artefact]
     wrist_worn: np.ndarray | None
+    # device_id -> the CGM's sensor sessions (start, end), epoch s
+    sensor_sessions: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def glucose_truth(self) -> np.ndarray:
@@ -170,9 +172,10 @@ class Home:
         uploads: dict[str, list[Upload]] = {}
         artefacts: list[Artefact] = []
         worn = None
+        sessions: dict[str, list[tuple[float, float]]] = {}
         for d in devices:
             if d.device_type == "cgm":
-                uploads[d.device_id], found = cgm.simulate(
+                uploads[d.device_id], found, sessions[d.device_id] = cgm.simulate(
                     self.cgm_spec, truth.signals["glucose"], self.start, rng
                 )
                 artefacts += found
@@ -182,7 +185,9 @@ class Home:
                 uploads[d.device_id] = spot.bp_cuff(truth, profile, rng)
             else:
                 uploads[d.device_id] = spot.scale(truth, profile, rng)
-        return SimPatient(devices[0].patient_id, profile, truth, devices, uploads, artefacts, worn)
+        return SimPatient(
+            devices[0].patient_id, profile, truth, devices, uploads, artefacts, worn, sessions
+        )
 
     def messages(self) -> list[Message]:
         """Every message of the home, in the order the broker receives them."""
@@ -221,12 +226,22 @@ class Home:
         t = start
         while t < self.end:
             battery = _battery(device.device_type, patient, t, start)
+            expires = next(
+                (end for begin, end in patient.sensor_sessions.get(did, []) if begin <= t < end),
+                None,
+            )
             out.append(
                 Message(
                     t,
                     did,
                     wire.status_topic(did, self.prefix),
-                    wire.status_pack(did, stamp(t), battery, FIRMWARE_VERSION),
+                    wire.status_pack(
+                        did,
+                        stamp(t),
+                        battery,
+                        FIRMWARE_VERSION,
+                        None if expires is None else stamp(expires),
+                    ),
                 )
             )
             t += every

@@ -45,11 +45,18 @@ def senml_pack(
     return json.dumps(pack, separators=(",", ":")).encode()
 
 
-def status_pack(device_id: str, t: float, battery_pct: float, firmware: str) -> bytes:
-    return json.dumps(
-        [
-            {"bn": f"urn:dev:id:{device_id}:", "bt": t, "n": "battery", "u": "%", "v": battery_pct},
-            {"n": "firmware", "vs": firmware},
-        ],
-        separators=(",", ":"),
-    ).encode()
+def status_pack(
+    device_id: str,
+    t: float,
+    battery_pct: float,
+    firmware: str,
+    sensor_expires: float | None = None,
+) -> bytes:
+    """Battery and firmware; a CGM adds when its sensor session ends (device time)."""
+    pack: list[dict[str, object]] = [
+        {"bn": f"urn:dev:id:{device_id}:", "bt": t, "n": "battery", "u": "%", "v": battery_pct},
+        {"n": "firmware", "vs": firmware},
+    ]
+    if sensor_expires is not None:
+        pack.append({"n": "sensor_expires", "u": "s", "v": sensor_expires})
+    return json.dumps(pack, separators=(",", ":")).encode()

@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_twin.broker import PrivateBroker
-from edge_twin.clock import ManualClock
+from edge_twin.clock import ManualClock, to_iso
 from edge_twin.config import Config
 from edge_twin.domain import Alarm, AlarmState
 from edge_twin.gateway import Gateway
@@ -322,3 +322,36 @@ def test_per_patient_thresholds_are_validated_and_used(
         home.play(series(T0, [*steady(6, 150), *[190 + 2 * i for i in range(9)]]))
         (high,) = home.alarms("high")
         assert "above 180" in high.reason
+
+
+def test_a_sensor_session_ending_raises_a_technical_alarm_until_the_sensor_is_changed(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    def status(sent: float, expires: float) -> Message:
+        payload = wire.status_pack("cgm-001", sent, 80.0, "1.0", expires)
+        return Message(sent, "cgm-001", wire.status_topic("cgm-001"), payload)
+
+    with cgm_gateway(broker, make_config) as home:
+        home.play(series(T0, steady(3)))
+        home.play([status(T0 + 600, T0 + 600 + 20 * 3600)])  # 20 h left: not yet
+        home.advance(10)
+        pipeline = home.gw.pipeline
+        assert pipeline is not None
+        wait_until(lambda: pipeline.alerts.checked_at >= T0 + 610, what="a technical check")
+        assert home.alarms("sensor_session_ending") == []
+        home.play([status(T0 + 1800, T0 + 1800 + 3 * 3600)])  # 3 h left
+        home.advance(10)
+        wait_until(lambda: bool(home.alarms("sensor_session_ending")), what="session alarm")
+        (ending,) = home.alarms("sensor_session_ending")
+        assert ending.technical
+        assert "cgm-001: sensor session ends in 3.0 h" in ending.reason
+        assert "/devices" in ending.evidence
+        (cgm,) = httpx.get(f"{home.api}/devices").json()
+        assert cgm["sensor_expires_at"] == to_iso(T0 + 1800 + 3 * 3600)
+        assert cgm["battery_pct"] == 80.0
+        home.play([status(T0 + 2400, T0 + 2400 + 10 * 86400)])  # a new sensor
+        home.advance(10)
+        wait_until(
+            lambda: home.alarms("sensor_session_ending")[0].state is AlarmState.RESOLVED,
+            what="resolved by the new sensor",
+        )

@@ -123,6 +123,7 @@ def test_status_and_online(writer: IngestWriter) -> None:
                 pack(
                     {"bn": "urn:dev:id:cgm-1:", "n": "battery", "u": "%", "v": 81},
                     {"n": "firmware", "vs": "2.1"},
+                    {"n": "sensor_expires", "u": "s", "v": T0 + 86400},
                 ),
                 T0,
             ),
@@ -131,6 +132,26 @@ def test_status_and_online(writer: IngestWriter) -> None:
     )
     status = devices.statuses(writer._store)["cgm-1"]
     assert (status.online, status.battery_pct, status.firmware) == (False, 81.0, "2.1")
+    assert status.sensor_expires_at == T0 + 86400
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"n": "sensor_expires", "u": "s", "v": 3600},  # relative: not a point in time
+        {"n": "sensor_expires", "u": "h", "v": T0},
+        {"n": "sensor_expires", "u": "s", "v": "soon"},
+    ],
+)
+def test_a_bad_sensor_expiry_is_quarantined_with_its_reason(
+    writer: IngestWriter, record: dict[str, Any]
+) -> None:
+    status = pack({"bn": "urn:dev:id:cgm-1:", "n": "battery", "u": "%", "v": 81}, record)
+    decoded = writer.decoder.decode("et/v1/dev/cgm-1/status", status, T0)
+    assert [r.reason for r in decoded.rejections] == [RejectReason.BAD_VALUE]
+    assert "sensor_expires" in decoded.rejections[0].detail
+    assert decoded.status is not None
+    assert decoded.status.battery_pct == 81.0  # the rest of the pack is kept
 
 
 def test_duplicates_in_one_batch_and_across_batches_store_once(writer: IngestWriter) -> None:

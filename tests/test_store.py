@@ -15,6 +15,7 @@ ALL_MIGRATIONS = [
     "0003_twin_state_gating",
     "0004_day_starts_and_risk",
     "0005_alarms",
+    "0006_sensor_expiry",
 ]
 
 

@@ -79,6 +79,13 @@ CATALOG: dict[str, AlarmType] = {
         AlarmType("device_offline", Priority.LOW, True, 0.0, "a device reported itself offline"),
         AlarmType("battery_low", Priority.LOW, True, 0.0, "a device's battery is low"),
         AlarmType(
+            "sensor_session_ending",
+            Priority.LOW,
+            True,
+            0.0,
+            "a CGM's sensor session ends soon (or has ended): a new sensor is needed",
+        ),
+        AlarmType(
             "gateway_storage",
             Priority.MEDIUM,
             True,
@@ -106,6 +113,7 @@ class AlarmSettings:
     bp_diastolic_mmhg: float = 100.0
     bp_clear_margin_mmhg: float = 10.0
     battery_low_pct: float = 15.0
+    sensor_ending_warn_h: float = 12.0
     # A high-priority alarm nobody acknowledged within this is escalated to the care team.
     escalate_after_min: float = 15.0
 
@@ -122,6 +130,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "bp_diastolic_mmhg": (80, 130),
     "bp_clear_margin_mmhg": (0, 30),
     "battery_low_pct": (5, 50),
+    "sensor_ending_warn_h": (1, 72),
     "escalate_after_min": (1, 240),
 }
 

@@ -19,7 +19,13 @@ from collections.abc import Callable, Sequence
 
 from edge_twin.alert.catalog import AlarmSettings
 from edge_twin.assess import hypo_predictor
-from edge_twin.domain import DecompensationRisk, Observation, Reading, StateEstimate
+from edge_twin.domain import (
+    DecompensationRisk,
+    DeviceStatus,
+    Observation,
+    Reading,
+    StateEstimate,
+)
 from edge_twin.estimate.tracker import GATE_PERSIST_S
 
 ARTEFACT_HOLD_S = GATE_PERSIST_S
@@ -216,17 +222,54 @@ def stale_glucose(
     )
 
 
+def sensor_session(
+    patient_id: str, now: float, statuses: Sequence[DeviceStatus], s: AlarmSettings
+) -> Observation:
+    """A sensor whose session ends within ``sensor_ending_warn_h`` (or has ended): the
+    patient needs a new one at hand before glucose goes dark. Device time is moved to
+    gateway time with the device's estimated clock offset."""
+    ending = []
+    for d in statuses:
+        if d.sensor_expires_at is None:
+            continue
+        left_h = (d.sensor_expires_at + (d.clock_offset_s or 0.0) - now) / 3600.0
+        if left_h <= s.sensor_ending_warn_h:
+            ending.append((left_h, d.device_id))
+    ending.sort()
+    words = [
+        f"{device}: sensor session ended {-h:.1f} h ago, replace the sensor"
+        if h <= 0
+        else f"{device}: sensor session ends in {h:.1f} h"
+        for h, device in ending
+    ]
+    return Observation(
+        patient_id,
+        "sensor_session_ending",
+        now,
+        bool(ending),
+        "; ".join(words) if ending else "no sensor session ending soon",
+        {
+            "devices": ", ".join(d for _, d in ending),
+            "hours_left": round(ending[0][0], 2) if ending else None,
+        },
+        ("/devices",),
+    )
+
+
 def device_problems(
-    patient_id: str,
-    now: float,
-    statuses: Sequence[tuple[str, bool | None, float | None]],
-    s: AlarmSettings,
+    patient_id: str, now: float, statuses: Sequence[DeviceStatus], s: AlarmSettings
 ) -> list[Observation]:
-    """``statuses``: (device_id, online, battery %) of the patient's devices."""
-    offline = sorted(d for d, online, _ in statuses if online is False)
-    low = sorted(d for d, _, b in statuses if b is not None and b < s.battery_low_pct)
+    """What the patient's devices said about themselves (one status per device, empty
+    for a device that has said nothing yet): offline, battery, the sensor's session."""
+    offline = sorted(d.device_id for d in statuses if d.online is False)
+    low = sorted(
+        d.device_id
+        for d in statuses
+        if d.battery_pct is not None and d.battery_pct < s.battery_low_pct
+    )
     links = ("/devices",)
     return [
+        sensor_session(patient_id, now, statuses, s),
         Observation(
             patient_id,
             "device_offline",

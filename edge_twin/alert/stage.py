@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from edge_twin.alert import conditions
 from edge_twin.alert.engine import AlarmEngine
-from edge_twin.domain import DeviceType, Observation, ReadingFlag, Signal
+from edge_twin.domain import DeviceStatus, DeviceType, Observation, ReadingFlag, Signal
 from edge_twin.estimate.models import DEFAULT_MODELS
 from edge_twin.estimate.view import estimate_at
 from edge_twin.store import Store, devices, readings, risks, twin_state
@@ -44,6 +44,7 @@ class AlertStage:
         self._stale_glucose_s = stale_glucose_s
         self._storage_checked = -math.inf
         self._ticked = -math.inf
+        self._checked_at = -math.inf
 
     def on_data(self, patient_ids: Iterable[str]) -> list[int]:
         observations: list[Observation] = []
@@ -89,6 +90,11 @@ class AlertStage:
                 out += conditions.decompensation(risk, was, True)
         return out
 
+    @property
+    def checked_at(self) -> float:
+        """Gateway time of the last technical check written (-inf before the first)."""
+        return self._checked_at
+
     def tick(self, now: float) -> list[int]:
         """Technical alarms and escalation at gateway time ``now`` (at most every
         TICK_EVERY_S)."""
@@ -97,20 +103,15 @@ class AlertStage:
         self._ticked = now
         observations: list[Observation] = []
         statuses = devices.statuses(self._store)
-        by_patient: dict[str, list[tuple[str, bool | None, float | None]]] = {}
+        by_patient: dict[str, list[DeviceStatus]] = {}
         cgm_last: dict[str, float] = {}
         for d in devices.all_devices(self._store):
             if d.device_type is DeviceType.CGM:
                 last = readings.latest_time(self._store, d.device_id, Signal.GLUCOSE)
                 if last is not None:
                     cgm_last[d.patient_id] = max(last, cgm_last.get(d.patient_id, last))
-            st = statuses.get(d.device_id)
             by_patient.setdefault(d.patient_id, []).append(
-                (
-                    d.device_id,
-                    None if st is None else st.online,
-                    None if st is None else st.battery_pct,
-                )
+                statuses.get(d.device_id) or DeviceStatus(d.device_id)
             )
         for pid, device_states in sorted(by_patient.items()):
             s = self.engine.settings(pid)
@@ -124,4 +125,5 @@ class AlertStage:
             usage = shutil.disk_usage(self._store.path.parent)
             observations.append(conditions.storage(now, usage.free, usage.total))
         written = self.engine.observe(observations)
+        self._checked_at = now
         return written + self.engine.escalate(now)

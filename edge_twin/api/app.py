@@ -111,6 +111,32 @@ def create_app(
             )
         return [{"patient_id": p, "devices": ds} for p, ds in by_patient.items()]
 
+    @app.get("/devices")
+    def list_devices(store: StoreDep) -> list[dict[str, Any]]:
+        """Provisioned devices with what each last said about itself (the evidence of the
+        technical alarms). Times are the device's own clock."""
+        statuses = devices.statuses(store)
+        out = []
+        for d in devices.all_devices(store):
+            s = statuses.get(d.device_id)
+            out.append(
+                {
+                    "device_id": d.device_id,
+                    "device_type": d.device_type.value,
+                    "patient_id": d.patient_id,
+                    "online": None if s is None else s.online,
+                    "battery_pct": None if s is None else s.battery_pct,
+                    "firmware": None if s is None else s.firmware,
+                    "clock_offset_s": None if s is None else s.clock_offset_s,
+                    "sensor_expires_at": (
+                        None
+                        if s is None or s.sensor_expires_at is None
+                        else to_iso(s.sensor_expires_at)
+                    ),
+                }
+            )
+        return out
+
     @app.get("/patients/{patient_id}/state")
     def get_state(patient_id: str, store: StoreDep) -> dict[str, Any]:
         """The twin's estimate of every signal now, with 95% intervals, forecasts,

@@ -77,6 +77,9 @@ VOCABULARY: dict[str, Measure] = {
 # Device status names (status channel).
 STATUS_BATTERY = "battery"  # unit "%"
 STATUS_FIRMWARE = "firmware"  # string value "vs"
+# When the sensor in use stops (CGM sessions last ~10 days): device time, unit "s"
+# (seconds since the epoch, as "bt"); the gateway warns before it (sensor_session_ending).
+STATUS_SENSOR_EXPIRES = "sensor_expires"
 
 # SenML times below 2**28 are relative to "now" (RFC 8428 section 4.5.3). The twin runs on
 # the device's own clock, so a reading must carry an absolute time.

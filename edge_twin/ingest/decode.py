@@ -140,6 +140,7 @@ class Decoder:
     def _decode_status(self, device: Device, records: list[Any], out: Decoded) -> None:
         battery: float | None = None
         firmware: str | None = None
+        expires: float | None = None
         for index, rec in enumerate(records):
             name = rec.get("n")
             if name == contract.STATUS_BATTERY:
@@ -150,14 +151,32 @@ class Decoder:
                     )
                     continue
                 battery = value
+            elif name == contract.STATUS_SENSOR_EXPIRES:
+                value = _finite(rec.get("v"))
+                absolute = value is not None and value >= contract.SENML_RELATIVE_TIME_LIMIT
+                if value is None or not absolute or rec.get("u") != "s":
+                    out.rejections.append(
+                        Rejection(
+                            R.BAD_VALUE,
+                            "sensor_expires needs an absolute time (epoch seconds) with u 's'",
+                            index,
+                        )
+                    )
+                    continue
+                expires = value
             elif name == contract.STATUS_FIRMWARE and isinstance(rec.get("vs"), str):
                 firmware = str(rec["vs"])[:64]
             else:
                 out.rejections.append(
                     Rejection(R.UNKNOWN_MEASUREMENT, f"unknown status record {name!r}", index)
                 )
-        if battery is not None or firmware is not None:
-            out.status = DeviceStatus(device.device_id, battery_pct=battery, firmware=firmware)
+        if battery is not None or firmware is not None or expires is not None:
+            out.status = DeviceStatus(
+                device.device_id,
+                battery_pct=battery,
+                firmware=firmware,
+                sensor_expires_at=expires,
+            )
 
     def _decode_readings(
         self, device: Device, records: list[Any], received_at: float, out: Decoded

@@ -91,12 +91,13 @@ def record_status(conn: sqlite3.Connection, status: DeviceStatus, at: float) -> 
     """Merge what the device said into its status row (fields it did not send are kept)."""
     conn.execute(
         "INSERT INTO device_status"
-        " (device_id, online, battery_pct, firmware, clock_offset_s, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+        " (device_id, online, battery_pct, firmware, clock_offset_s, sensor_expires_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
         " online = coalesce(excluded.online, online),"
         " battery_pct = coalesce(excluded.battery_pct, battery_pct),"
         " firmware = coalesce(excluded.firmware, firmware),"
         " clock_offset_s = coalesce(excluded.clock_offset_s, clock_offset_s),"
+        " sensor_expires_at = coalesce(excluded.sensor_expires_at, sensor_expires_at),"
         " updated_at = excluded.updated_at",
         (
             status.device_id,
@@ -104,6 +105,7 @@ def record_status(conn: sqlite3.Connection, status: DeviceStatus, at: float) -> 
             status.battery_pct,
             status.firmware,
             status.clock_offset_s,
+            status.sensor_expires_at,
             at,
         ),
     )
@@ -111,9 +113,10 @@ def record_status(conn: sqlite3.Connection, status: DeviceStatus, at: float) -> 
 
 def statuses(store: Store) -> dict[str, DeviceStatus]:
     rows = store.conn.execute(
-        "SELECT device_id, online, battery_pct, firmware, clock_offset_s FROM device_status"
+        "SELECT device_id, online, battery_pct, firmware, clock_offset_s, sensor_expires_at"
+        " FROM device_status"
     )
     return {
-        r[0]: DeviceStatus(r[0], None if r[1] is None else bool(r[1]), r[2], r[3], r[4])
+        r[0]: DeviceStatus(r[0], None if r[1] is None else bool(r[1]), r[2], r[3], r[4], r[5])
         for r in rows
     }

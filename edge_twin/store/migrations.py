@@ -197,3 +197,8 @@ def _alarms(db: Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0006_sensor_expiry")
+def _sensor_expiry(db: Database) -> None:
+    db.execute("ALTER TABLE device_status ADD COLUMN sensor_expires_at REAL")

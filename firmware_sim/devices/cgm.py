@@ -38,15 +38,18 @@ class CgmSpec:
 
 def simulate(
     spec: CgmSpec, glucose: Array, start: float, rng: np.random.Generator
-) -> tuple[list[Upload], list[Artefact]]:
+) -> tuple[list[Upload], list[Artefact], list[tuple[float, float]]]:
+    """Uploads, compression-low artefacts, and the sensor sessions (start, end), epoch s."""
     minutes = len(glucose)
     available = np.zeros(minutes, dtype=bool)
     drift = np.zeros(minutes)
     session_min = int(spec.session_days * 1440)
     begin = -int(rng.uniform(0, session_min))  # the first sensor was inserted earlier
+    sessions: list[tuple[float, float]] = []
     while begin < minutes:
         warm = begin + spec.warmup_min
         end = begin + session_min
+        sessions.append((start + begin * 60.0, start + end * 60.0))
         lo, hi = max(0, begin), min(minutes, end)
         if lo < hi:
             drift[lo:hi] = rng.normal(0, spec.drift_sd) + ou(rng, hi - lo, spec.drift_sd, 2 * 1440)
@@ -86,4 +89,4 @@ def simulate(
         value = round(min(spec.hi, max(spec.lo, float(measured))), 1)
         t = start + minute * 60.0
         uploads.append(Upload(t, [("glucose", "mg/dL", t, value, seq)]))
-    return uploads, artefacts
+    return uploads, artefacts, sessions
