@@ -96,12 +96,13 @@ class Pipeline:
         self._alarm_pending |= {patient for patient, signal in moved if signal in ALARM_SIGNALS}
         caught_up = not self.estimator.lag()
         written: list[int] = []
-        try:
-            if self._alarm_pending and (live or caught_up):
-                pending, self._alarm_pending = self._alarm_pending, set()
+        if self._alarm_pending and (live or caught_up):
+            pending, self._alarm_pending = self._alarm_pending, set()
+            try:
                 written += self.alerts.on_data(pending)
-        except EdgeTwinError as exc:
-            log.error("alarm evaluation failed, retried with the next data: %s", exc)
+            except EdgeTwinError as exc:
+                self._alarm_pending |= pending  # nobody is forgotten: retried next time
+                log.error("alarm evaluation failed, retried with the next data: %s", exc)
         if self._risk_pending and self.risk is not None and caught_up:
             pending, self._risk_pending = self._risk_pending, set()
             try:

@@ -1,0 +1,53 @@
+"""The pipeline's wiring between stages: work a failed stage missed is not forgotten."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edge_twin.clock import ManualClock
+from edge_twin.config import load_config
+from edge_twin.errors import StoreError
+from edge_twin.ingest.writer import RawMessage
+from edge_twin.pipeline import Pipeline
+from edge_twin.store import Store, alarms, devices
+from firmware_sim import wire
+from tests.conftest import T0
+
+
+def cgm_reading(device: str, t: float, value: float) -> RawMessage:
+    payload = wire.senml_pack(device, [("glucose", "mg/dL", t, value, 1)])
+    return RawMessage(wire.readings_topic(device), payload, t + 5.0)
+
+
+def test_patients_whose_alarm_evaluation_failed_are_evaluated_with_the_next_data(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config(env={})
+    cfg = replace(
+        cfg,
+        store=replace(cfg.store, path=db_path),
+        assess=replace(cfg.assess, model_dir=db_path.parent / "models"),
+    )
+    with Store(db_path) as store:
+        for n in (1, 2):
+            devices.provision(store, f"cgm-00{n}", f"pt-00{n}", "cgm", T0)
+        pipeline = Pipeline(store, cfg, ManualClock(T0))
+        evaluate = pipeline.alerts.on_data
+        calls: list[set[str]] = []
+
+        def fails_once(patients: set[str]) -> list[int]:
+            calls.append(set(patients))
+            if len(calls) == 1:  # a fault no real store gives on demand
+                raise StoreError("disk I/O error (injected)")
+            return evaluate(patients)
+
+        monkeypatch.setattr(pipeline.alerts, "on_data", fails_once)
+        pipeline.after_commit(pipeline.writer.commit([cgm_reading("cgm-001", T0, 120.0)]))
+        assert alarms.condition(store.conn, "pt-001", "low") is None
+        # the next data is another patient's: pt-001 is evaluated with it all the same
+        later = cgm_reading("cgm-002", T0 + 300, 110.0)
+        pipeline.after_commit(pipeline.writer.commit([later]))
+        assert calls == [{"pt-001"}, {"pt-001", "pt-002"}]
+        assert alarms.condition(store.conn, "pt-001", "low") is not None
+        assert pipeline.messages_settled == 2
