@@ -31,7 +31,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from edge_twin.assess.features import FEATURES
+from edge_twin.assess.features import FEATURES, twin_models
 from edge_twin.assess.model_card import (
     INPUT_NAME,
     MODEL_NAME,
@@ -72,7 +72,7 @@ DEFAULT_PLAN = TrainingPlan(
     train=CohortSpec(seed=1001, patients=240, days=180, missing=MISSING_LEVELS),
     validation=CohortSpec(seed=2002, patients=120, days=180, missing=(0.4,)),
     check=CohortSpec(seed=3003, patients=10, days=120, missing=(0.4,)),
-    version="1.0.0",
+    version="1.1.0",  # 1.1: the twin's heart-rate and respiratory-rate filters v2
 )
 
 
@@ -241,6 +241,7 @@ def train(
         sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         horizon_days=HORIZON_DAYS,
         features=list(FEATURES),
+        twin_models=twin_models(),
         feature_stats=feature_stats(x),
         threshold=chosen.threshold,
         evaluation={

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from edge_twin.assess import model_store
 from edge_twin.assess.drift import drift_report
-from edge_twin.assess.features import FEATURES
+from edge_twin.assess.features import FEATURES, twin_models
 from edge_twin.assess.model_card import MODEL_NAME, FeatureStats, ModelCard
 from edge_twin.assess.risk_model import load_model, sha256, shipped_dir
 from edge_twin.errors import ModelError
@@ -69,6 +69,21 @@ def test_a_corrupted_model_is_refused(shipped_copy: Path) -> None:
 def test_a_model_for_other_features_is_refused(shipped_copy: Path) -> None:
     rewrite_card(shipped_copy, features=[*FEATURES[:-1], "something_else"])
     with pytest.raises(ModelError, match="expects features"):
+        load_model(shipped_copy)
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        {**twin_models(), "heart_rate": "hr-baseline v1"},  # trained on an older HR filter
+        {},  # a card that does not say
+    ],
+)
+def test_a_model_trained_on_other_twin_filters_is_refused(
+    shipped_copy: Path, recorded: dict[str, str]
+) -> None:
+    rewrite_card(shipped_copy, twin_models=recorded)
+    with pytest.raises(ModelError, match="trained on the twin's filters"):
         load_model(shipped_copy)
 
 

@@ -53,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_twin.domain import Signal
+from edge_twin.estimate.models import DEFAULT_MODELS
 from edge_twin.estimate.tracker import DAY_S, FilterState
 
 FEATURES: tuple[str, ...] = (
@@ -82,6 +83,14 @@ FEATURES: tuple[str, ...] = (
 SPREAD_FLOOR = {Signal.WEIGHT: 0.3, Signal.HEART_RATE: 1.0, Signal.RESP_RATE: 0.3}
 # The signals whose filters the features read (steps: only their readings).
 SIGNALS = (Signal.WEIGHT, Signal.HEART_RATE, Signal.RESP_RATE, Signal.SPO2, Signal.SYSTOLIC)
+
+
+def twin_models() -> dict[str, str]:
+    """The twin's filter models the features are computed from, "name vVERSION" by signal:
+    a risk model is only valid on the filters it was trained on (its card records them)."""
+    return {s.value: f"{DEFAULT_MODELS[s].name} v{DEFAULT_MODELS[s].version}" for s in SIGNALS}
+
+
 NORM_DAYS = range(8, 29)
 WINDOW_DAYS = 29  # the history a feature row reads: today and 28 midnights before
 MIN_NORM_DAYS = 5

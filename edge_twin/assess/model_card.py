@@ -60,6 +60,8 @@ class ModelCard:
     training: dict[str, Any]
     intended_use: str = INTENDED_USE
     limits: list[str] = field(default_factory=lambda: list(LIMITS))
+    # The twin's filter models the features came from, "name vVERSION" by signal.
+    twin_models: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def json_path(directory: Path) -> Path:
@@ -99,6 +101,9 @@ class ModelCard:
             " positive.",
             f"- Validation (calibration, threshold): {_cohort(t['validation_cohort'])}.",
             f"- Learner: {t['learner']}.",
+            "- The twin's filters the features come from: "
+            + ", ".join(f"{k} {m}" for k, m in self.twin_models.items())
+            + " (a gateway running others refuses the model).",
             f"- Made by `{t['command']}` in {t['seconds']} s ({_software(t['software'])}).",
             "",
             "## Validation metrics",

@@ -23,7 +23,14 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from edge_twin.assess.features import FEATURES, SIGNALS, WINDOW_DAYS, PatientHistory, features
+from edge_twin.assess.features import (
+    FEATURES,
+    SIGNALS,
+    WINDOW_DAYS,
+    PatientHistory,
+    features,
+    twin_models,
+)
 from edge_twin.assess.model_card import INPUT_NAME, MODEL_NAME, OUTPUT_NAME, ModelCard
 from edge_twin.domain import Contribution, DecompensationRisk, ModelProvenance
 from edge_twin.errors import ModelError
@@ -139,6 +146,13 @@ def load_model(directory: Path) -> RiskModel:
         raise ModelError(
             f"model refused: {card.name} {card.version} expects features {card.features},"
             f" this gateway computes {list(FEATURES)}: install a model built for this release"
+        )
+    if card.twin_models != twin_models():
+        raise ModelError(
+            f"model refused: {card.name} {card.version} was trained on the twin's filters"
+            f" {card.twin_models or 'of an unrecorded version'}, this gateway runs"
+            f" {twin_models()}: its inputs would mean something else (retrain:"
+            " python -m models train)"
         )
     try:
         options = ort.SessionOptions()
