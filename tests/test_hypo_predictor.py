@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_twin.alert.catalog import AlarmSettings
@@ -49,6 +50,22 @@ def test_a_steady_glucose_is_quiet_and_a_fall_alarms() -> None:
 def test_it_needs_three_readings_in_twenty_minutes() -> None:
     assert features(100.0, -1.0, [0.0, STEP], [110.0, 100.0]) is None
     assert fit_line([0.0, 1500.0, 1800.0], [1.0, 2.0, 3.0], 20.0) is None
+
+
+def test_the_line_fit_is_least_squares() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(3, 9))
+        t = np.sort(rng.choice(np.arange(0.0, 3000.0, 60.0), n, replace=False))
+        v = rng.normal(120, 20, n)
+        fit = fit_line(t.tolist(), v.tolist(), 60.0)
+        x = (t - t[-1]) / 60.0
+        design = np.vstack([np.ones_like(x), x]).T
+        coef, *_ = np.linalg.lstsq(design, v, rcond=None)
+        residuals = v - design @ coef
+        assert fit is not None
+        assert (fit.level, fit.slope) == pytest.approx((coef[0], coef[1]))
+        assert fit.residual_sd == pytest.approx(math.sqrt(residuals @ residuals / max(1, n - 2)))
 
 
 def test_another_low_threshold_shifts_the_levels() -> None:

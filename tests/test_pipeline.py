@@ -43,11 +43,13 @@ def test_patients_whose_alarm_evaluation_failed_are_evaluated_with_the_next_data
             return evaluate(patients)
 
         monkeypatch.setattr(pipeline.alerts, "on_data", fails_once)
-        pipeline.after_commit(pipeline.writer.commit([cgm_reading("cgm-001", T0, 120.0)]))
-        assert alarms.condition(store.conn, "pt-001", "low") is None
+        pipeline.after_commit(pipeline.writer.commit([cgm_reading("cgm-001", T0, 300.0)]))
+        assert alarms.condition(store.conn, "pt-001", "high") is None
         # the next data is another patient's: pt-001 is evaluated with it all the same
         later = cgm_reading("cgm-002", T0 + 300, 110.0)
         pipeline.after_commit(pipeline.writer.commit([later]))
         assert calls == [{"pt-001"}, {"pt-001", "pt-002"}]
-        assert alarms.condition(store.conn, "pt-001", "low") is not None
+        high = alarms.condition(store.conn, "pt-001", "high")
+        assert high is not None
+        assert high.present
         assert pipeline.messages_settled == 2

@@ -41,9 +41,9 @@ class AlarmEngine:
         stored = alarms.settings(self._store.conn, patient_id)
         return validated(self.defaults, {k: v for k, v in stored.items() if k not in RETIRED})
 
-    def was_present(self, patient_id: str, alarm_type: str) -> bool:
-        c = alarms.condition(self._store.conn, patient_id, alarm_type)
-        return bool(c and c.present)
+    def present_conditions(self, patient_id: str) -> set[str]:
+        """The patient's alarm types whose condition was present last time (hysteresis)."""
+        return alarms.present_conditions(self._store.conn, patient_id)
 
     # --- conditions -------------------------------------------------------------------
 
@@ -52,8 +52,12 @@ class AlarmEngine:
         written: list[int] = []
         # Durable (fsynced): the audit log and the delivery outbox must survive power loss.
         with self._store.transaction() as conn:
+            engaged = alarms.engaged(conn)
             for obs in observations:
-                written += self._observe(conn, obs)
+                # An absent condition with nothing present or open before changes nothing:
+                # skip its reads (the technical check observes every device every 5 s).
+                if obs.present or (obs.patient_id, obs.alarm_type) in engaged:
+                    written += self._observe(conn, obs)
         return written
 
     def _observe(self, conn: sqlite3.Connection, obs: Observation) -> list[int]:

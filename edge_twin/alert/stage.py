@@ -56,8 +56,10 @@ class AlertStage:
         records = {r.signal: r for r in twin_state.load(self._store, pid)}
         s = self.engine.settings(pid)
 
+        present = self.engine.present_conditions(pid)  # one query for every condition
+
         def was(kind: str) -> bool:
-            return self.engine.was_present(pid, kind)
+            return kind in present
 
         out: list[Observation] = []
         g = records.get(Signal.GLUCOSE)

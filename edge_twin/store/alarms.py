@@ -213,6 +213,26 @@ def condition(conn: sqlite3.Connection, patient_id: str, alarm_type: str) -> Con
     return None if row is None else Condition(bool(row[0]), row[1], row[2])
 
 
+def present_conditions(conn: sqlite3.Connection, patient_id: str) -> set[str]:
+    """The alarm types whose condition was present at the patient's last observation."""
+    rows = conn.execute(
+        "SELECT alarm_type FROM alarm_conditions WHERE patient_id = ? AND present = 1",
+        (patient_id,),
+    )
+    return {r[0] for r in rows}
+
+
+def engaged(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+    """(patient, alarm type) pairs with a present condition or an open alarm: the only
+    ones an absent condition can change."""
+    rows = conn.execute(
+        "SELECT patient_id, alarm_type FROM alarm_conditions WHERE present = 1"
+        " UNION SELECT patient_id, alarm_type FROM alarms WHERE state != ?",
+        (AlarmState.RESOLVED.value,),
+    )
+    return {(r[0], r[1]) for r in rows}
+
+
 def set_condition(conn: sqlite3.Connection, patient_id: str, alarm_type: str, c: Condition) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO alarm_conditions (patient_id, alarm_type, present, since, t)"
