@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from edge_twin.alert.catalog import AlarmSettings
+from edge_twin.alert.conditions import glucose
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.assess import hypo_predictor
 from edge_twin.assess.hypo_predictor import FEATURES, features, fit_line
+from edge_twin.domain import Provenance, Signal, StateEstimate
 from edge_twin.errors import ModelError
 from edge_twin.store import Store, alarms
 from models.hypo import train
@@ -115,3 +117,19 @@ def test_training_makes_a_predictor_the_gateway_loads(tmp_path: Path) -> None:
     assert 0.05 <= loaded.alarm_probability <= 0.5
     assert loaded.card["training"]["seeds"] == [11]
     assert all(math.isfinite(c) for c in loaded.coef)
+
+
+def test_a_broken_predictor_does_not_silence_the_low_alarms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken() -> hypo_predictor.HypoPredictor:
+        raise ModelError("cannot read the hypo predictor: damaged")
+
+    monkeypatch.setattr(hypo_predictor, "shipped", broken)
+    estimate = StateEstimate(
+        "pt-1", Signal.GLUCOSE, 600.0, 50.0, 3.0, -1.0, 0.3, 600.0, Provenance("m", "1", (), 1, 1)
+    )
+    out = {o.alarm_type: o for o in glucose(estimate, [], AlarmSettings(), lambda _: False, True)}
+    assert out["urgent_low"].present
+    assert not out["predicted_low"].present
+    assert "predicted low unavailable" in out["predicted_low"].reason

@@ -26,6 +26,7 @@ from edge_twin.domain import (
     Reading,
     StateEstimate,
 )
+from edge_twin.errors import ModelError
 from edge_twin.estimate.tracker import GATE_PERSIST_S
 
 ARTEFACT_HOLD_S = GATE_PERSIST_S
@@ -112,7 +113,12 @@ def predicted_low(
 ) -> Observation:
     """The predictor's probability of a low within its horizon (assess/hypo_predictor.py),
     from the twin and the last half hour of readings; clears below half the alarm level."""
-    predictor = hypo_predictor.shipped()
+    try:
+        predictor = hypo_predictor.shipped()
+    except ModelError as exc:
+        # Never let a broken predictor file silence the low and urgent-low alarms.
+        why = f"predicted low unavailable: {exc}; now {_interval(e)}"
+        return Observation(e.patient_id, "predicted_low", e.t, False, why, values, links, live)
     window = sorted(
         (r for r in recent if e.t - hypo_predictor.WINDOW_S <= r.t <= e.t), key=lambda r: r.t
     )
