@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import statistics
 import sys
 import tempfile
 import time
@@ -57,14 +56,10 @@ from edge_twin.store import Store, alarms, devices, quarantine, readings
 from firmware_sim import wire
 from firmware_sim.home import Home, SimDevice, SimPatient
 from firmware_sim.messages import Message
-from firmware_sim.physiology.profile import CohortMix
 from firmware_sim.publisher import HomePublisher
+from models.hypo import MIX, START, Episode, episodes, score  # the predictor's cohort kind
 
-START = 1_767_225_600.0
-LOOKAHEAD_S = 60 * 60.0  # an alarm up to an hour before the onset counts
-AFTER_ONSET_S = 5 * 60.0
 HYPO = 70.0
-MIX = CohortMix(heart_failure=0.0, diabetes=1.0, type1_given_diabetes=0.7)
 
 
 def twin_alarms(patient: SimPatient, db: Path, settings: AlarmSettings) -> list[float]:
@@ -110,36 +105,15 @@ def extrapolation_alarms(t: np.ndarray, v: np.ndarray) -> list[float]:
     return out
 
 
-def score(raises: list[float], onsets: list[tuple[float, float]], days: float) -> dict[str, float]:
-    """onsets: (onset, end) of each true hypoglycaemia."""
-    leads, detected = [], 0
-    for onset, _ in onsets:
-        before = [r for r in raises if onset - LOOKAHEAD_S <= r <= onset + AFTER_ONSET_S]
-        if before:
-            detected += 1
-            leads.append((onset - min(before)) / 60.0)
-    false = sum(
-        1 for r in raises if not any(onset - LOOKAHEAD_S <= r <= end for onset, end in onsets)
-    )
+def summarise(parts: list[tuple[list[float], list[Episode], float]]) -> dict[str, float]:
+    """Scored as the predictor's training scores it (models/hypo.py): detected if raised
+    from an hour before the onset to 5 min after; false if no low starts within the hour."""
+    sc = score(parts)
     return {
-        "episodes": len(onsets),
-        "detected": detected,
-        "false": false,
-        "days": days,
-        "leads": leads,
-    }  # type: ignore[dict-item]
-
-
-def summarise(parts: list[dict[str, float]]) -> dict[str, float]:
-    episodes = sum(p["episodes"] for p in parts)
-    detected = sum(p["detected"] for p in parts)
-    days = sum(p["days"] for p in parts)
-    leads = [x for p in parts for x in p["leads"]]  # type: ignore[attr-defined]
-    return {
-        "sensitivity": round(detected / episodes, 3) if episodes else math.nan,
-        "false_per_patient_day": round(sum(p["false"] for p in parts) / days, 3),
-        "median_lead_min": round(statistics.median(leads), 1) if leads else math.nan,
-        "episodes": episodes,
+        "sensitivity": round(sc.sensitivity, 3),
+        "false_per_patient_day": round(sc.false_per_patient_day, 3),
+        "median_lead_min": round(sc.median_lead_min, 1),
+        "episodes": sc.episodes,
     }
 
 
@@ -147,28 +121,25 @@ def accuracy(
     patients: int, days: float, seed: int, settings: AlarmSettings
 ) -> dict[str, dict[str, float]]:
     home = Home(patients, START, days * 24, seed=seed, mix=MIX, kinds=("cgm",))
-    parts: dict[str, list[dict[str, float]]] = {"twin": [], "threshold": [], "extrapolation": []}
+    parts: dict[str, list[tuple[list[float], list[Episode], float]]] = {
+        "twin": [],
+        "threshold": [],
+        "extrapolation": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(patients):
             p = home.patient(i)
             print(f"patient {i + 1}/{patients}", file=sys.stderr)
             if not p.cgm:
                 continue
-            truth = p.glucose_truth
-            onsets = []
-            for h in p.truth.hypoglycaemias:
-                m = int((h.onset - START) // 60)
-                end = m + int(np.argmax(truth[m:] >= HYPO)) if (truth[m:] >= HYPO).any() else m
-                onsets.append((h.onset, START + end * 60.0))
+            lows = episodes(p, START)
             rows = sorted(p.cgm)
             t = np.array([r[0] for r in rows])
             v = np.array([r[1] for r in rows])
             span = (t[-1] - t[0]) / 86400.0
-            parts["twin"].append(
-                score(twin_alarms(p, Path(tmp) / f"{i}.sqlite", settings), onsets, span)
-            )
-            parts["threshold"].append(score(threshold_alarms(t, v), onsets, span))
-            parts["extrapolation"].append(score(extrapolation_alarms(t, v), onsets, span))
+            parts["twin"].append((twin_alarms(p, Path(tmp) / f"{i}.sqlite", settings), lows, span))
+            parts["threshold"].append((threshold_alarms(t, v), lows, span))
+            parts["extrapolation"].append((extrapolation_alarms(t, v), lows, span))
     return {k: summarise(v) for k, v in parts.items()}
 
 
