@@ -10,9 +10,10 @@ hypoglycaemia (the simulator's labels: truth below 70 mg/dL for >= 15 min),
     false alarm  a raise with no hypoglycaemia starting within 60 min after it (and not
                  during one); counted per patient-day
 
-for the twin's ``predicted_low`` (the gateway's default settings), a threshold-only alarm
-(a reading below 70 mg/dL) and linear extrapolation (the last 3 readings' slope puts the
-reading below 70 within 30 min), the latter two on the raw readings.
+for the twin's ``predicted_low`` (the gateway's default settings), and on the raw readings
+(models/glucose_baselines.py) a threshold-only alarm (a reading below 70 mg/dL) and a
+20-min least-squares line projected ahead by the horizon that the predictor's training
+tuned to the predictor's own false-alarm budget (shipped/hypo_predictor.json).
 
 Latency (real broker, real gateway): ``--load-patients`` wrist wearables publish
 ``--load-rps`` readings/s in all (200 by default, some 60 patients' wearables; a patient's
@@ -46,6 +47,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_twin.alert.catalog import AlarmSettings
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.stage import AlertStage
+from edge_twin.assess import hypo_predictor
 from edge_twin.broker import PrivateBroker
 from edge_twin.clock import ManualClock
 from edge_twin.config import load_config
@@ -57,9 +59,8 @@ from firmware_sim import wire
 from firmware_sim.home import Home, SimDevice, SimPatient
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
+from models.glucose_baselines import line_alarms, threshold_alarms
 from models.hypo import MIX, START, Episode, episodes, score  # the predictor's cohort kind
-
-HYPO = 70.0
 
 
 def twin_alarms(patient: SimPatient, db: Path, settings: AlarmSettings) -> list[float]:
@@ -84,27 +85,6 @@ def twin_alarms(patient: SimPatient, db: Path, settings: AlarmSettings) -> list[
     return sorted(raised)
 
 
-def threshold_alarms(t: np.ndarray, v: np.ndarray) -> list[float]:
-    below = v < HYPO
-    return [float(t[i]) for i in range(len(v)) if below[i] and (i == 0 or not below[i - 1])]
-
-
-def extrapolation_alarms(t: np.ndarray, v: np.ndarray) -> list[float]:
-    out, active = [], False
-    for i in range(2, len(v)):
-        dt = (t[i] - t[i - 2]) / 60.0
-        if dt <= 0 or dt > 15:
-            active = False
-            continue
-        slope = (v[i] - v[i - 2]) / dt
-        predicted = v[i] + slope * 30.0
-        present = predicted < HYPO or v[i] < HYPO
-        if present and not active:
-            out.append(float(t[i]))
-        active = present
-    return out
-
-
 def summarise(parts: list[tuple[list[float], list[Episode], float]]) -> dict[str, float]:
     """Scored as the predictor's training scores it (models/hypo.py): detected if raised
     from an hour before the onset to 5 min after; false if no low starts within the hour."""
@@ -124,8 +104,9 @@ def accuracy(
     parts: dict[str, list[tuple[list[float], list[Episode], float]]] = {
         "twin": [],
         "threshold": [],
-        "extrapolation": [],
+        "line": [],
     }
+    line_ahead = float(hypo_predictor.shipped().card["baselines"]["line_ahead_min"])
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(patients):
             p = home.patient(i)
@@ -134,12 +115,11 @@ def accuracy(
                 continue
             lows = episodes(p, START)
             rows = sorted(p.cgm)
-            t = np.array([r[0] for r in rows])
-            v = np.array([r[1] for r in rows])
-            span = (t[-1] - t[0]) / 86400.0
+            arrivals = [(t, v, t + 5.0) for t, v, _ in rows]  # as twin_alarms delivers them
+            span = (rows[-1][0] - rows[0][0]) / 86400.0
             parts["twin"].append((twin_alarms(p, Path(tmp) / f"{i}.sqlite", settings), lows, span))
-            parts["threshold"].append((threshold_alarms(t, v), lows, span))
-            parts["extrapolation"].append((extrapolation_alarms(t, v), lows, span))
+            parts["threshold"].append((threshold_alarms(arrivals), lows, span))
+            parts["line"].append((line_alarms(arrivals, line_ahead), lows, span))
     return {k: summarise(v) for k, v in parts.items()}
 
 
@@ -349,7 +329,7 @@ def main() -> None:
             file=sys.stderr,
         )
     lat = latency(args.low_patients, args.load_patients, args.load_rps)
-    twin, thr, ext = acc["twin"], acc["threshold"], acc["extrapolation"]
+    twin, thr, ext = acc["twin"], acc["threshold"], acc["line"]
     print(
         json.dumps(
             {
@@ -359,9 +339,9 @@ def main() -> None:
                 "threshold_sensitivity": thr["sensitivity"],
                 "threshold_false_per_patient_day": thr["false_per_patient_day"],
                 "threshold_median_lead_min": thr["median_lead_min"],
-                "extrapolation_sensitivity": ext["sensitivity"],
-                "extrapolation_false_per_patient_day": ext["false_per_patient_day"],
-                "extrapolation_median_lead_min": ext["median_lead_min"],
+                "line_sensitivity": ext["sensitivity"],
+                "line_false_per_patient_day": ext["false_per_patient_day"],
+                "line_median_lead_min": ext["median_lead_min"],
                 "episodes": twin["episodes"],
                 **lat,
                 "patients": args.patients,

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -25,10 +26,11 @@ from edge_twin.alert.engine import AlarmEngine
 from edge_twin.api.serialize import estimate_json, quarantine_json, risk_json
 from edge_twin.assess import model_store
 from edge_twin.assess.drift import drift_report
-from edge_twin.clock import SystemClock, to_iso
+from edge_twin.clock import SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
 from edge_twin.errors import EdgeTwinError
 from edge_twin.estimate.view import patient_estimates
+from edge_twin.export import KINDS, export
 from edge_twin.store import Store, alarms, devices, quarantine, risks
 
 app = typer.Typer(
@@ -515,6 +517,44 @@ def alarms_settings(
             else engine.settings(patient_id)
         )
     print(json.dumps(asdict(settings), indent=2))
+
+
+@app.command("export")
+def export_cmd(
+    since: Annotated[str, typer.Option(help="From this event time (ISO 8601 with offset).")],
+    until: Annotated[str | None, typer.Option(help="Up to this event time (default: now).")] = None,
+    patient: Annotated[str | None, typer.Option(help="Only this patient.")] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Only these kinds ({', '.join(KINDS)}); repeat the option."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write to this file (default: standard output).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Export the forecasts the twin issued (with the readings that came), alarm audit
+    events and risk assessments as JSON lines, to score the gateway with your own tools."""
+    cfg = _config(config)
+    try:
+        start = parse_time(since)
+        end = SystemClock().now() if until is None else parse_time(until)
+    except ValueError as exc:
+        raise EdgeTwinError(str(exc)) from None
+    kinds = tuple(kind) if kind else KINDS
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise EdgeTwinError(f"unknown kind {', '.join(unknown)} (known: {', '.join(KINDS)})")
+    if not cfg.store.path.exists():
+        raise EdgeTwinError(f"no store at {cfg.store.path}: nothing to export (store.path?)")
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        if out is None:
+            written = export(store, sys.stdout, start, end, patient, kinds)
+        else:
+            with out.open("w", encoding="utf-8") as handle:
+                written = export(store, handle, start, end, patient, kinds)
+    summary = ", ".join(f"{written[k]} {k}" for k in kinds)
+    err.print(f"exported {summary} ({to_iso(start)} .. {to_iso(end)})")
 
 
 @app.command()

@@ -10,6 +10,7 @@ answers as living them.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -86,6 +87,26 @@ class AcceleratedClock:
 def to_datetime(t: float) -> datetime:
     """Epoch seconds -> aware UTC datetime."""
     return datetime.fromtimestamp(t, tz=UTC)
+
+
+def parse_time(text: str) -> float:
+    """ISO 8601 with an explicit offset (``2026-01-01T00:00Z``) or epoch seconds -> epoch
+    seconds. A time without an offset is refused: it would mean the machine's zone."""
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(value):
+            raise ValueError(f"{text!r} is not an ISO 8601 time or epoch seconds")
+        return value
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time or epoch seconds") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset: write it as {text}Z or {text}+00:00")
+    return parsed.timestamp()
 
 
 def to_iso(t: float) -> str:

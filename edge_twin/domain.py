@@ -178,6 +178,43 @@ class Forecast:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedForecast:
+    """A forecast the twin issued, kept to be scored against the reading that comes:
+    ``mean``/``sd`` the body's level as shown, ``reading_mean``/``reading_sd`` what a
+    reading should show then (the level plus the sensor's own error and noise)."""
+
+    patient_id: str
+    signal: Signal
+    issued_at: float  # event time of the estimate it came from
+    horizon_s: float
+    mean: float
+    sd: float
+    reading_mean: float
+    reading_sd: float
+    model: str
+    model_version: str
+
+    @property
+    def target_t(self) -> float:
+        return self.issued_at + self.horizon_s
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSkill:
+    """How the twin's forecasts of one signal at one horizon fared against the readings
+    that came, for one patient over a recent window."""
+
+    patient_id: str
+    signal: Signal
+    horizon_s: float
+    n: int
+    rmse: float  # reading - forecast of the reading
+    coverage95: float  # share of readings inside the 95% interval (nominal 0.95)
+    width95: float  # mean width of that interval
+    since: float  # target times from here on
+
+
+@dataclass(frozen=True, slots=True)
 class StateEstimate:
     """The twin's belief about one signal of one patient at event time ``t``."""
 

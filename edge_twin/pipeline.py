@@ -7,7 +7,8 @@
       | rows appended to the readings log (SQLite), committed before any MQTT ack
       v
     estimate (TwinEstimator.catch_up: Kalman filters per patient and signal)
-      | FilterRecord per (patient, signal), saved with the log cursor
+      | FilterRecord per (patient, signal), saved with the log cursor;
+      | Scorekeeper: the forecasts issued, scored against the readings that come
       v
     assess  (RiskAssessor: patients whose filters moved -> ONNX decompensation risk,
       |      stored with its provenance; glycaemic risk on read: StateEstimate -> ThresholdRisk)
@@ -23,6 +24,7 @@ Stages talk through domain types and the store, never through each other's inter
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 
 from edge_twin.alert.catalog import AlarmSettings
@@ -35,6 +37,7 @@ from edge_twin.clock import Clock, SystemClock
 from edge_twin.config import Config
 from edge_twin.domain import Signal
 from edge_twin.errors import EdgeTwinError, ModelError
+from edge_twin.estimate.scorekeeper import Scorekeeper
 from edge_twin.estimate.tracker import TwinEstimator
 from edge_twin.ingest.writer import BatchResult, IngestWriter
 from edge_twin.store import Store
@@ -63,6 +66,7 @@ class Pipeline:
         self.config = config
         self.writer = IngestWriter(store, config)
         self.estimator = TwinEstimator(store)
+        self.scorekeeper = Scorekeeper(store)
         self.clock = clock or SystemClock()
         self.risk: RiskAssessor | None = None
         try:
@@ -90,7 +94,8 @@ class Pipeline:
         patient's filters are consistent up to their own time, even while the twin has
         other patients' readings to apply), deferred during a drain (backfilled data
         raises no alarm anyway). Risk once the twin has caught up. Then deliver the audit
-        events written (the idle loop delivers the rest: the API's, the CLI's, retries)."""
+        events written (the idle loop delivers the rest: the API's, the CLI's, retries),
+        and last the twin's forecasts are issued and scored (estimate/scorekeeper.py)."""
         moved = self.estimator.take_moved()
         self._risk_pending |= {patient for patient, _ in moved}
         self._alarm_pending |= {patient for patient, signal in moved if signal in ALARM_SIGNALS}
@@ -113,6 +118,12 @@ class Pipeline:
                 log.error("risk assessment failed, the twin runs on: %s", exc)
         if written:
             self._deliver()
+        try:
+            # After the alarms, which must not wait for it: bookkeeping, whose failure
+            # must not stop the twin, the alarms or their delivery.
+            self.scorekeeper.on_moved(moved)
+        except (EdgeTwinError, sqlite3.Error, ArithmeticError, ValueError) as exc:
+            log.error("forecast scoring failed, the twin runs on: %r", exc)
 
     def _deliver(self) -> None:
         if self.bus is None:

@@ -32,7 +32,7 @@ FIRMWARE_VERSION = "sim-0.2.0"
 KINDS = ("cgm", "wrist", "bp_cuff", "scale")
 PREFIXES = {"cgm": "cgm", "wrist": "wr", "bp_cuff": "bp", "scale": "sc"}
 # Stream purposes: independent generators per patient; the home's own stream.
-_PROFILE, _BODY, _DEVICES, _TRANSPORT = range(4)
+_PROFILE, _BODY, _DEVICES, _TRANSPORT, _SENSOR_LAG = range(5)
 _HOME = 1_000_000
 
 
@@ -175,8 +175,11 @@ class Home:
         sessions: dict[str, list[tuple[float, float]]] = {}
         for d in devices:
             if d.device_type == "cgm":
+                # The sensor's lag has a stream of its own: the devices after the CGM
+                # read the same random numbers as before the lag was modelled.
+                lag = float(self._rng(i, _SENSOR_LAG).uniform(*self.cgm_spec.lag_min))
                 uploads[d.device_id], found, sessions[d.device_id] = cgm.simulate(
-                    self.cgm_spec, truth.signals["glucose"], self.start, rng
+                    self.cgm_spec, truth.signals["glucose"], self.start, rng, lag
                 )
                 artefacts += found
             elif d.device_type == "wrist":

@@ -99,17 +99,27 @@ class AlertMetrics:
     true_alerts: int
     false_alerts: int
     median_lead_days: float
+    judged_years: float = math.nan  # the follow-up on which alerts were judged
+    leads_days: tuple[float, ...] = ()
 
 
 def alert_metrics(patients: Sequence[PatientScores], threshold: float) -> AlertMetrics:
+    return metrics_of_starts(
+        patients, [alert_starts(p.t, p.score, threshold) for p in patients], threshold
+    )
+
+
+def metrics_of_starts(
+    patients: Sequence[PatientScores], all_starts: Sequence[Sequence[float]], threshold: float
+) -> AlertMetrics:
+    """Alerts judged as the module says, from when each patient's alerts started."""
     window = WINDOW_DAYS * DAY_S
     events = detected = true = false = 0
     leads: list[float] = []
     judged_days = 0.0
-    for p in patients:
+    for p, starts in zip(patients, all_starts, strict=True):
         if len(p.t) == 0:
             continue
-        starts = alert_starts(p.t, p.score, threshold)
         first_eval = float(p.t[0])
         for peak in p.peaks:
             if peak < first_eval + HORIZON_DAYS * DAY_S:
@@ -135,6 +145,8 @@ def alert_metrics(patients: Sequence[PatientScores], threshold: float) -> AlertM
         true,
         false,
         float(np.median(leads)) if leads else math.nan,
+        years,
+        tuple(leads),
     )
 
 

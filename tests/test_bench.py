@@ -49,6 +49,38 @@ def test_ingest_bench() -> None:
         assert figures[key] > 0  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("source", ["uva", "sim"])
+def test_external_bench(source: str, tmp_path: Path) -> None:
+    figures = last_json(
+        "bench/external.py",
+        "--source",
+        source,
+        "--patients",
+        "2",
+        "--days",
+        "1",
+        "--jobs",
+        "1",
+        "--cache",
+        str(tmp_path),
+    )
+    for key in (  # the figures issue #11 asks for, by name
+        "rmse30_twin",
+        "rmse30_ar",
+        "coverage95",
+        "width95_twin",
+        "width95_ar",
+        "predicted_low_sensitivity",
+        "predicted_low_false_per_patient_day",
+        "predicted_low_median_lead_min",
+        "threshold_sensitivity",
+        "all_lows_sensitivity",
+        "artefacts_alarmed",
+    ):
+        assert key in figures
+    assert figures["forecasts_30_compared"] > 0  # type: ignore[operator]
+
+
 def test_risk_bench() -> None:
     figures = last_json(
         "bench/risk.py", "--patients", "3", "--days", "60", "--jobs", "1", "--repeats", "20"
@@ -58,6 +90,8 @@ def test_risk_bench() -> None:
         "sensitivity",
         "false_alerts_per_patient_year",
         "median_lead_days",
+        "sensitivity_ci95",
+        "score_sensitivity",
         "rule_sensitivity",
         "macd_sensitivity",
         "ece",
@@ -86,6 +120,7 @@ def test_alerts_bench() -> None:
         "predicted_low_median_lead_min",
         "threshold_sensitivity",
         "threshold_false_per_patient_day",
+        "line_sensitivity",
         "latency_p50_ms",
         "latency_p99_ms",
     ):

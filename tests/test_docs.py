@@ -4,6 +4,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
+from edge_twin.alert.catalog import CATALOG
 from edge_twin.config import _SECTIONS
 from edge_twin.domain import RejectReason
 from tests.test_cli import EDGE_TWIN_COMMANDS, SIM_COMMANDS
@@ -34,6 +35,12 @@ def test_every_reject_reason_is_documented() -> None:
     text = read("docs/wire-contract.md")
     for reason in RejectReason:
         assert f"`{reason.value}`" in text, reason.value
+
+
+def test_every_alarm_type_is_documented() -> None:
+    text = read("docs/alerts.md")
+    for name in CATALOG:
+        assert f"| `{name}` |" in text, name
 
 
 def test_every_table_is_documented() -> None:

@@ -16,6 +16,7 @@ ALL_MIGRATIONS = [
     "0004_day_starts_and_risk",
     "0005_alarms",
     "0006_sensor_expiry",
+    "0007_forecast_log",
 ]
 
 

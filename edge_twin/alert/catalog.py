@@ -41,16 +41,28 @@ CATALOG: dict[str, AlarmType] = {
             Priority.HIGH,
             False,
             0.0,
-            "glucose below the urgent-low threshold (twin estimate, not a single reading)",
+            "glucose below the urgent-low threshold (the twin's estimate or the newest"
+            " reading, unless a sensor artefact is suspected)",
         ),
-        AlarmType("low", Priority.MEDIUM, False, 10 * 60.0, "glucose below the low threshold"),
+        # No persistence delay: a reading below the threshold alarms at once, as the bare
+        # threshold a CGM app shows does (a 10-min delay here made the gateway's low alarm
+        # less sensitive than that threshold on independent physiology); hysteresis and the
+        # artefact hold keep noise and compression lows out.
+        AlarmType(
+            "low",
+            Priority.MEDIUM,
+            False,
+            0.0,
+            "glucose below the low threshold (the twin's estimate or the newest reading,"
+            " unless a sensor artefact is suspected)",
+        ),
         AlarmType(
             "predicted_low",
             Priority.MEDIUM,
             False,
             0.0,
             "probability of glucose below the low threshold within the predictor's horizon"
-            " (45 min), from the twin and the last half hour of readings",
+            " (45 min), from the twin and the last 45 min of readings",
         ),
         AlarmType("high", Priority.LOW, False, 30 * 60.0, "glucose above the high threshold"),
         AlarmType(
@@ -78,6 +90,14 @@ CATALOG: dict[str, AlarmType] = {
         ),
         AlarmType("device_offline", Priority.LOW, True, 0.0, "a device reported itself offline"),
         AlarmType("battery_low", Priority.LOW, True, 0.0, "a device's battery is low"),
+        AlarmType(
+            "forecast_unreliable",
+            Priority.LOW,
+            True,
+            0.0,
+            "the twin's forecasts for this patient leave their 95% interval far more often"
+            " than 5% of the time: the models do not fit this patient",
+        ),
         AlarmType(
             "sensor_session_ending",
             Priority.LOW,
@@ -108,7 +128,7 @@ class AlarmSettings:
     high_clear_mgdl: float = 220.0
     # The shipped predictor's own alarm level (assess/shipped/hypo_predictor.json; a test
     # keeps them equal): the lowest with <= 0.9 false alarms a patient-day in training.
-    predicted_low_probability: float = 0.16
+    predicted_low_probability: float = 0.14
     bp_systolic_mmhg: float = 160.0
     bp_diastolic_mmhg: float = 100.0
     bp_clear_margin_mmhg: float = 10.0

@@ -4,11 +4,17 @@ Each function returns Observations (present or not, with the reason in words, th
 and their uncertainty, and links to the evidence). Hysteresis lives here: a condition
 that was present stays present until its recovery threshold is crossed.
 
-Glucose conditions use the twin's estimate, never a single reading. A sudden fall faster
-than physiology (>= 8 mg/dL/min over >= 25 mg/dL between consecutive readings, the
-signature of a compression low: shared/guides/domain.md) is a *suspected sensor
-artefact* for ARTEFACT_HOLD_S: low alarms wait, as the twin's innovation gate waits
-before believing a jump. A real low is still there after the hold and alarms then.
+Low and urgent low are never slower than the obvious rule: they are present when the
+twin's estimate *or the newest delivered reading* is below the threshold, and clear only
+when both are back above the clear level. The twin alone lags a real fall (it explains
+the start of a fall as correlated sensor error), and on independent physiology an alarm
+on the twin alone was less sensitive than a bare "reading below 70". The one exception
+is positive evidence of an artefact (see suspected_artefact: a fall faster than physiology,
+or a sudden step far steeper than the trend before it, the signatures of a compression
+low, a pressure-induced sensor attenuation), for at most ARTEFACT_HOLD_S: low alarms
+wait, as the twin's innovation gate waits before believing a jump. A real low is still
+there after the hold and alarms then. A suspicion never takes down an alarm already
+raised, and only the first kind of evidence holds urgent low.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from edge_twin.alert.catalog import AlarmSettings
 from edge_twin.assess import hypo_predictor
 from edge_twin.domain import (
     DecompensationRisk,
     DeviceStatus,
+    ForecastSkill,
     Observation,
     Reading,
     StateEstimate,
@@ -34,23 +42,67 @@ ARTEFACT_HOLD_S = GATE_PERSIST_S
 # more between two readings; at 5 the hold silenced a third of the simulated lows.
 ARTEFACT_RATE = 8.0
 ARTEFACT_FALL = 25.0  # mg/dL
+# A smaller drop is suspect too when it is sudden: far steeper than the trend just before
+# it. A real low is a fall already under way that steepens over tens of minutes (insulin
+# acts over an hour or more); a compression low drops out of whatever glucose was doing.
+# Chosen on firmware_sim's development cohort (seed 5656, with the external source's
+# delivery faults; bench/external.py --source sim): see docs/alerts.md for the figures.
+STEP_FALL = 15.0  # mg/dL between consecutive readings ...
+STEP_RATE = 3.0  # ... at >= this many mg/dL/min ...
+STEP_ACCELERATION = 3.0  # ... and this much steeper (mg/dL/min) than the trend before it
+TREND_BEFORE_S = 20 * 60.0  # the trend: least squares over this long before the drop
+# The readings suspected_artefact needs: the hold window and the trend before it.
+ARTEFACT_CONTEXT_S = ARTEFACT_HOLD_S + TREND_BEFORE_S
 
 WasPresent = Callable[[str], bool]
 
 
-def suspected_artefact(recent: Sequence[Reading], t: float) -> str | None:
-    """Why the latest glucose looks like a sensor artefact, or None."""
-    window = sorted((r for r in recent if t - ARTEFACT_HOLD_S < r.t <= t), key=lambda r: r.t)
+def _fall_before(readings: Sequence[Reading], t: float) -> float | None:
+    """How fast glucose was falling (mg/dL/min, >= 0) over TREND_BEFORE_S up to ``t``;
+    None with fewer than 3 readings there (unknown: no suspicion is raised on it)."""
+    before = [r for r in readings if t - TREND_BEFORE_S <= r.t <= t]
+    fit = hypo_predictor.fit_line(
+        [r.t for r in before], [r.value for r in before], TREND_BEFORE_S / 60.0
+    )
+    return None if fit is None else max(0.0, -fit.slope)
+
+
+@dataclass(frozen=True)
+class Suspicion:
+    """Why the latest glucose looks like a sensor artefact. ``strong``: a fall faster
+    than physiology; otherwise a sudden step out of the trend, which may hold low and
+    predicted low but never urgent low."""
+
+    reason: str
+    strong: bool
+
+
+def suspected_artefact(recent: Sequence[Reading], t: float) -> Suspicion | None:
+    """Why the latest glucose looks like a sensor artefact, or None. ``recent``: the
+    readings of the last ARTEFACT_CONTEXT_S at least, in any order."""
+    ordered = sorted((r for r in recent if r.t <= t), key=lambda r: r.t)
+    window = [r for r in ordered if t - ARTEFACT_HOLD_S < r.t]
     for a, b in itertools.pairwise(window):
         dt_min = (b.t - a.t) / 60.0
         fall = a.value - b.value
-        sudden = 0 < dt_min <= 10 and fall >= ARTEFACT_FALL and fall / dt_min >= ARTEFACT_RATE
-        if sudden and window[-1].value < a.value - 10:  # ... and still down
-            return (
-                f"glucose fell {fall:.0f} mg/dL in {dt_min:.0f} min ({fall / dt_min:.1f}"
-                " mg/dL/min, faster than physiology): suspected sensor artefact"
-                " (compression low)"
-            )
+        if not (0 < dt_min <= 10 and window[-1].value < a.value - 10):  # ... and still down
+            continue
+        rate = fall / dt_min
+        strong = fall >= ARTEFACT_FALL and rate >= ARTEFACT_RATE
+        if strong:
+            why = "faster than physiology"
+        elif fall >= STEP_FALL and rate >= STEP_RATE:
+            before = _fall_before(ordered, a.t)
+            if before is None or rate - before < STEP_ACCELERATION:
+                continue
+            why = f"after a trend of {-before:+.1f} mg/dL/min"
+        else:
+            continue
+        return Suspicion(
+            f"glucose fell {fall:.0f} mg/dL in {dt_min:.0f} min ({rate:.1f} mg/dL/min, {why}):"
+            " suspected sensor artefact (compression low)",
+            strong,
+        )
     return None
 
 
@@ -66,7 +118,9 @@ def glucose(
     was: WasPresent,
     live: bool,
 ) -> list[Observation]:
-    pid, t = e.patient_id, e.t
+    newest = recent[0] if recent else None  # by device time
+    # The newest reading may be ahead of a twin still busy with a backlog: it speaks now.
+    pid, t = e.patient_id, max(e.t, newest.t) if newest is not None else e.t
     links = (f"/patients/{pid}/state", f"/patients/{pid}/readings?signal=glucose&limit=12")
     values: dict[str, float | str | None] = {
         "glucose_mgdl": round(e.mean, 1),
@@ -74,22 +128,38 @@ def glucose(
         "rate_mgdl_per_min": None if e.rate_per_min is None else round(e.rate_per_min, 2),
     }
     artefact = suspected_artefact(recent, t)
+    if newest is not None:
+        values["reading_mgdl"] = round(newest.value, 1)
     obs = []
 
     def below(kind: str, threshold: float, clear: float) -> None:
         limit = clear if was(kind) else threshold
-        present = e.mean < limit and artefact is None
-        if artefact is not None and e.mean < limit:
-            reason = f"{artefact}; glucose {_interval(e)} not alarmed yet"
+        twin_below = e.mean < limit
+        reading_below = newest is not None and newest.value < limit
+        now = f"glucose {_interval(e)}" + (
+            f", newest reading {newest.value:.0f} mg/dL" if newest is not None else ""
+        )
+        # A suspicion holds an alarm back, never takes one down: an alarm raised stays
+        # until glucose is back above its clear level. Urgent low yields only to a fall
+        # faster than physiology, not to the weaker evidence of a sudden step.
+        held = artefact is not None and not was(kind) and (artefact.strong or kind != "urgent_low")
+        present = (twin_below or reading_below) and not held
+        if artefact is not None and held and (twin_below or reading_below):
+            reason = f"{artefact.reason}; {now} not alarmed yet"
         elif present:
-            reason = f"glucose {_interval(e)} below {threshold:.0f} mg/dL (clears at {clear:.0f})"
+            which = (
+                "reading and twin"
+                if twin_below and reading_below
+                else ("reading" if reading_below else "twin")
+            )
+            reason = f"{now}: {which} below {limit:.0f} mg/dL (clears at {clear:.0f})"
         else:
-            reason = f"glucose {_interval(e)}, alarm below {threshold:.0f} mg/dL"
+            reason = f"{now}, alarm below {threshold:.0f} mg/dL"
         obs.append(Observation(pid, kind, t, present, reason, values, links, live))
 
     below("urgent_low", s.urgent_low_mgdl, s.urgent_low_clear_mgdl)
     below("low", s.low_mgdl, s.low_clear_mgdl)
-    obs.append(predicted_low(e, recent, s, was, live, artefact, values, links))
+    obs.append(predicted_low(e, t, recent, s, was, live, artefact, values, links))
     limit = s.high_clear_mgdl if was("high") else s.high_mgdl
     high = e.mean > limit
     reason = (
@@ -103,24 +173,26 @@ def glucose(
 
 def predicted_low(
     e: StateEstimate,
+    t: float,
     recent: Sequence[Reading],
     s: AlarmSettings,
     was: WasPresent,
     live: bool,
-    artefact: str | None,
+    artefact: Suspicion | None,
     values: dict[str, float | str | None],
     links: tuple[str, ...],
 ) -> Observation:
     """The predictor's probability of a low within its horizon (assess/hypo_predictor.py),
-    from the twin and the last half hour of readings; clears below half the alarm level."""
+    from the twin and the readings up to ``t`` (the newest); clears below half the alarm
+    level."""
     try:
         predictor = hypo_predictor.shipped()
     except ModelError as exc:
         # Never let a broken predictor file silence the low and urgent-low alarms.
         why = f"predicted low unavailable: {exc}; now {_interval(e)}"
-        return Observation(e.patient_id, "predicted_low", e.t, False, why, values, links, live)
+        return Observation(e.patient_id, "predicted_low", t, False, why, values, links, live)
     window = sorted(
-        (r for r in recent if e.t - hypo_predictor.WINDOW_S <= r.t <= e.t), key=lambda r: r.t
+        (r for r in recent if t - hypo_predictor.WINDOW_S <= r.t <= t), key=lambda r: r.t
     )
     inputs = hypo_predictor.features(
         e.mean, e.rate_per_min or 0.0, [r.t for r in window], [r.value for r in window], s.low_mgdl
@@ -130,7 +202,7 @@ def predicted_low(
     present = inputs is not None and p >= limit and artefact is None
     horizon = f"{predictor.horizon_min:.0f} min"
     if inputs is None:
-        why = "needs 3 readings in 20 min while glucose is above the low threshold"
+        why = "needs 3 readings in 45 min while glucose is above the low threshold"
         reason = f"predicted low not assessed ({why}); now {_interval(e)}"
     else:
         reason = (
@@ -139,11 +211,11 @@ def predicted_low(
             f" {e.rate_per_min or 0:+.1f} mg/dL/min; now {_interval(e)}"
         )
         if artefact is not None:
-            reason = f"{artefact}; {reason}, not alarmed yet"
+            reason = f"{artefact.reason}; {reason}, not alarmed yet"
     return Observation(
         e.patient_id,
         "predicted_low",
-        e.t,
+        t,
         present,
         reason,
         {
@@ -295,6 +367,52 @@ def device_problems(
             links,
         ),
     ]
+
+
+# The forecasts' fit to a patient (estimate/scorekeeper.py): judged once this many have
+# been scored in the window; alarmed below FIT_ALARM_COVERAGE of readings inside the 95%
+# interval, cleared above FIT_CLEAR_COVERAGE. Forecasts overlap and their errors are
+# correlated, so the effective sample is smaller than the count: the margin is wide.
+FIT_MIN_SCORED = 48
+FIT_ALARM_COVERAGE = 0.80
+FIT_CLEAR_COVERAGE = 0.88
+
+
+def forecast_fit(
+    patient_id: str, now: float, skills: Sequence[ForecastSkill], was: WasPresent
+) -> Observation:
+    """The twin's scored forecasts for one patient: present when, for some signal and
+    horizon, far fewer readings than the nominal 95% fall inside the forecast interval."""
+    limit = FIT_CLEAR_COVERAGE if was("forecast_unreliable") else FIT_ALARM_COVERAGE
+    judged = [s for s in skills if s.n >= FIT_MIN_SCORED]
+    poor = [s for s in judged if s.coverage95 < limit]
+    words = [
+        f"{s.signal.value} {s.horizon_s / 60:.0f}-min forecasts: {s.coverage95:.0%} of {s.n}"
+        f" readings inside the 95% interval (RMSE {s.rmse:.3g})"
+        for s in poor
+    ]
+    if poor:
+        reason = "; ".join(words) + f" (alarm below {limit:.0%}): the models do not fit"
+    elif judged:
+        reason = "forecasts fit: " + ", ".join(
+            f"{s.signal.value} {s.horizon_s / 60:.0f} min {s.coverage95:.0%}" for s in judged
+        )
+    else:
+        reason = f"fewer than {FIT_MIN_SCORED} forecasts scored yet"
+    worst = min(judged, key=lambda s: s.coverage95) if judged else None
+    return Observation(
+        patient_id,
+        "forecast_unreliable",
+        now,
+        bool(poor),
+        reason,
+        {
+            "worst_coverage95": None if worst is None else round(worst.coverage95, 3),
+            "signal": None if worst is None else worst.signal.value,
+            "horizon_min": None if worst is None else round(worst.horizon_s / 60.0),
+        },
+        (f"/patients/{patient_id}/forecast-skill",),
+    )
 
 
 def storage(now: float, free_bytes: int, total_bytes: int) -> Observation:

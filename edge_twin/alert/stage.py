@@ -2,7 +2,8 @@
 
     on_data(patients whose twin moved)   clinical conditions at the patient's event time
     tick(now)                            technical conditions (stale glucose, devices,
-                                         storage) and escalation, on the gateway clock
+                                         forecast fit, storage) and escalation, on the
+                                         gateway clock
 
 Event time drives clinical alarms: they are evaluated at the time of the newest reading,
 so a replay raises the same alarms at the same event times as living it did. A glucose
@@ -19,17 +20,33 @@ from collections.abc import Iterable
 
 from edge_twin.alert import conditions
 from edge_twin.alert.engine import AlarmEngine
-from edge_twin.domain import DeviceStatus, DeviceType, Observation, ReadingFlag, Signal
+from edge_twin.assess import hypo_predictor
+from edge_twin.domain import (
+    DeviceStatus,
+    DeviceType,
+    ForecastSkill,
+    Observation,
+    ReadingFlag,
+    Signal,
+)
 from edge_twin.estimate.models import DEFAULT_MODELS
 from edge_twin.estimate.view import estimate_at
-from edge_twin.store import Store, devices, readings, risks, twin_state
+from edge_twin.store import Store, alarms, devices, forecasts, readings, risks, twin_state
 
 DAY_S = 86400.0
 BP_MIN_MEASUREMENTS = 3
 BP_MAX_AGE_S = 3 * DAY_S  # a multi-day level needs recent cuff readings
 RISK_MAX_AGE_S = 2 * DAY_S
 STORAGE_EVERY_S = 60.0
+# A slow technical alarm (it needs days of scored forecasts): checked every half hour, so
+# its aggregate over the forecast log stays off the per-reading path.
+FORECAST_FIT_EVERY_S = 1800.0
 TICK_EVERY_S = 5.0
+# The glucose readings a clinical evaluation reads: the artefact check looks back 50 min
+# and the predictor 45 (conditions.ARTEFACT_CONTEXT_S, hypo_predictor.WINDOW_S), whatever
+# the sensor's sampling (1 to 15 min); the count only bounds a flood of readings.
+RECENT_GLUCOSE_S = max(conditions.ARTEFACT_CONTEXT_S, hypo_predictor.WINDOW_S)
+RECENT_GLUCOSE_MAX = 120
 # The signals whose new readings can change a clinical alarm (risk changes come through
 # the risk stage).
 ALARM_SIGNALS = frozenset(
@@ -43,6 +60,7 @@ class AlertStage:
         self.engine = engine
         self._stale_glucose_s = stale_glucose_s
         self._storage_checked = -math.inf
+        self._fit_checked = -math.inf
         self._ticked = -math.inf
         self._checked_at = -math.inf
 
@@ -64,7 +82,13 @@ class AlertStage:
         out: list[Observation] = []
         g = records.get(Signal.GLUCOSE)
         if g is not None and g.model == DEFAULT_MODELS[Signal.GLUCOSE].name:
-            recent = readings.newest(self._store, g.device_ids, Signal.GLUCOSE, limit=12)
+            recent = readings.newest(
+                self._store,
+                g.device_ids,
+                Signal.GLUCOSE,
+                limit=RECENT_GLUCOSE_MAX,
+                since=g.t - RECENT_GLUCOSE_S,
+            )
             live = bool(recent) and not recent[0].flags & ReadingFlag.BACKFILLED
             estimate = estimate_at(g, g.t, forecasts=False)
             out += conditions.glucose(estimate, recent, s, was, live)
@@ -90,6 +114,21 @@ class AlertStage:
             newest_t = max((r.t for r in records.values()), default=risk.t)
             if newest_t - risk.t <= RISK_MAX_AGE_S:
                 out += conditions.decompensation(risk, was, True)
+        return out
+
+    def _forecast_fit(self, now: float) -> list[Observation]:
+        by_patient: dict[str, list[ForecastSkill]] = {}
+        for s in forecasts.skill(self._store):
+            by_patient.setdefault(s.patient_id, []).append(s)
+        # A patient whose scores aged out of the window still gets an observation while
+        # the alarm is engaged, so that it can clear.
+        for pid, kind in alarms.engaged(self._store.conn):
+            if kind == "forecast_unreliable":
+                by_patient.setdefault(pid, [])
+        out = []
+        for pid, skills in sorted(by_patient.items()):
+            present = self.engine.present_conditions(pid)
+            out.append(conditions.forecast_fit(pid, now, skills, present.__contains__))
         return out
 
     @property
@@ -122,6 +161,9 @@ class AlertStage:
                 observations.append(
                     conditions.stale_glucose(pid, cgm_last[pid], now, self._stale_glucose_s)
                 )
+        if now - self._fit_checked >= FORECAST_FIT_EVERY_S:
+            self._fit_checked = now
+            observations += self._forecast_fit(now)
         if now - self._storage_checked >= STORAGE_EVERY_S:
             self._storage_checked = now
             usage = shutil.disk_usage(self._store.path.parent)

@@ -25,6 +25,7 @@ from edge_twin.api.serialize import (
     quarantine_json,
     reading_json,
     risk_json,
+    skill_json,
 )
 from edge_twin.assess import model_store
 from edge_twin.assess.drift import drift_report
@@ -33,7 +34,7 @@ from edge_twin.config import Config
 from edge_twin.domain import Signal
 from edge_twin.errors import AlarmError, ConfigError, ModelError
 from edge_twin.estimate.view import patient_estimates
-from edge_twin.store import Store, alarms, devices, quarantine, readings, risks
+from edge_twin.store import Store, alarms, devices, forecasts, quarantine, readings, risks
 
 
 def _open_store(request: Request) -> Iterator[Store]:
@@ -163,6 +164,21 @@ def create_app(
         model's threshold, confidence, top contributing features, provenance."""
         require_patient(store, patient_id)
         return [risk_json(r) for r in risks.latest(store, patient_id, limit)]
+
+    @app.get("/patients/{patient_id}/forecast-skill")
+    def get_forecast_skill(patient_id: str, store: StoreDep) -> dict[str, Any]:
+        """How the twin's forecasts for this patient fared against the readings that came
+        over the 7 days (event time) up to the newest scored one: per signal and horizon,
+        how many were scored, RMSE, the share of readings inside the 95% interval (nominal
+        0.95) and its mean width."""
+        require_patient(store, patient_id)
+        found = forecasts.skill(store, patient_id)
+        return {
+            "patient_id": patient_id,
+            "since": to_iso(found[0].since) if found else None,
+            "nominal_coverage95": 0.95,
+            "skill": [skill_json(s) for s in found],
+        }
 
     @app.get("/model")
     def get_model(

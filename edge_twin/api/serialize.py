@@ -10,7 +10,14 @@ from typing import Any
 from edge_twin.assess.drift import FeatureDrift
 from edge_twin.assess.glycaemic import HYPO_MGDL, URGENT_LOW_MGDL, probability_below
 from edge_twin.clock import to_iso
-from edge_twin.domain import DecompensationRisk, Reading, ReadingFlag, Signal, StateEstimate
+from edge_twin.domain import (
+    DecompensationRisk,
+    ForecastSkill,
+    Reading,
+    ReadingFlag,
+    Signal,
+    StateEstimate,
+)
 from edge_twin.estimate.view import is_stale
 from edge_twin.store.quarantine import QuarantinedMessage
 
@@ -125,6 +132,18 @@ def risk_json(r: DecompensationRisk) -> dict[str, Any]:
             "window": [to_iso(r.provenance.window_start), to_iso(r.provenance.window_end)],
             "inputs": list(r.provenance.inputs),
         },
+    }
+
+
+def skill_json(s: ForecastSkill) -> dict[str, Any]:
+    return {
+        "signal": s.signal.value,
+        "horizon_min": round(s.horizon_s / 60.0),
+        "scored": s.n,
+        "rmse": _r(s.rmse, 3),
+        "coverage95": _r(s.coverage95, 3),
+        "width95": _r(s.width95, 3),
+        "unit": s.signal.unit,
     }
 
 

@@ -79,6 +79,33 @@ FEATURES: tuple[str, ...] = (
     "hr_z",
     "rr_z",
 )
+# Which way each feature moves as a decompensation builds (+1 up, -1 down; 0: a measure
+# of evidence, not of the body, or no consistent direction). A value beyond the training
+# range in the disease's direction is what a decompensation looks like, not a reason to
+# doubt the model: only the other way, or a 0 feature, lowers the confidence.
+DISEASE_DIRECTION: dict[str, int] = {
+    "weight_change_3d": 1,
+    "weight_change_7d": 1,
+    "weight_vs_norm": 1,
+    "weight_sd": 0,
+    "weight_days_since": 0,
+    "weight_readings_7d": 0,
+    "hr_vs_norm": 1,
+    "hr_change_7d": 1,
+    "hr_baseline_sd": 0,
+    "rr_vs_norm": 1,
+    "rr_change_7d": 1,
+    "spo2_vs_norm": -1,
+    "systolic_vs_norm": 0,  # falls in low-output failure, rises in congestion
+    "activity_ratio": -1,
+    "wear_3d": 0,
+    "weight_change_14d": 1,
+    "hr_change_14d": 1,
+    "rr_change_14d": 1,
+    "weight_z": 1,
+    "hr_z": 1,
+    "rr_z": 1,
+}
 # Floors of the personal spread in the z-scores (see above).
 SPREAD_FLOOR = {Signal.WEIGHT: 0.3, Signal.HEART_RATE: 1.0, Signal.RESP_RATE: 0.3}
 # The signals whose filters the features read (steps: only their readings).

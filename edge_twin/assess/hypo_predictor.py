@@ -1,5 +1,5 @@
 """Predicted low: the probability that glucose falls below the low threshold within the
-predictor's horizon, from the twin's estimate and the last half hour of CGM readings.
+predictor's horizon, from the twin's estimate and the last 45 minutes of CGM readings.
 
     StateEstimate (level, rate) + recent readings -> features -> logistic -> probability
 
@@ -17,7 +17,8 @@ Features (``FEATURES``; levels are shifted by ``low - 70`` so that a patient's o
 threshold plays the part of the 70 mg/dL the model was trained on):
 
     slope_10/20/30     least-squares slope of the readings in the last 10/20/30 min
-                       (mg/dL/min; 0 with fewer than 3 readings in the window)
+                       (mg/dL/min); a 20- or 30-min window with fewer than 3 readings
+                       widens to 30 and then 45 min; slope_10 is 0 with fewer than 3
     twin_rate          the twin's rate (mg/dL/min)
     level_20           the 20-min fit's value now, minus 100
     level_20_capped    the same, capped at 200 mg/dL (a high level matters less)
@@ -27,7 +28,7 @@ threshold plays the part of the 70 mg/dL the model was trained on):
     fall_agreement     min(slope_10, 0) x min(slope_20, 0): both windows falling
 
 The probability is only computed while both the twin's level and the 20-min fit are at or
-above the threshold (below it the low alarms speak) and the 20-min window has 3 readings.
+above the threshold (below it the low alarms speak) and 3 readings lie within 45 min.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ FEATURES = (
 TRAINED_LOW_MGDL = 70.0
 PROJECTION_MIN = 30.0
 MIN_READINGS = 3
-WINDOW_S = 30 * 60.0  # the readings the features look at
+WINDOW_S = 45 * 60.0  # the readings the features look at (the widest fallback window)
 SHIPPED = Path(__file__).resolve().parent / "shipped" / "hypo_predictor.json"
 
 
@@ -102,7 +103,15 @@ def features(
     already below the threshold). ``times``/``values``: recent readings, ascending."""
     if not times:
         return None
-    f10, f20, f30 = (fit_line(times, values, w) for w in (10.0, 20.0, 30.0))
+    f10 = fit_line(times, values, 10.0)
+    # Sparse data (a third of a real CGM's samples can be missing): a window short of
+    # readings widens rather than silencing the prediction.
+    f20 = (
+        fit_line(times, values, 20.0)
+        or fit_line(times, values, 30.0)
+        or fit_line(times, values, WINDOW_S / 60.0)
+    )
+    f30 = fit_line(times, values, 30.0) or fit_line(times, values, WINDOW_S / 60.0)
     shift = low_mgdl - TRAINED_LOW_MGDL
     if f20 is None or level < low_mgdl or f20.level < low_mgdl:
         return None

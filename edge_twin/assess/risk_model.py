@@ -24,6 +24,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from edge_twin.assess.features import (
+    DISEASE_DIRECTION,
     FEATURES,
     SIGNALS,
     WINDOW_DAYS,
@@ -112,17 +113,27 @@ class RiskModel:
 
     def confidence(self, row: npt.NDArray[np.float64]) -> tuple[str, tuple[str, ...]]:
         """high: every feature known and inside the training's 1-99% range; medium: one
-        or two not; low: more (the model is extrapolating or guessing)."""
-        reasons = []
+        or two doubts; low: more (the model is extrapolating or guessing). A feature
+        beyond the range in the direction a decompensation moves it (DISEASE_DIRECTION)
+        is evidence, not doubt: it is named among the reasons but does not lower the
+        confidence, or a gateway would doubt its alarm exactly when the disease shows;
+        unless it is beyond by more than the training range's own width."""
+        doubts, evidence = [], []
         for v, s in zip(row.tolist(), self.card.feature_stats, strict=True):
             if math.isnan(v):
-                reasons.append(f"{s.name} unknown (imputed {s.median:.3g})")
+                doubts.append(f"{s.name} unknown (imputed {s.median:.3g})")
             elif not s.p01 <= v <= s.p99:
-                reasons.append(
-                    f"{s.name} = {v:.3g} outside training range {s.p01:.3g}..{s.p99:.3g}"
-                )
-        level = "high" if not reasons else "medium" if len(reasons) <= 2 else "low"
-        return level, tuple(reasons)
+                beyond = f"{s.name} = {v:.3g} outside training range {s.p01:.3g}..{s.p99:.3g}"
+                side = 1 if v > s.p99 else -1
+                # Beyond by more than the whole training range: a glitch more likely than
+                # a body (a scale read 20 kg off), doubt whatever its direction.
+                implausible = (v - s.p99 if side > 0 else s.p01 - v) > s.p99 - s.p01
+                if DISEASE_DIRECTION.get(s.name, 0) == side and not implausible:
+                    evidence.append(f"{beyond}, towards decompensation")
+                else:
+                    doubts.append(beyond + (", implausibly far" if implausible else ""))
+        level = "high" if not doubts else "medium" if len(doubts) <= 2 else "low"
+        return level, tuple(doubts + evidence)
 
 
 def load_model(directory: Path) -> RiskModel:

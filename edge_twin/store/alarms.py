@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,3 +273,42 @@ def set_settings(
         " VALUES (?, ?, ?, ?)",
         (patient_id, json.dumps(values), at, by),
     )
+
+
+EXPORT_COLUMNS = {
+    "alarm_id": "e.alarm_id",
+    "patient_id": "a.patient_id",
+    "alarm_type": "a.alarm_type",
+    "priority": "a.priority",
+    "technical": "a.technical",
+    "values": 'a."values"',
+    "at": "e.at",
+    "recorded_at": "e.recorded_at",
+    "event": "e.event",
+    "actor": "e.actor",
+    "reason": "e.reason",
+    "state": "e.state",
+}
+
+
+def export_rows(
+    conn: sqlite3.Connection, since: float, until: float, patient_id: str | None
+) -> Iterator[dict[str, Any]]:
+    """Every audit event with event time in [since, until), with its alarm's patient, type,
+    priority and values (``values`` decoded), oldest first, by column name."""
+    where = "e.at >= ? AND e.at < ?"
+    args: list[Any] = [since, until]
+    if patient_id is not None:
+        where += " AND a.patient_id = ?"
+        args.append(patient_id)
+    rows = conn.execute(
+        f"SELECT {', '.join(EXPORT_COLUMNS.values())}"
+        f" FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id WHERE {where}"
+        " ORDER BY e.at, e.id",
+        args,
+    )
+    for row in rows:
+        doc = dict(zip(EXPORT_COLUMNS, row, strict=True))
+        doc["values"] = json.loads(doc["values"])
+        doc["technical"] = bool(doc["technical"])
+        yield doc

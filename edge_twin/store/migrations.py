@@ -202,3 +202,34 @@ def _alarms(db: Database) -> None:
 @MIGRATIONS(name="0006_sensor_expiry")
 def _sensor_expiry(db: Database) -> None:
     db.execute("ALTER TABLE device_status ADD COLUMN sensor_expires_at REAL")
+
+
+@MIGRATIONS(name="0007_forecast_log")
+def _forecast_log(db: Database) -> None:
+    db.executescript(
+        """
+        -- The forecasts the twin issued, scored against the readings that came later
+        -- (estimate/scorekeeper.py). Bounded: rows older than the retention are deleted.
+        CREATE TABLE forecast_log (
+            id INTEGER PRIMARY KEY,
+            patient_id TEXT NOT NULL,
+            signal TEXT NOT NULL,
+            issued_at REAL NOT NULL,
+            horizon_s REAL NOT NULL,
+            target_t REAL NOT NULL,
+            mean REAL NOT NULL,
+            sd REAL NOT NULL,
+            reading_mean REAL NOT NULL,
+            reading_sd REAL NOT NULL,
+            model TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            observed REAL,
+            observed_t REAL,
+            scored_at REAL
+        );
+        CREATE INDEX forecast_log_open ON forecast_log (patient_id, signal, target_t)
+            WHERE scored_at IS NULL;
+        CREATE INDEX forecast_log_target ON forecast_log (patient_id, target_t);
+        CREATE INDEX forecast_log_issued ON forecast_log (issued_at);
+        """
+    )

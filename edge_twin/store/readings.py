@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
 
@@ -70,18 +71,40 @@ def for_patient(
     return [_reading(row) for row in rows]
 
 
-def newest(store: Store, device_ids: Sequence[str], signal: Signal, limit: int) -> list[Reading]:
+def newest(
+    store: Store,
+    device_ids: Sequence[str],
+    signal: Signal,
+    limit: int,
+    since: float = -math.inf,
+) -> list[Reading]:
     """The newest readings of one signal from these devices (by device time), newest
-    first; through the UNIQUE (device_id, signal, t) index, not a scan by patient."""
+    first, at most ``limit`` and none before ``since``; through the UNIQUE (device_id,
+    signal, t) index, not a scan by patient."""
     if not device_ids:
         return []
     marks = ",".join("?" * len(device_ids))
     rows = store.conn.execute(
         f"SELECT {_COLUMNS} FROM readings WHERE device_id IN ({marks}) AND signal = ?"
-        " ORDER BY t DESC LIMIT ?",
-        (*device_ids, signal.value, limit),
+        " AND t >= ? ORDER BY t DESC LIMIT ?",
+        (*device_ids, signal.value, since, limit),
     )
     return [_reading(row) for row in rows]
+
+
+def nearest(
+    store: Store, device_ids: Sequence[str], signal: Signal, t: float, tolerance_s: float
+) -> tuple[float, float] | None:
+    """(time, value) of the reading of these devices nearest to ``t`` within the tolerance."""
+    if not device_ids:
+        return None
+    marks = ",".join("?" * len(device_ids))
+    row = store.conn.execute(
+        f"SELECT t, value FROM readings WHERE device_id IN ({marks}) AND signal = ?"
+        " AND t BETWEEN ? AND ? ORDER BY abs(t - ?) LIMIT 1",
+        (*device_ids, signal.value, t - tolerance_s, t + tolerance_s, t),
+    ).fetchone()
+    return None if row is None else (float(row[0]), float(row[1]))
 
 
 def count(store: Store) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import asdict
+from typing import Any
 
 from edge_twin.domain import Contribution, DecompensationRisk, ModelProvenance
 from edge_twin.store.database import Store
@@ -50,6 +52,27 @@ def latest(store: Store, patient_id: str, limit: int = 1) -> list[Decompensation
         " ORDER BY t DESC, id DESC LIMIT ?",
         (patient_id, KIND, limit),
     )
+    return _risks(rows)
+
+
+def between(
+    store: Store, since: float, until: float, patient_id: str | None = None
+) -> list[DecompensationRisk]:
+    """Every assessment with event time in [since, until), oldest first."""
+    where = "kind = ? AND t >= ? AND t < ?"
+    args: list[object] = [KIND, since, until]
+    if patient_id is not None:
+        where += " AND patient_id = ?"
+        args.append(patient_id)
+    rows = store.conn.execute(
+        "SELECT patient_id, t, probability, confidence, model, model_version, model_sha256,"
+        f" details FROM risk_assessments WHERE {where} ORDER BY t, id",
+        args,
+    )
+    return _risks(rows)
+
+
+def _risks(rows: Iterable[tuple[Any, ...]]) -> list[DecompensationRisk]:
     out = []
     for patient, t, p, confidence, model, version, sha, details_json in rows:
         d = json.loads(details_json)

@@ -1,6 +1,10 @@
 """CGM firmware: a reading every ``period_min`` with the imperfections of real sensors.
 
-    reading_k = clip(G(t_k) (1 + drift(t_k)) + compression(t_k) + e_k, 40, 400)
+    reading_k = clip(I(t_k) (1 + drift(t_k)) + compression(t_k) + e_k, 40, 400)
+    I         = interstitial glucose: G through a first-order lag, dI/dt = (G - I) / tau,
+                tau drawn per sensor in ``lag_min`` (5-6 min of physiology, Basu et al.
+                2013, plus the sensor's own filtering: 10-15 min in clamp studies). In a
+                fast fall the sensor reads high against blood, as real ones do.
     e_k       = rho e_{k-1} + sqrt(1 - rho^2) sd n_k          AR(1), stationary SD ``sd``
     rho       = 0.7 ** (period / 15 min)   (the UVA/Padova sensor model's 15-min
                                             autocorrelation ~0.7, shared/guides/domain.md)
@@ -34,13 +38,36 @@ class CgmSpec:
     warmup_min: int = 120
     drift_sd: float = 0.04
     compression_per_night: float = 0.25
+    lag_min: tuple[float, float] = (5.0, 15.0)
+
+
+def interstitial(glucose: Array, tau_min: float) -> Array:
+    """``glucose`` (1-min grid) through dI/dt = (G - I) / tau, exact for a piecewise-constant
+    input; starts at equilibrium."""
+    if tau_min <= 0:
+        return glucose.copy()
+    a = math.exp(-1.0 / tau_min)
+    out = np.empty_like(glucose)
+    level = float(glucose[0]) if len(glucose) else 0.0
+    for i, g in enumerate(glucose.tolist()):
+        level = a * level + (1.0 - a) * g
+        out[i] = level
+    return out
 
 
 def simulate(
-    spec: CgmSpec, glucose: Array, start: float, rng: np.random.Generator
+    spec: CgmSpec,
+    glucose: Array,
+    start: float,
+    rng: np.random.Generator,
+    lag_min: float | None = None,
 ) -> tuple[list[Upload], list[Artefact], list[tuple[float, float]]]:
-    """Uploads, compression-low artefacts, and the sensor sessions (start, end), epoch s."""
+    """Uploads, compression-low artefacts, and the sensor sessions (start, end), epoch s.
+    ``lag_min``: this sensor's lag (drawn from ``spec.lag_min`` with ``rng`` if None)."""
     minutes = len(glucose)
+    if lag_min is None:
+        lag_min = float(rng.uniform(*spec.lag_min))
+    glucose = interstitial(glucose, lag_min)
     available = np.zeros(minutes, dtype=bool)
     drift = np.zeros(minutes)
     session_min = int(spec.session_days * 1440)

@@ -83,12 +83,14 @@ def simulate(
             add_bump(g, at, model.meal_peak_min, rng.uniform(*model.meal_rise))
     g -= model.exercise_per_step * smooth(steps, 60) * 60
     g += ou(rng, minutes, model.drift_sd, model.drift_tau_min)
-    # Insulin errors: each pulls glucose down to a nadir 45-90 min later, with a smooth
-    # onset: falls of 1-3 mg/dL/min, as insulin-induced lows are (the steepest slope is
-    # 1.7 x depth / tp). A sensor artefact drops faster than that; a low does not.
+    # Insulin errors: each pulls glucose down to a nadir 45-150 min later, with a smooth
+    # onset: falls of 0.7-3 mg/dL/min, as insulin-induced lows are (the steepest slope is
+    # 1.7 x depth / tp): a mistimed meal bolus acts within an hour or two, an excess of
+    # basal or a late correction over two to three (rapid-acting insulin peaks 1-3 h after
+    # the dose). A sensor artefact drops faster than that; a low does not.
     for _ in range(rng.poisson(model.lows_per_day * minutes / 1440)):
-        at = rng.uniform(-90, minutes)
-        tp = rng.uniform(45, 90)
+        at = rng.uniform(-150, minutes)
+        tp = rng.uniform(45, 150)
         idx = int(at + tp)
         if 0 <= idx < minutes:
             depth = max(0.0, g[idx] - rng.uniform(*model.nadir))
