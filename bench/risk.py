@@ -48,6 +48,7 @@ from models.evaluate import (
     alert_metrics,
     auroc,
     expected_calibration_error,
+    false_alert_causes,
     metrics_of_starts,
     threshold_for,
 )
@@ -163,11 +164,9 @@ def main() -> None:
     threshold = model.card.threshold
     # What the gateway raises (confidence gate, hysteresis) is what is measured; the
     # model's score at its threshold (alerts merged over CLEAR_DAYS) is shown beside it.
-    deployed = metrics_of_starts(
-        risk,
-        [deployed_starts(model, p, pr) for p, pr in zip(patients, predicted, strict=True)],
-        threshold,
-    )
+    raised = [deployed_starts(model, p, pr) for p, pr in zip(patients, predicted, strict=True)]
+    deployed = metrics_of_starts(risk, raised, threshold)
+    causes = false_alert_causes(risk, raised, [p.confounders for p in patients])
     m = alert_metrics(risk, threshold)
     budget = deployed.false_alerts_per_patient_year
     r = threshold_for(rule, budget)
@@ -200,6 +199,10 @@ def main() -> None:
                 **with_intervals("", deployed),
                 "events": deployed.events,
                 "detected": deployed.detected,
+                "false_alerts_by_cause": causes,
+                "false_alerts_by_cause_per_patient_year": {
+                    k: round(v / deployed.judged_years, 3) for k, v in causes.items()
+                },
                 **with_intervals("score_", m),
                 **with_intervals("rule_", r),
                 **with_intervals("macd_", c),

@@ -32,7 +32,7 @@ FIRMWARE_VERSION = "sim-0.2.0"
 KINDS = ("cgm", "wrist", "bp_cuff", "scale")
 PREFIXES = {"cgm": "cgm", "wrist": "wr", "bp_cuff": "bp", "scale": "sc"}
 # Stream purposes: independent generators per patient; the home's own stream.
-_PROFILE, _BODY, _DEVICES, _TRANSPORT, _SENSOR_LAG = range(5)
+_PROFILE, _BODY, _DEVICES, _TRANSPORT, _SENSOR_LAG, _CONFOUNDERS = range(6)
 _HOME = 1_000_000
 
 
@@ -166,7 +166,9 @@ class Home:
 
     def patient(self, i: int) -> SimPatient:
         profile = self.profiles[i]
-        truth = simulate_body(profile, self.start, self.minutes, self._rng(i, _BODY))
+        truth = simulate_body(
+            profile, self.start, self.minutes, self._rng(i, _BODY), self._rng(i, _CONFOUNDERS)
+        )
         rng = self._rng(i, _DEVICES)
         devices = self._devices(i)
         uploads: dict[str, list[Upload]] = {}

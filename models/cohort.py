@@ -61,6 +61,8 @@ class SimHistory:
     missing: float
     weight_t: np.ndarray  # the scale's readings, for the weight rules
     weight: np.ndarray
+    # what looks like a decompensation and is not: (kind, start, end), epoch s
+    confounders: list[tuple[str, float, float]] = field(default_factory=list)
 
     def state(self, signal: Signal, t: float, *, before: bool) -> FilterState | None:
         traj = self.trajectories.get(signal)
@@ -115,4 +117,5 @@ def history(spec: CohortSpec, index: int) -> SimHistory:
         level,
         weight_t,
         weight,
+        [(c.kind, c.start, c.end) for c in patient.truth.confounders],
     )

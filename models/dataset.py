@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,8 @@ class PatientRows:
     missing: float
     rule: FloatArray  # weight rule of thumb score at t
     macd: FloatArray  # weight MACD at t
+    # labelled mimics of a decompensation: (kind, start, end), epoch s
+    confounders: list[tuple[str, float, float]] = field(default_factory=list)
 
     def scores(self, score: FloatArray) -> PatientScores:
         return PatientScores(self.t, score, self.label, self.peaks, self.end)
@@ -66,6 +68,7 @@ def patient_rows(spec: CohortSpec, index: int, *, random_hour: bool) -> PatientR
         h.missing,
         rule_of_thumb(h, t),
         weight_macd(h, t),
+        h.confounders,
     )
 
 

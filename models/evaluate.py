@@ -109,6 +109,46 @@ def alert_metrics(patients: Sequence[PatientScores], threshold: float) -> AlertM
     )
 
 
+def false_starts(p: PatientScores, starts: Sequence[float]) -> list[float]:
+    """The alerts no admission followed within WINDOW_DAYS (those starting in the last
+    WINDOW_DAYS of follow-up are not judged)."""
+    window = WINDOW_DAYS * DAY_S
+    return [
+        s
+        for s in starts
+        if not any(s <= peak <= s + window for peak in p.peaks) and s < p.end - window
+    ]
+
+
+# A confounder explains a false alert that starts from this long before it begins to this
+# long after it ends (a twin's multi-day features carry it for days).
+CAUSE_BEFORE_S = 2 * DAY_S
+CAUSE_AFTER_S = 7 * DAY_S
+CAUSE_ORDER = (
+    "infection",
+    "post_discharge",
+    "scale_change",
+    "holiday",
+    "subclinical_congestion",
+)
+
+
+def false_alert_causes(
+    patients: Sequence[PatientScores],
+    all_starts: Sequence[Sequence[float]],
+    confounders: Sequence[Sequence[tuple[str, float, float]]],
+) -> dict[str, int]:
+    """How many false alerts each labelled confounder explains (the first in CAUSE_ORDER
+    that overlaps; ``none`` when no label does)."""
+    out = dict.fromkeys((*CAUSE_ORDER, "none"), 0)
+    for p, starts, mimics in zip(patients, all_starts, confounders, strict=True):
+        for s in false_starts(p, starts):
+            near = {k for k, a, b in mimics if a - CAUSE_BEFORE_S <= s <= b + CAUSE_AFTER_S}
+            cause = next((k for k in CAUSE_ORDER if k in near), "none")
+            out[cause] = out.get(cause, 0) + 1
+    return out
+
+
 def metrics_of_starts(
     patients: Sequence[PatientScores], all_starts: Sequence[Sequence[float]], threshold: float
 ) -> AlertMetrics:
@@ -129,11 +169,9 @@ def metrics_of_starts(
             if before:
                 detected += 1
                 leads.append((peak - min(before)) / DAY_S)
-        for s in starts:
-            if any(s <= peak <= s + window for peak in p.peaks):
-                true += 1
-            elif s < p.end - window:
-                false += 1
+        wrong = false_starts(p, starts)
+        false += len(wrong)
+        true += sum(1 for s in starts if any(s <= peak <= s + window for peak in p.peaks))
         judged_days += float(np.sum(p.t < p.end - window))
     years = judged_days / 365.25
     return AlertMetrics(

@@ -142,3 +142,48 @@ def test_plot_command_writes_a_png(tmp_path: Path) -> None:
     )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.stat().st_size > 20_000
+
+
+def test_confounders_are_labelled_and_move_what_they_say(hf_cohort: list[SimPatient]) -> None:
+    """Infections raise skin temperature (a fever) without an admission; each admission
+    is followed by a post-discharge recovery."""
+    kinds = {c.kind for p in hf_cohort for c in p.truth.confounders}
+    assert {"infection", "holiday", "post_discharge", "subclinical_congestion"} <= kinds
+    fevers = []
+    for p in hf_cohort:
+        temp = p.truth.signals["skin_temp"]
+        for c in p.truth.confounders:
+            if (
+                c.kind == "infection"
+                and c.start > T0 + 3 * 86400
+                and c.end < p.truth.start + (p.truth.minutes - 1) * 60
+            ):
+                inside = int((c.start + (c.end - c.start) * 0.2 - T0) // 60)
+                before = int((c.start - 2 * 86400 - T0) // 60)
+                fevers.append(
+                    temp[inside : inside + 1440].mean() - temp[before : before + 1440].mean()
+                )
+        admissions = len(p.truth.decompensations)
+        assert sum(c.kind == "post_discharge" for c in p.truth.confounders) == admissions
+    assert fevers
+    assert np.median(fevers) > 0.4
+
+
+def test_a_scale_change_moves_every_later_weighing_not_the_body() -> None:
+    home = Home(20, T0, 24 * 365, seed=37, mix=HF_ONLY, kinds=("scale",))
+    patients = [home.patient(i) for i in range(20)]
+    changes = [(p, c) for p in patients for c in p.truth.confounders if c.kind == "scale_change"]
+    checked = 0
+    for p, c in changes:
+        if sum(x.kind == "scale_change" for x in p.truth.confounders) > 1:
+            continue
+        scale = next(d for d in p.devices if d.device_type == "scale")
+        before, after = [], []
+        for u in p.uploads[scale.device_id]:
+            _, _, t, value, _ = u.records[0]
+            (after if t > c.start else before).append(value - p.truth.at("weight", t))
+        if len(before) >= 10 and len(after) >= 10:
+            # most weighings are in light clothes (+0), so the medians show the offset
+            assert np.median(after) - np.median(before) == pytest.approx(c.scale_offset_kg, abs=0.3)
+            checked += 1
+    assert checked >= 1

@@ -30,6 +30,8 @@ B_8 .. B_28 (the last week left out, so a slow decompensation does not hide in i
     weight_change_14d       W(now) - W(B_14)                    kg
     hr_change_14d           HR baseline(now) - HR baseline(B_14) /min
     rr_change_14d           RR baseline(now) - RR baseline(B_14) /min
+    temp_vs_norm            skin-temperature baseline - its norm  Cel (a fever: the
+                            infection that mimics a decompensation, not one)
     weight_z, hr_z, rr_z    the *_vs_norm deviations in units of the person's own spread
                             over the norm days (1.4826 x median absolute deviation, with a
                             floor: 0.3 kg, 1 /min, 0.3 /min), so a person whose numbers
@@ -78,6 +80,7 @@ FEATURES: tuple[str, ...] = (
     "weight_z",
     "hr_z",
     "rr_z",
+    "temp_vs_norm",
 )
 # Which way each feature moves as a decompensation builds (+1 up, -1 down; 0: a measure
 # of evidence, not of the body, or no consistent direction). A value beyond the training
@@ -105,11 +108,19 @@ DISEASE_DIRECTION: dict[str, int] = {
     "weight_z": 1,
     "hr_z": 1,
     "rr_z": 1,
+    "temp_vs_norm": 0,  # a fever points to an infection, the commonest mimic
 }
 # Floors of the personal spread in the z-scores (see above).
 SPREAD_FLOOR = {Signal.WEIGHT: 0.3, Signal.HEART_RATE: 1.0, Signal.RESP_RATE: 0.3}
 # The signals whose filters the features read (steps: only their readings).
-SIGNALS = (Signal.WEIGHT, Signal.HEART_RATE, Signal.RESP_RATE, Signal.SPO2, Signal.SYSTOLIC)
+SIGNALS = (
+    Signal.WEIGHT,
+    Signal.HEART_RATE,
+    Signal.RESP_RATE,
+    Signal.SPO2,
+    Signal.SYSTOLIC,
+    Signal.SKIN_TEMP,
+)
 
 
 def twin_models() -> dict[str, str]:
@@ -209,5 +220,6 @@ def features(history: PatientHistory, t: float) -> FloatArray:
         z(Signal.WEIGHT, weight_dev),
         z(Signal.HEART_RATE, hr_dev),
         z(Signal.RESP_RATE, rr_dev),
+        value(now[Signal.SKIN_TEMP]) - norm(Signal.SKIN_TEMP),
     ]
     return np.array(row, dtype=float)

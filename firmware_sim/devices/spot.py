@@ -13,6 +13,7 @@ import numpy as np
 
 from firmware_sim.devices import Upload
 from firmware_sim.physiology.body import Truth
+from firmware_sim.physiology.confounders import scale_offset
 from firmware_sim.physiology.profile import Profile
 
 
@@ -65,6 +66,7 @@ def scale(truth: Truth, profile: Profile, rng: np.random.Generator) -> list[Uplo
             continue
         seq += 1
         clothes = rng.uniform(0.3, 1.5) if rng.random() < 0.3 else 0.0
-        value = round(float(truth.signals["weight"][m] + clothes + rng.normal(0, 0.1)), 1)
+        offset = scale_offset(truth.confounders, t)  # a new scale, another floor
+        value = round(float(truth.signals["weight"][m] + clothes + offset + rng.normal(0, 0.1)), 1)
         uploads.append(Upload(t + 5.0, [("weight", "kg", t, value, seq)]))
     return uploads

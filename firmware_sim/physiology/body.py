@@ -11,6 +11,8 @@
                 + congestion + OU noise; diastolic likewise (SD 5.8, 10% dip)
     weight      baseline + slow drift (OU, 0.8 kg, 20 days) + 0.4 kg evening swing
                 + congestion
+    confounders infections, holidays, post-discharge recovery (physiology/confounders.py)
+                added to the signals they move; scale changes are the scale's
     glucose     physiology/glucose.py, for patients with diabetes (NaN otherwise)
 
 Numbers come from shared/guides/domain.md where it has them; the rest are plausible
@@ -23,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from firmware_sim.physiology import confounders, heart_failure
 from firmware_sim.physiology import glucose as glucose_model
-from firmware_sim.physiology import heart_failure
 from firmware_sim.physiology.processes import Array, hour_of_day, night_weight, ou, smooth
 from firmware_sim.physiology.profile import Profile
 
@@ -49,18 +51,36 @@ class Truth:
     hypoglycaemias: list[glucose_model.Hypoglycaemia] = field(default_factory=list)
     decompensations: list[heart_failure.Decompensation] = field(default_factory=list)
     awake: Array = field(default_factory=lambda: np.zeros(0))
+    confounders: list[confounders.Confounder] = field(default_factory=list)
 
     def at(self, signal: str, t: float) -> float:
         i = int((t - self.start) // 60)
         return float(self.signals[signal][min(max(i, 0), self.minutes - 1)])
 
 
-def simulate(profile: Profile, start: float, minutes: int, rng: np.random.Generator) -> Truth:
+def simulate(
+    profile: Profile,
+    start: float,
+    minutes: int,
+    rng: np.random.Generator,
+    confounder_rng: np.random.Generator | None = None,
+) -> Truth:
+    """``confounder_rng``: a stream of its own for the confounders (none without it)."""
     hours = hour_of_day(start, minutes)
     night = night_weight(hours, profile.wake_h, profile.sleep_h)
-    hf_effects, decompensations = heart_failure.simulate(
+    hf_effects, decompensations, subclinical = heart_failure.simulate(
         rng, start, minutes, profile.decompensations_per_year
     )
+    mimics = [confounders.Confounder("subclinical_congestion", b.start, b.end) for b in subclinical]
+    if confounder_rng is not None:
+        more, found = confounders.simulate(
+            confounder_rng, start, minutes, [d.peak for d in decompensations]
+        )
+        mimics += found
+        hf_effects = {k: v + more[k] for k, v in hf_effects.items()}
+        hf_effects["skin_temp"] = more["skin_temp"]
+    else:
+        hf_effects["skin_temp"] = np.zeros(minutes)
     steps = _steps(rng, profile, start, minutes, night) * np.clip(
         1.0 - hf_effects["activity"], 0.1, 1.0
     )
@@ -86,7 +106,11 @@ def simulate(profile: Profile, start: float, minutes: int, rng: np.random.Genera
             100.0,
             profile.spo2 - 0.6 * night - hf_effects["spo2"] + ou(rng, minutes, 0.6, 30),
         ),
-        "skin_temp": profile.skin_temp + 0.7 * night - 0.004 * recent + ou(rng, minutes, 0.25, 40),
+        "skin_temp": profile.skin_temp
+        + 0.7 * night
+        - 0.004 * recent
+        + hf_effects["skin_temp"]
+        + ou(rng, minutes, 0.25, 40),
         "systolic": profile.systolic * (1 - 0.12 * night)
         + sys_day
         + 0.05 * recent
@@ -108,7 +132,7 @@ def simulate(profile: Profile, start: float, minutes: int, rng: np.random.Genera
         signals["glucose"], hypos = glucose_model.simulate(model, start, steps, rng)
     else:
         signals["glucose"] = np.full(minutes, np.nan)
-    return Truth(start, minutes, signals, hypos, decompensations, awake=1.0 - night)
+    return Truth(start, minutes, signals, hypos, decompensations, 1.0 - night, mimics)
 
 
 def _steps(

@@ -36,6 +36,15 @@ class Expression:
 
 
 @dataclass(frozen=True)
+class Subclinical:
+    """Congestion that resolved without an event: the twin may rightly see it, but no
+    admission follows (a labelled cause of false alerts)."""
+
+    start: float  # epoch s
+    end: float  # epoch s: faded (five widths of its bump)
+
+
+@dataclass(frozen=True)
 class Decompensation:
     onset: float  # epoch s: congestion starts to build
     peak: float  # epoch s: the event (admission)
@@ -56,16 +65,18 @@ def draw_expression(rng: np.random.Generator) -> Expression:
 
 def simulate(
     rng: np.random.Generator, start: float, minutes: int, per_year: float
-) -> tuple[dict[str, Array], list[Decompensation]]:
-    """Per-minute effects on each signal (add to the baselines) and the episodes."""
+) -> tuple[dict[str, Array], list[Decompensation], list[Subclinical]]:
+    """Per-minute effects on each signal (add to the baselines), the episodes and the
+    subclinical bumps."""
     t = np.arange(minutes, dtype=float)
     effects = {
         k: np.zeros(minutes)
         for k in ("weight_kg", "heart_rate", "resp_rate", "spo2", "activity", "systolic")
     }
     episodes: list[Decompensation] = []
+    bumps: list[Subclinical] = []
     if per_year <= 0:
-        return effects, episodes
+        return effects, episodes, bumps
     days = minutes / MIN_PER_DAY
     # Events at least 30 days apart; the first may be building up already at start.
     n = rng.poisson(per_year * days / 365.0)
@@ -94,4 +105,5 @@ def simulate(
         expression = draw_expression(rng)
         for name in effects:
             add_bump(effects[name], at, width, amplitude * getattr(expression, name))
-    return effects, episodes
+        bumps.append(Subclinical(start + at * 60.0, start + (at + 5 * width) * 60.0))
+    return effects, episodes, bumps
