@@ -14,6 +14,7 @@ applies any pending schema migration, as every command does).
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -92,6 +93,19 @@ def export(
     written: Counter[str] = Counter()
     for kind in kinds:
         for doc in sources[kind](store, since, until, patient_id):
-            out.write(json.dumps(doc, separators=(",", ":")) + "\n")
+            out.write(json.dumps(_json_safe(doc), separators=(",", ":"), allow_nan=False))
+            out.write("\n")
             written[kind] += 1
     return written
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers, and a reader's parser
+    would refuse the line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value

@@ -54,6 +54,10 @@ from models.evaluate import (
     threshold_for,
 )
 
+CONFOUNDERS = (
+    "infections with fever, holidays, scale changes, post-discharge recovery and subclinical"
+    " congestion (firmware_sim/physiology/confounders.py)"
+)
 FALSE_ALERT_BUDGET = 1.2  # per patient-year on validation, below the 1.5 goal for margin
 MISSING_LEVELS = (0.0, 0.2, 0.4, 0.6)
 
@@ -281,6 +285,7 @@ def train(
             "rows": len(y),
             "positives": int(y.sum()),
             "patients_with_events": sum(1 for r in train_rows if r.peaks),
+            "confounders": CONFOUNDERS,
             "learner": f"sklearn GradientBoostingClassifier(n_estimators={plan.trees},"
             f" max_depth={plan.depth}, learning_rate={plan.learning_rate}, subsample=0.8)"
             " after median imputation; Platt calibration on the validation cohort",

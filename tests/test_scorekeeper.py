@@ -196,3 +196,10 @@ def test_the_api_shows_each_patients_forecast_skill(make_config: Callable[..., C
         assert 0.85 <= s["coverage95"] <= 1.0
         assert s["unit"] == "mg/dL"
     assert missing.status_code == 404
+
+
+def test_export_writes_json_that_any_parser_reads() -> None:
+    from edge_twin.export import _json_safe
+
+    doc = {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}, "e": "x"}
+    assert _json_safe(doc) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": "x"}

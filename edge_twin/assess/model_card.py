@@ -100,6 +100,11 @@ class ModelCard:
             f"- Training: {_cohort(t['train_cohort'])}; {t['rows']} rows, {t['positives']}"
             " positive.",
             f"- Validation (calibration, threshold): {_cohort(t['validation_cohort'])}.",
+            *(
+                [f"- The cohorts carry these mimics of a decompensation: {t['confounders']}."]
+                if t.get("confounders")
+                else []
+            ),
             f"- Learner: {t['learner']}.",
             "- The twin's filters the features come from: "
             + ", ".join(f"{k} {m}" for k, m in self.twin_models.items())
