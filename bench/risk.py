@@ -166,7 +166,7 @@ def main() -> None:
     # model's score at its threshold (alerts merged over CLEAR_DAYS) is shown beside it.
     raised = [deployed_starts(model, p, pr) for p, pr in zip(patients, predicted, strict=True)]
     deployed = metrics_of_starts(risk, raised, threshold)
-    causes = false_alert_causes(risk, raised, [p.confounders for p in patients])
+    causes, chance = false_alert_causes(risk, raised, [p.confounders for p in patients])
     m = alert_metrics(risk, threshold)
     budget = deployed.false_alerts_per_patient_year
     r = threshold_for(rule, budget)
@@ -203,6 +203,8 @@ def main() -> None:
                 "false_alerts_by_cause_per_patient_year": {
                     k: round(v / deployed.judged_years, 3) for k, v in causes.items()
                 },
+                # the share of judged days each cause's window covers: chance attribution
+                "false_alerts_by_cause_chance_share": chance,
                 **with_intervals("score_", m),
                 **with_intervals("rule_", r),
                 **with_intervals("macd_", c),

@@ -133,20 +133,31 @@ CAUSE_ORDER = (
 )
 
 
+def _cause(t: float, mimics: Sequence[tuple[str, float, float]]) -> str:
+    near = {k for k, a, b in mimics if a - CAUSE_BEFORE_S <= t <= b + CAUSE_AFTER_S}
+    return next((k for k in CAUSE_ORDER if k in near), "none")
+
+
 def false_alert_causes(
     patients: Sequence[PatientScores],
     all_starts: Sequence[Sequence[float]],
     confounders: Sequence[Sequence[tuple[str, float, float]]],
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[str, float]]:
     """How many false alerts each labelled confounder explains (the first in CAUSE_ORDER
-    that overlaps; ``none`` when no label does)."""
-    out = dict.fromkeys((*CAUSE_ORDER, "none"), 0)
+    that overlaps; ``none`` when no label does), and, for comparison, the share of all
+    judged evaluation days the same rule gives each cause: what a false alert placed at
+    random would be attributed to."""
+    causes = dict.fromkeys((*CAUSE_ORDER, "none"), 0)
+    days = dict.fromkeys((*CAUSE_ORDER, "none"), 0)
+    window = WINDOW_DAYS * DAY_S
     for p, starts, mimics in zip(patients, all_starts, confounders, strict=True):
         for s in false_starts(p, starts):
-            near = {k for k, a, b in mimics if a - CAUSE_BEFORE_S <= s <= b + CAUSE_AFTER_S}
-            cause = next((k for k in CAUSE_ORDER if k in near), "none")
-            out[cause] = out.get(cause, 0) + 1
-    return out
+            causes[_cause(s, mimics)] += 1
+        for t in p.t.tolist():
+            if t < p.end - window:
+                days[_cause(t, mimics)] += 1
+    total = sum(days.values())
+    return causes, {k: round(v / total, 3) if total else math.nan for k, v in days.items()}
 
 
 def metrics_of_starts(

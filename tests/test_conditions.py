@@ -64,6 +64,8 @@ def test_a_compression_low_holds_the_reading_rule() -> None:
     values = [120, 118, 121, 119, 62]  # -57 mg/dL in 5 min: faster than physiology
     assert not present("low", 110.0, values)
     assert not present("urgent_low", 110.0, [120, 118, 121, 119, 50])
+    # ... but never takes down an alarm already raised
+    assert present("urgent_low", 110.0, [120, 118, 121, 119, 50], frozenset({"urgent_low"}))
 
 
 def test_predicted_low_is_assessed_on_sparse_readings() -> None:

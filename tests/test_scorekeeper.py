@@ -4,6 +4,7 @@ a technical alarm when a patient's readings leave the intervals far too often, a
 
 import json
 import math
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from edge_twin import export as export_module
 from edge_twin.api.app import create_app
 from edge_twin.api.server import ApiServer
 from edge_twin.clock import ManualClock, to_iso
@@ -198,8 +200,33 @@ def test_the_api_shows_each_patients_forecast_skill(make_config: Callable[..., C
     assert missing.status_code == 404
 
 
-def test_export_writes_json_that_any_parser_reads() -> None:
-    from edge_twin.export import _json_safe
+def test_export_writes_json_that_any_parser_reads(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def odd(*_args: object) -> Iterator[dict[str, object]]:
+        yield {"kind": "forecast", "mean": float("nan"), "b": [1.0, float("inf")]}
 
-    doc = {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}, "e": "x"}
-    assert _json_safe(doc) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": "x"}
+    monkeypatch.setattr(export_module, "_forecasts", odd)
+
+    def strict(text: str) -> object:
+        raise AssertionError(f"{text} is not JSON")
+
+    with cgm_pipeline(make_config()) as (pipeline, _clock):
+        out = tmp_path / "x.jsonl"
+        with out.open("w") as handle:
+            export(pipeline.store, handle, T0, T0 + DAY, kinds=("forecast",))
+    doc = json.loads(out.read_text(), parse_constant=strict)
+    assert doc == {"kind": "forecast", "mean": None, "b": [1.0, None]}
+
+
+def test_a_failing_scorekeeper_stops_neither_the_twin_nor_the_alarms(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(scorekeeper.Scorekeeper, "on_moved", broken)
+    with cgm_pipeline(make_config()) as (pipeline, clock):
+        feed(pipeline, clock, [150 - 8 * i for i in range(13)])  # to 54
+        kinds = {a.alarm_type for a in alarms.listing(pipeline.store.conn, "pt-001", limit=100)}
+    assert {"low", "urgent_low"} <= kinds

@@ -199,7 +199,7 @@ def predicted_low(
     )
     p = predictor.probability(inputs) if inputs is not None else 0.0
     limit = s.predicted_low_probability / 2 if was("predicted_low") else s.predicted_low_probability
-    present = inputs is not None and p >= limit and artefact is None
+    present = inputs is not None and p >= limit and (artefact is None or was("predicted_low"))
     horizon = f"{predictor.horizon_min:.0f} min"
     if inputs is None:
         why = "needs 3 readings in 45 min while glucose is above the low threshold"

@@ -90,8 +90,14 @@ class ModelCard:
             self.intended_use,
             "",
             f"Output: probability of decompensation within {self.horizon_days:g} days,"
-            " calibrated. Alert threshold (chosen on validation, false alerts <="
-            f" {v.get('false_alert_budget')} per patient-year): {self.threshold:.3f}.",
+            + (
+                " calibrated. Alert threshold (chosen on validation, false alerts <="
+                f" {v.get('false_alert_budget')} per patient-year): {self.threshold:.3f}."
+                if v.get("budget_met", True)
+                else " calibrated. Alert threshold: no threshold kept false alerts within"
+                f" {v.get('false_alert_budget')} per patient-year on validation; this is the"
+                f" most specific one that still alerts: {self.threshold:.3f}."
+            ),
             "",
             "## Limits",
             *(f"- {limit}" for limit in self.limits),

@@ -101,6 +101,7 @@ class Scorekeeper:
         if not wanted:
             return 0
         new: list[IssuedForecast] = []
+        issued_at: dict[tuple[str, Signal], float] = {}
         results: list[tuple[int, float | None, float | None]] = []
         newest = -math.inf
         for pid in sorted({p for p, _ in wanted}):
@@ -114,7 +115,7 @@ class Scorekeeper:
                 results += self._score(rec)
                 if rec.t - self._last(pid, rec.signal) >= issue_every_s(rec.signal):
                     new += issued(rec, model)
-                    self._last_issued[(pid, rec.signal)] = rec.t
+                    issued_at[(pid, rec.signal)] = rec.t
         if not new and not results:
             return 0
         # Bookkeeping, not acknowledged data: its commit need not be fsynced.
@@ -124,6 +125,7 @@ class Scorekeeper:
             if newest - self._pruned_at >= PRUNE_EVERY_S:
                 forecasts.prune(conn, newest - LOG_DAYS * 86400.0)
                 self._pruned_at = newest
+        self._last_issued.update(issued_at)  # only once they are stored
         return len(results)
 
     def _last(self, pid: str, signal: Signal) -> float:

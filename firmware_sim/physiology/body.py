@@ -11,8 +11,9 @@
                 + congestion + OU noise; diastolic likewise (SD 5.8, 10% dip)
     weight      baseline + slow drift (OU, 0.8 kg, 20 days) + 0.4 kg evening swing
                 + congestion
-    confounders infections, holidays, post-discharge recovery (physiology/confounders.py)
-                added to the signals they move; scale changes are the scale's
+    confounders for patients with heart failure: infections, holidays, post-discharge
+                recovery (physiology/confounders.py) added to the signals they move;
+                scale changes are the scale's
     glucose     physiology/glucose.py, for patients with diabetes (NaN otherwise)
 
 Numbers come from shared/guides/domain.md where it has them; the rest are plausible
@@ -65,14 +66,15 @@ def simulate(
     rng: np.random.Generator,
     confounder_rng: np.random.Generator | None = None,
 ) -> Truth:
-    """``confounder_rng``: a stream of its own for the confounders (none without it)."""
+    """``confounder_rng``: a stream of its own for the confounders of a patient with heart
+    failure (none without it, and none for other patients: their data stays as it was)."""
     hours = hour_of_day(start, minutes)
     night = night_weight(hours, profile.wake_h, profile.sleep_h)
     hf_effects, decompensations, subclinical = heart_failure.simulate(
         rng, start, minutes, profile.decompensations_per_year
     )
     mimics = [confounders.Confounder("subclinical_congestion", b.start, b.end) for b in subclinical]
-    if confounder_rng is not None:
+    if confounder_rng is not None and profile.heart_failure:
         more, found = confounders.simulate(
             confounder_rng, start, minutes, [d.peak for d in decompensations]
         )

@@ -4,20 +4,25 @@
                      -1-3 %, activity -30-60 %, skin temperature +0.8-1.8 C (fever),
                      weight -0.3-1 kg (poor intake); ~1.5 a year
     holiday          5-14 days away from routine: weight +0.5-2 kg (salt, food, drink),
-                     systolic +3-8 mmHg, returning over 1-2 weeks after; ~1 a year
+                     systolic +3-8 mmHg, peaking as it ends and fading over about four
+                     times its length after (labelled until five lengths); ~1 a year
     scale_change     a new scale or another floor: every weighing from then on reads
                      0.4-1.5 kg higher or lower (the body is unchanged: the scale firmware
                      applies the offset); ~0.3 a year
     post_discharge   after each admission, diuresis leaves the patient 1-2.5 kg under their
                      usual weight, regained over 2-4 weeks: a steady "gain" that is
-                     recovery, not a new decompensation
+                     recovery, not a new decompensation (the deficit starts at the
+                     admission itself, a simplification: the first 10 days after one are
+                     not judged by the benches)
 
-Each is labelled (kind, start, end) so that a benchmark can say which of a model's false
-alerts each explains (bench/risk.py). The rates and sizes are plausible choices, to be
-argued with: infections are the commonest precipitant of admissions in heart failure
-cohorts and the commonest mimic of one in remote monitoring; the others are the weight
-rule's classic false alarms. They come from a random stream of their own, so adding them
-changed nobody's other numbers.
+Only patients with heart failure have them (body.py). Each is labelled (kind, start, end)
+in the simulated truth, so that a benchmark can say which of a model's false alerts each
+explains (bench/risk.py); the cohort files do not carry the labels yet. The rates and
+sizes are plausible choices, to be argued with: infections are the commonest precipitant
+of admissions in heart failure cohorts and the commonest mimic of one in remote
+monitoring; the others are the weight rule's classic false alarms. They come from a
+random stream of their own: adding them changed no other random draw (the patients who
+have them have different signals, and fewer steps during an infection).
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ def simulate(
         length = rng.uniform(5, 14) * MIN_PER_DAY
         add_bump(effects["weight_kg"], begin, length, float(rng.uniform(0.5, 2.0)))
         add_bump(effects["systolic"], begin, length, float(rng.uniform(3, 8)))
-        found.append(Confounder("holiday", at(begin), at(begin + 2 * length)))
+        found.append(Confounder("holiday", at(begin), at(begin + 5 * length)))
     for _ in range(_count(rng, SCALE_CHANGES_PER_YEAR, days)):
         when = rng.uniform(0, days) * MIN_PER_DAY
         offset = float(rng.uniform(0.4, 1.5) * rng.choice([-1.0, 1.0]))
