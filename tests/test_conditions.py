@@ -91,24 +91,25 @@ def test_out_of_range_towards_decompensation_is_evidence_not_doubt() -> None:
     stats = {s.name: s for s in model.card.feature_stats}
     row = np.array([stats[name].median for name in FEATURES], dtype=float)
     assert model.confidence(row)[0] == "high"
-    towards = row.copy()
-    for name in ("rr_vs_norm", "hr_vs_norm", "rr_z", "hr_z"):
-        s = stats[name]
-        towards[FEATURES.index(name)] = s.p99 + 0.5 * (s.p99 - s.p01)
-    level, reasons = model.confidence(towards)
+
+    def moved(names: tuple[str, ...], ranges: float, up: bool = True) -> np.ndarray:
+        """The typical row with these features ``ranges`` training ranges beyond it."""
+        out = row.copy()
+        for name in names:
+            s = stats[name]
+            width = s.p99 - s.p01
+            out[FEATURES.index(name)] = s.p99 + ranges * width if up else s.p01 - ranges * width
+        return out
+
+    level, reasons = model.confidence(moved(("rr_vs_norm", "hr_vs_norm", "rr_z", "hr_z"), 0.5))
     assert level == "high"
     assert all("towards decompensation" in r for r in reasons)
-    glitches = row.copy()
-    for name in ("weight_change_3d", "weight_change_7d", "weight_vs_norm"):
-        s = stats[name]
-        glitches[FEATURES.index(name)] = s.p99 + 2 * (s.p99 - s.p01)  # a scale 20 kg off
+    # a scale 20 kg off: beyond by more than the whole range is a glitch, not a body
+    glitches = moved(("weight_change_3d", "weight_change_7d", "weight_vs_norm"), 2.0)
     level, reasons = model.confidence(glitches)
     assert level == "low"
     assert all("implausibly far" in r for r in reasons)
-    away = row.copy()
-    for name in ("rr_vs_norm", "hr_vs_norm", "rr_z"):
-        s = stats[name]
-        away[FEATURES.index(name)] = s.p01 - 0.5 * (s.p99 - s.p01)
+    away = moved(("rr_vs_norm", "hr_vs_norm", "rr_z"), 0.5, up=False)
     assert model.confidence(away)[0] == "low"
     unknown = row.copy()
     unknown[[0, 1, 2]] = math.nan
