@@ -64,10 +64,10 @@ class Pipeline:
     def __init__(self, store: Store, config: Config, clock: Clock | None = None) -> None:
         self.store = store
         self.config = config
-        self.writer = IngestWriter(store, config)
-        self.estimator = TwinEstimator(store)
-        self.scorekeeper = Scorekeeper(store)
         self.clock = clock or SystemClock()
+        self.writer = IngestWriter(store, config)
+        self.estimator = TwinEstimator(store, now=self.clock.now)
+        self.scorekeeper = Scorekeeper(store)
         self.risk: RiskAssessor | None = None
         try:
             model = model_store.active(config.assess.model_dir)

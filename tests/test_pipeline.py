@@ -53,3 +53,26 @@ def test_patients_whose_alarm_evaluation_failed_are_evaluated_with_the_next_data
         assert high is not None
         assert high.present
         assert pipeline.messages_settled == 2
+
+
+def test_a_device_moved_to_another_patient_by_another_process_is_bound_to_the_new_one(
+    db_path: Path,
+) -> None:
+    from tests.test_cli import cli
+
+    cfg = load_config(env={})
+    cfg = replace(
+        cfg,
+        store=replace(cfg.store, path=db_path),
+        assess=replace(cfg.assess, model_dir=db_path.parent / "models"),
+    )
+    env = {"EDGE_TWIN_STORE_PATH": str(db_path)}
+    with Store(db_path) as store:
+        devices.provision(store, "cgm-001", "pt-001", "cgm", T0)
+        pipeline = Pipeline(store, cfg, ManualClock(T0))
+        pipeline.writer.commit([cgm_reading("cgm-001", T0, 120.0)])  # binding now cached
+        cli("edge-twin", "unprovision", "cgm-001", env=env)
+        cli("edge-twin", "provision", "cgm-001", "pt-002", "--type", "cgm", env=env)
+        pipeline.writer.commit([cgm_reading("cgm-001", T0 + 300, 121.0)])
+        owners = store.conn.execute("SELECT patient_id FROM readings ORDER BY id").fetchall()
+    assert owners == [("pt-001",), ("pt-002",)]

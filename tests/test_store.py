@@ -17,6 +17,8 @@ ALL_MIGRATIONS = [
     "0005_alarms",
     "0006_sensor_expiry",
     "0007_forecast_log",
+    "0008_log_consumers",
+    "0009_device_bindings_version",
 ]
 
 

@@ -1,17 +1,18 @@
-"""Alarm delivery: the audit log is the outbox; each channel marks what it has sent.
+"""Alarm delivery: each channel is a consumer of the audit log (store/consumers.py),
+with its own durable position in it.
 
-    alarm_events (mqtt_sent_at NULL)    -> MQTT  {prefix}/gw/{gateway}/alarms/{patient}
+    alarm_events after "alarm-mqtt"    -> MQTT  {prefix}/gw/{gateway}/alarms/{patient}
                                            (QoS 1) and, retained, .../{patient}/current
                                            (the open alarms: a display that connects
                                            later shows the present state)
-    alarm_events (webhook_sent_at NULL) -> HTTP POST to alert.webhook_url (the care team's
+    alarm_events after "alarm-webhook" -> HTTP POST to alert.webhook_url (the care team's
                                            on-call system), retried with back-off, never
                                            dropped; the event id makes retries idempotent
     MQTT {prefix}/gw/{gateway}/alarm-cmd -> acknowledge / pause, answered on
                                            .../alarm-cmd/result
 
-Delivery is at least once: an event published and then lost to a crash before it was
-marked is sent again. Receivers deduplicate by ``event_id``.
+Delivery is at least once and in order: an event published and then lost to a crash
+before the position moved is sent again. Receivers deduplicate by ``event_id``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,15 @@ from edge_twin.clock import to_iso
 from edge_twin.config import MqttSection
 from edge_twin.domain import Alarm
 from edge_twin.errors import BrokerError, ConfigError, EdgeTwinError
-from edge_twin.store import Store, alarms
+from edge_twin.store import Store, alarms, consumers
 from edge_twin.store.alarms import AlarmEvent
 
 log = logging.getLogger(__name__)
+
+MQTT_CONSUMER = consumers.Consumer("alarm-mqtt", consumers.Log.ALARM_EVENTS)
+WEBHOOK_CONSUMER = consumers.Consumer("alarm-webhook", consumers.Log.ALARM_EVENTS)
+MQTT_BATCH = 500
+WEBHOOK_BATCH = 50
 
 
 def alarm_json(a: Alarm) -> dict[str, Any]:
@@ -119,26 +125,30 @@ class AlarmBus:
 
 
 def deliver_mqtt(store: Store, bus: AlarmBus, gateway_id: str, now: float) -> int:
-    """Publish undelivered events, then each touched patient's open alarms (retained)."""
-    pending = alarms.undelivered(store.conn, "mqtt")
+    """Publish the events after the channel's position, then each touched patient's open
+    alarms (retained); returns how many events were published."""
+    pending = alarms.events_after(
+        store.conn, consumers.position(store.conn, MQTT_CONSUMER), MQTT_BATCH
+    )
     by_id = alarms.get_many(store.conn, {e.alarm_id for e in pending})
-    sent: list[int] = []
+    sent = 0
+    through: int | None = None
     patients: set[str] = set()
     for e in pending:
         a = by_id.get(e.alarm_id)
-        if a is None:
-            continue
-        if not bus.publish(bus.topic(a.patient_id), event_json(e, a, gateway_id)):
-            break  # not connected: keep the rest for later, in order
-        sent.append(e.id)
-        patients.add(a.patient_id)
+        if a is not None:
+            if not bus.publish(bus.topic(a.patient_id), event_json(e, a, gateway_id)):
+                break  # not connected: keep the rest for later, in order
+            sent += 1
+            patients.add(a.patient_id)
+        through = e.id
     for pid in patients:
         current = [alarm_json(a) for a in alarms.listing(store.conn, pid, open_only=True)]
         bus.publish(f"{bus.topic(pid)}/current", current, retain=True)
-    if sent:
+    if through is not None:
         with store.transaction() as conn:
-            alarms.mark_sent(conn, "mqtt", sent, now)
-    return len(sent)
+            consumers.advance(conn, MQTT_CONSUMER, through, now)
+    return sent
 
 
 def handle_command(engine: AlarmEngine, payload: bytes, now: float) -> dict[str, Any]:
@@ -219,9 +229,12 @@ class WebhookSender:
             store.close()
 
     def _send_pending(self, store: Store) -> bool:
-        for e in alarms.undelivered(store.conn, "webhook", limit=50):
+        start = consumers.position(store.conn, WEBHOOK_CONSUMER)
+        for e in alarms.events_after(store.conn, start, WEBHOOK_BATCH):
             a = alarms.get(store.conn, e.alarm_id)
             if a is None:
+                with store.transaction() as conn:
+                    consumers.advance(conn, WEBHOOK_CONSUMER, e.id, time.time())
                 continue
             body = json.dumps(event_json(e, a, self._gateway_id)).encode()
             request = urllib.request.Request(
@@ -233,10 +246,10 @@ class WebhookSender:
             except (urllib.error.URLError, OSError) as exc:
                 self.failures += 1
                 with store.transaction() as conn:
-                    alarms.count_attempt(conn, e.id)
+                    consumers.record_failure(conn, WEBHOOK_CONSUMER, str(exc), time.time())
                 log.warning("webhook %s failed for event %d: %s", self._url, e.id, exc)
                 return False
             with store.transaction() as conn:
-                alarms.mark_sent(conn, "webhook", [e.id], time.time())
+                consumers.advance(conn, WEBHOOK_CONSUMER, e.id, time.time())
             self.sent += 1
         return True

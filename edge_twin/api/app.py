@@ -20,6 +20,7 @@ from edge_twin.alert.delivery import alarm_json
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.api import dashboard
 from edge_twin.api.serialize import (
+    consumer_json,
     drift_json,
     estimate_json,
     quarantine_json,
@@ -34,7 +35,16 @@ from edge_twin.config import Config
 from edge_twin.domain import Signal
 from edge_twin.errors import AlarmError, ConfigError, ModelError
 from edge_twin.estimate.view import patient_estimates
-from edge_twin.store import Store, alarms, devices, forecasts, quarantine, readings, risks
+from edge_twin.store import (
+    Store,
+    alarms,
+    consumers,
+    devices,
+    forecasts,
+    quarantine,
+    readings,
+    risks,
+)
 
 
 def _open_store(request: Request) -> Iterator[Store]:
@@ -101,6 +111,7 @@ def create_app(
             "readings": readings.count(store),
             "quarantined": quarantine.counts_by_reason(store),
             "ingest": ingest_status() if ingest_status else None,
+            "consumers": [consumer_json(c, clock.now()) for c in consumers.statuses(store.conn)],
         }
 
     @app.get("/patients")

@@ -19,6 +19,7 @@ from edge_twin.domain import (
     StateEstimate,
 )
 from edge_twin.estimate.view import is_stale
+from edge_twin.store.consumers import ConsumerStatus
 from edge_twin.store.quarantine import QuarantinedMessage
 
 RISK_HORIZON_S = 30 * 60.0
@@ -158,3 +159,19 @@ def drift_json(report: list[FeatureDrift]) -> list[dict[str, Any]]:
         }
         for d in report
     ]
+
+
+def consumer_json(c: ConsumerStatus, now: float) -> dict[str, Any]:
+    """A log consumer's progress: how far behind it is and since when."""
+    return {
+        "name": c.name,
+        "log": c.log.value,
+        "position": c.position,
+        "backlog": c.backlog,
+        "behind_since": None if c.oldest_pending_at is None else to_iso(c.oldest_pending_at),
+        "behind_s": None if c.oldest_pending_at is None else _r(now - c.oldest_pending_at, 1),
+        "updated_at": None if c.updated_at is None else to_iso(c.updated_at),
+        "failures": c.failures,
+        "last_error": c.last_error,
+        "last_error_at": None if c.last_error_at is None else to_iso(c.last_error_at),
+    }

@@ -18,7 +18,9 @@ later than the window (or older than a restart's first checkpoint) is counted as
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -26,10 +28,11 @@ from filterpy.kalman import predict, update
 
 from edge_twin.domain import Reading, Signal
 from edge_twin.estimate.models import DEFAULT_MODELS, Matrix, SignalModel
-from edge_twin.store import Store, readings, twin_state
+from edge_twin.store import Store, consumers, readings, twin_state
 from edge_twin.store.twin_state import DayStartRow, FilterRecord
 
-CURSOR = "estimate"
+# The twin's position in the readings log.
+CONSUMER = consumers.Consumer("twin", consumers.Log.READINGS)
 BATCH = 5000
 
 # Innovation gate: a reading whose Mahalanobis distance from the prediction exceeds 6 is
@@ -220,8 +223,14 @@ def state_from_row(row: DayStartRow) -> FilterState:
 
 
 class TwinEstimator:
-    def __init__(self, store: Store, models: dict[Signal, SignalModel] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        models: dict[Signal, SignalModel] | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
+        self._now = now
         self._models = models or DEFAULT_MODELS
         self._filters: dict[tuple[str, Signal], SignalFilter] = {}
         for rec in twin_state.load(store):
@@ -229,7 +238,7 @@ class TwinEstimator:
             if (rec.model, rec.model_version) != (model.name, model.version):
                 continue  # a changed model starts cold rather than misreading old numbers
             self._filters[(rec.patient_id, rec.signal)] = SignalFilter.from_record(rec, model)
-        self.cursor = twin_state.cursor(store, CURSOR)
+        self.cursor = consumers.position(store.conn, CONSUMER)
         self.outcomes: Counter[str] = Counter()
         # (patient, signal) filters that moved since the last take_moved(): for the stages
         # downstream (risk, alarms), which only look at the patients that changed.
@@ -270,7 +279,7 @@ class TwinEstimator:
                         key = (f.model.name, f.model.version)
                         twin_state.save_day_starts(conn, *k, key, map(day_start_row, f.day_starts))
                         f.day_starts = []
-                twin_state.set_cursor(conn, CURSOR, last_id)
+                consumers.advance(conn, CONSUMER, last_id, self._now())
             self.cursor = last_id
             self._moved.update(k for k in touched if k is not None)
             total += len(batch)

@@ -59,12 +59,22 @@ class IngestTotals:
 
 
 class DeviceRegistry:
-    """Provisioned devices, cached; a miss re-reads the store so newly provisioned devices
-    are accepted without a restart."""
+    """Provisioned devices, cached. A miss re-reads the store, so a newly provisioned
+    device is accepted without a restart; and the whole cache is dropped when a binding
+    changed (from the CLI in another process, say), so a device moved to another patient
+    is never bound to the old one."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._cache: dict[str, Device] = {}
+        self._version = devices.bindings_version(store)
+
+    def refresh(self) -> None:
+        """Called before each batch: one cheap read of the bindings' version."""
+        version = devices.bindings_version(self._store)
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
 
     def lookup(self, device_id: str) -> Device | None:
         device = self._cache.get(device_id)
@@ -73,9 +83,6 @@ class DeviceRegistry:
             if device is not None:
                 self._cache[device_id] = device
         return device
-
-    def forget(self, device_id: str) -> None:
-        self._cache.pop(device_id, None)
 
 
 class IngestWriter:
@@ -98,6 +105,7 @@ class IngestWriter:
         """Decode and durably store ``messages``; raises StoreError if the commit fails
         (then nothing of the batch is stored and none of it may be acknowledged)."""
         result = BatchResult(messages=len(messages))
+        self.registry.refresh()
         accepted: list[Reading] = []
         rejected: list[tuple[float, str, bytes, Rejection, str | None]] = []
         statuses: list[tuple[DeviceStatus, float]] = []

@@ -183,27 +183,14 @@ def events(conn: sqlite3.Connection, alarm_id: int) -> list[AlarmEvent]:
     return [_event(r) for r in rows]
 
 
-def undelivered(conn: sqlite3.Connection, channel: str, limit: int = 500) -> list[AlarmEvent]:
-    """Events not yet sent on ``channel`` (mqtt | webhook), oldest first."""
-    column = {"mqtt": "mqtt_sent_at", "webhook": "webhook_sent_at"}[channel]
+def events_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[AlarmEvent]:
+    """Audit events with id > ``after_id`` in commit order: how consumers read the log."""
     rows = conn.execute(
         "SELECT id, alarm_id, at, recorded_at, event, actor, reason, state FROM alarm_events"
-        f" WHERE {column} IS NULL ORDER BY id LIMIT ?",
-        (limit,),
+        " WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
     )
     return [_event(r) for r in rows]
-
-
-def mark_sent(conn: sqlite3.Connection, channel: str, ids: list[int], at: float) -> None:
-    column = {"mqtt": "mqtt_sent_at", "webhook": "webhook_sent_at"}[channel]
-    conn.executemany(f"UPDATE alarm_events SET {column} = ? WHERE id = ?", [(at, i) for i in ids])
-
-
-def count_attempt(conn: sqlite3.Connection, event_id: int) -> None:
-    conn.execute(
-        "UPDATE alarm_events SET webhook_attempts = webhook_attempts + 1 WHERE id = ?",
-        (event_id,),
-    )
 
 
 def condition(conn: sqlite3.Connection, patient_id: str, alarm_type: str) -> Condition | None:

@@ -120,3 +120,9 @@ def statuses(store: Store) -> dict[str, DeviceStatus]:
         r[0]: DeviceStatus(r[0], None if r[1] is None else bool(r[1]), r[2], r[3], r[4], r[5])
         for r in rows
     }
+
+
+def bindings_version(store: Store) -> int:
+    """Bumped by every provision and unprovision, from any process (migration 0009)."""
+    row = store.conn.execute("SELECT version FROM store_versions WHERE name = 'devices'").fetchone()
+    return int(row[0])

@@ -233,3 +233,70 @@ def _forecast_log(db: Database) -> None:
         CREATE INDEX forecast_log_issued ON forecast_log (issued_at);
         """
     )
+
+
+@MIGRATIONS(name="0008_log_consumers")
+def _log_consumers(db: Database) -> None:
+    """One durable position per consumer of an append-only log (store/consumers.py),
+    replacing the twin's cursor table and the per-channel sent columns of the alarm
+    event log. Positions carry over: a channel's position is the event before its first
+    unsent one."""
+    db.executescript(
+        """
+        CREATE TABLE consumers (
+            name TEXT PRIMARY KEY,
+            log TEXT NOT NULL CHECK (log IN ('readings', 'alarm_events')),
+            position INTEGER NOT NULL,
+            updated_at REAL,
+            failures INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            last_error_at REAL
+        );
+        INSERT INTO consumers (name, log, position)
+            SELECT CASE name WHEN 'estimate' THEN 'twin' ELSE name END, 'readings', position
+            FROM cursors;
+        INSERT INTO consumers (name, log, position, failures)
+            SELECT 'alarm-mqtt', 'alarm_events',
+                COALESCE(
+                    (SELECT MIN(id) - 1 FROM alarm_events WHERE mqtt_sent_at IS NULL),
+                    (SELECT MAX(id) FROM alarm_events), 0),
+                0;
+        INSERT INTO consumers (name, log, position, failures)
+            SELECT 'alarm-webhook', 'alarm_events',
+                COALESCE(
+                    (SELECT MIN(id) - 1 FROM alarm_events WHERE webhook_sent_at IS NULL),
+                    (SELECT MAX(id) FROM alarm_events), 0),
+                COALESCE(
+                    (SELECT webhook_attempts FROM alarm_events
+                     WHERE webhook_sent_at IS NULL ORDER BY id LIMIT 1), 0)
+            WHERE EXISTS (SELECT 1 FROM alarm_events WHERE webhook_sent_at IS NOT NULL);
+        DROP TABLE cursors;
+        ALTER TABLE alarm_events DROP COLUMN mqtt_sent_at;
+        ALTER TABLE alarm_events DROP COLUMN webhook_sent_at;
+        ALTER TABLE alarm_events DROP COLUMN webhook_attempts;
+        """
+    )
+
+
+@MIGRATIONS(name="0009_device_bindings_version")
+def _device_bindings_version(db: Database) -> None:
+    """A counter that every change of a device binding bumps, from any process (the CLI
+    provisions while the gateway runs): ingest's cache compares it once per batch."""
+    db.executescript(
+        """
+        CREATE TABLE store_versions (
+            name TEXT PRIMARY KEY,
+            version INTEGER NOT NULL
+        );
+        INSERT INTO store_versions VALUES ('devices', 0);
+        CREATE TRIGGER devices_inserted AFTER INSERT ON devices BEGIN
+            UPDATE store_versions SET version = version + 1 WHERE name = 'devices';
+        END;
+        CREATE TRIGGER devices_updated AFTER UPDATE ON devices BEGIN
+            UPDATE store_versions SET version = version + 1 WHERE name = 'devices';
+        END;
+        CREATE TRIGGER devices_deleted AFTER DELETE ON devices BEGIN
+            UPDATE store_versions SET version = version + 1 WHERE name = 'devices';
+        END;
+        """
+    )

@@ -1,7 +1,8 @@
-"""Persisted filter states and consumer cursors, so a restarted gateway resumes warm.
+"""Persisted filter states, so a restarted gateway resumes warm.
 
-A consumer saves its states and its cursor in one transaction: after a crash it resumes
-from the cursor, so every stored reading is applied to the twin exactly once.
+The twin saves its states and its position in the readings log (store/consumers.py) in one
+transaction: after a crash it resumes from that position, so every stored reading is applied
+to the twin exactly once.
 """
 
 from __future__ import annotations
@@ -85,19 +86,6 @@ def load(store: Store, patient_id: str | None = None) -> list[FilterRecord]:
         )
         for r in rows
     ]
-
-
-def cursor(store: Store, name: str) -> int:
-    row = store.conn.execute("SELECT position FROM cursors WHERE name = ?", (name,)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def set_cursor(conn: sqlite3.Connection, name: str, position: int) -> None:
-    conn.execute(
-        "INSERT INTO cursors (name, position) VALUES (?, ?)"
-        " ON CONFLICT(name) DO UPDATE SET position = excluded.position",
-        (name, position),
-    )
 
 
 @dataclass(frozen=True, slots=True)

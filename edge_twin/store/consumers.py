@@ -1,0 +1,139 @@
+"""Durable positions in the store's append-only logs: one log, many consumers.
+
+The readings log (``readings.id``) and the alarm event log (``alarm_events.id``) only grow,
+their ids in commit order. Each consumer (the twin, alarm delivery over MQTT and to the
+webhook; next FHIR sync, the dashboard's live feed) has a name and a position: the id of
+the last entry it has finished with. It reads a bounded batch after its position and
+advances the position in the same transaction as its own writes, so after a crash it
+resumes exactly where its last commit left off: every entry is applied once to what the
+consumer writes in the store, and at least once to what it sends outside (receivers
+deduplicate by the entry's id).
+
+Consumers know nothing of each other; the pipeline and the gateway schedule them. Adding
+one is a name, a log, and a loop of read -> handle -> ``advance`` (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+
+from edge_twin.errors import StoreError
+
+
+class Log(StrEnum):
+    READINGS = "readings"
+    ALARM_EVENTS = "alarm_events"
+
+    @property
+    def _entry_time(self) -> str:
+        # When an entry was appended: what "behind since" means for a consumer.
+        return "received_at" if self is Log.READINGS else "recorded_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    name: str
+    log: Log
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStatus:
+    name: str
+    log: Log
+    position: int
+    backlog: int  # entries appended after the position
+    oldest_pending_at: float | None  # when the first of them was appended (wall time)
+    updated_at: float | None  # when the position last moved
+    failures: int  # consecutive failures on the entry after the position
+    last_error: str | None
+    last_error_at: float | None
+
+
+_COLUMNS = "name, log, position, updated_at, failures, last_error, last_error_at"
+
+
+def register(conn: sqlite3.Connection, consumer: Consumer) -> int:
+    """Make sure ``consumer`` has a position (a new one starts at the log's beginning);
+    returns it. A name is bound to one log for good."""
+    conn.execute(
+        "INSERT OR IGNORE INTO consumers (name, log, position) VALUES (?, ?, 0)",
+        (consumer.name, consumer.log.value),
+    )
+    row = conn.execute(
+        "SELECT log, position FROM consumers WHERE name = ?", (consumer.name,)
+    ).fetchone()
+    if row[0] != consumer.log.value:
+        raise StoreError(f"consumer {consumer.name!r} reads the {row[0]} log, not {consumer.log}")
+    return int(row[1])
+
+
+def position(conn: sqlite3.Connection, consumer: Consumer) -> int:
+    """The id of the last entry ``consumer`` has finished with (0: none yet)."""
+    row = conn.execute("SELECT position FROM consumers WHERE name = ?", (consumer.name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def advance(conn: sqlite3.Connection, consumer: Consumer, to: int, at: float) -> None:
+    """Move ``consumer`` to ``to``, inside the caller's transaction (with the consumer's
+    own writes). A position never moves back: that would apply entries twice."""
+    register(conn, consumer)
+    moved = conn.execute(
+        "UPDATE consumers SET position = ?, updated_at = ?, failures = 0, last_error = NULL,"
+        " last_error_at = NULL WHERE name = ? AND position <= ?",
+        (to, at, consumer.name, to),
+    ).rowcount
+    if not moved:
+        now = position(conn, consumer)
+        raise StoreError(f"consumer {consumer.name!r} cannot move back from {now} to {to}")
+
+
+def record_failure(conn: sqlite3.Connection, consumer: Consumer, error: str, at: float) -> int:
+    """Count a failure to handle the entry after the position; returns how many in a row."""
+    register(conn, consumer)
+    conn.execute(
+        "UPDATE consumers SET failures = failures + 1, last_error = ?, last_error_at = ?"
+        " WHERE name = ?",
+        (error[:500], at, consumer.name),
+    )
+    return int(
+        conn.execute("SELECT failures FROM consumers WHERE name = ?", (consumer.name,)).fetchone()[
+            0
+        ]
+    )
+
+
+def backlog(conn: sqlite3.Connection, consumer: Consumer) -> int:
+    """Entries appended after the position (ids count up by one, and entries after any
+    consumer's position are never deleted)."""
+    newest = conn.execute(f"SELECT max(id) FROM {consumer.log.value}").fetchone()[0]
+    return max(0, int(newest or 0) - position(conn, consumer))
+
+
+def statuses(conn: sqlite3.Connection) -> list[ConsumerStatus]:
+    """Every registered consumer: how far it is and how far behind, for /health."""
+    out = []
+    for name, log, pos, updated, failures, error, error_at in conn.execute(
+        f"SELECT {_COLUMNS} FROM consumers ORDER BY name"
+    ).fetchall():
+        kind = Log(log)
+        newest = conn.execute(f"SELECT max(id) FROM {kind.value}").fetchone()[0]
+        oldest = conn.execute(
+            f"SELECT {kind._entry_time} FROM {kind.value} WHERE id > ? ORDER BY id LIMIT 1",
+            (pos,),
+        ).fetchone()
+        out.append(
+            ConsumerStatus(
+                name,
+                kind,
+                int(pos),
+                max(0, int(newest or 0) - int(pos)),
+                None if oldest is None else float(oldest[0]),
+                updated,
+                int(failures),
+                error,
+                error_at,
+            )
+        )
+    return out
