@@ -26,7 +26,7 @@ from edge_twin.alert.engine import AlarmEngine
 from edge_twin.api.serialize import estimate_json, quarantine_json, risk_json
 from edge_twin.assess import model_store
 from edge_twin.assess.drift import drift_report
-from edge_twin.clock import SystemClock, parse_time, to_iso
+from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
 from edge_twin.errors import EdgeTwinError
 from edge_twin.estimate.view import patient_estimates
@@ -216,10 +216,10 @@ def replay(
             help="Provision these devices first (JSON lines; a cohort's devices.jsonl by default).",
         ),
     ] = None,
-    batch: Annotated[int, typer.Option(min=1, help="Messages per commit.")] = 1000,
 ) -> None:
-    """Feed recorded messages through the live path: decode, store, twin."""
-    from edge_twin.ingest.replay import count_messages, provision_from, read_capture
+    """Feed recorded messages through the live path as the gateway lived them: one message
+    per commit, the clock at each arrival; decode, store, twin, risk, alarms."""
+    from edge_twin.ingest.replay import count_messages, first_arrival, provision_from, read_capture
     from edge_twin.ingest.replay import replay as run_replay
     from edge_twin.pipeline import Pipeline
 
@@ -227,20 +227,24 @@ def replay(
     lines = count_messages(capture)
     if devices_file is None and capture.is_dir() and (capture / "devices.jsonl").exists():
         devices_file = capture / "devices.jsonl"
+    start = first_arrival(capture)
+    # Commits not fsynced: a replay is rerun from its capture (idempotently), not
+    # acknowledged to anyone, and one fsync per message would make it crawl.
     with (
-        Store(cfg.store.path, cfg.store.synchronous) as store,
+        Store(cfg.store.path, "NORMAL") as store,
         Progress(
             TextColumn("[bold]replaying"), BarColumn(), TaskProgressColumn(), console=err
         ) as bar,
     ):
-        pipeline = Pipeline(store, cfg)
         if devices_file is not None:
-            provision_from(devices_file, pipeline, SystemClock().now())
+            provision_from(devices_file, store, start)
+        clock = ManualClock(start)
+        pipeline = Pipeline(store, cfg, clock)
         task = bar.add_task("replay", total=lines)
         summary = run_replay(
             pipeline,
             read_capture(capture),
-            batch,
+            clock,
             lambda done: bar.update(task, completed=done.messages),
         )
     console.print(

@@ -48,10 +48,8 @@ class Gateway:
             self.ingest = MqttIngest(
                 cfg.mqtt,
                 cfg.ingest,
-                self.pipeline.writer,
+                self.pipeline,
                 self.clock,
-                after_commit=self.pipeline.after_commit,
-                on_idle=self.pipeline.on_idle,
             )
             self.ingest.start()
             if self._serve_api:

@@ -1,7 +1,8 @@
 """The only module that wires the stages together, in order.
 
     MQTT / replay files
-      | RawMessage(topic, payload bytes, received_at)
+      | RawMessage(topic, payload bytes, received_at), handed to the Pipeline as an
+      | ingest.sink.Sink: commit, after_commit, on_idle
       v
     ingest  (IngestWriter.commit: decode, validate, bind to patient, store or quarantine)
       | rows appended to the readings log (SQLite), committed before any MQTT ack
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Sequence
 
 from edge_twin.alert.catalog import AlarmSettings
 from edge_twin.alert.delivery import AlarmBus, deliver_mqtt, handle_command
@@ -39,7 +41,7 @@ from edge_twin.domain import Signal
 from edge_twin.errors import EdgeTwinError, ModelError
 from edge_twin.estimate.scorekeeper import Scorekeeper
 from edge_twin.estimate.tracker import TwinEstimator
-from edge_twin.ingest.writer import BatchResult, IngestWriter
+from edge_twin.ingest.writer import BatchResult, IngestWriter, RawMessage
 from edge_twin.store import Store
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,10 @@ class Pipeline:
             deliver_mqtt(self.store, self.bus, self.config.gateway.id, self.clock.now())
         except EdgeTwinError as exc:
             log.error("alarm delivery over MQTT failed, will retry: %s", exc)
+
+    def commit(self, messages: Sequence[RawMessage]) -> BatchResult:
+        """The entry seam (ingest.sink.Sink): decode and durably store the messages."""
+        return self.writer.commit(messages)
 
     def after_commit(self, result: BatchResult) -> None:
         """Called by ingest after each durable commit: run the downstream stages, within

@@ -4,18 +4,25 @@ path as live."""
 import json
 import subprocess
 import sys
+from base64 import b64encode
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from edge_twin.config import load_config
+from edge_twin.broker import PrivateBroker
+from edge_twin.clock import ManualClock
+from edge_twin.config import Config, load_config
+from edge_twin.gateway import Gateway
 from edge_twin.ingest.replay import provision_from, read_capture, replay
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import Store, quarantine, readings, twin_state
 from firmware_sim.cohort import DEFAULT_START, read_truth, write_cohort
 from firmware_sim.home import Home
 from firmware_sim.physiology.body import SIGNALS
-from tests.conftest import cgm_home
+from firmware_sim.publisher import HomePublisher
+from tests.conftest import T0, cgm_home, provision_home, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -54,10 +61,11 @@ def test_replay_stores_estimates_and_is_idempotent(tmp_path: Path, db_path: Path
     write_cohort(home, tmp_path / "cohort")
     cfg = load_config(env={})
     with Store(db_path) as store:
-        pipeline = Pipeline(store, cfg)
-        provision_from(tmp_path / "cohort" / "devices.jsonl", pipeline, DEFAULT_START)
-        first = replay(pipeline, read_capture(tmp_path / "cohort"), batch=100)
-        again = replay(pipeline, read_capture(tmp_path / "cohort"), batch=100)
+        provision_from(tmp_path / "cohort" / "devices.jsonl", store, DEFAULT_START)
+        clock = ManualClock(DEFAULT_START)
+        pipeline = Pipeline(store, cfg, clock)
+        first = replay(pipeline, read_capture(tmp_path / "cohort"), clock)
+        again = replay(pipeline, read_capture(tmp_path / "cohort"), clock)
         samples = sum(len(p.cgm) for p in home.patients)
         assert first.readings_new == samples
         assert first.rejected == 0
@@ -81,7 +89,9 @@ def test_replay_quarantines_bad_lines_instead_of_skipping_them(
     good = {"t": DEFAULT_START, "topic": "et/v1/dev/cgm-001/senml", "payload": "[]"}
     capture.write_bytes(b"not json at all\n" + json.dumps(good).encode() + b"\n" + b'{"t": 1}\n')
     with Store(db_path) as store:
-        summary = replay(Pipeline(store, load_config(env={})), read_capture(capture))
+        clock = ManualClock(DEFAULT_START)
+        pipeline = Pipeline(store, load_config(env={}), clock)
+        summary = replay(pipeline, read_capture(capture), clock)
         rows = quarantine.recent(store)
     assert summary.messages == 3
     assert summary.rejected == 3
@@ -115,3 +125,68 @@ def test_cohort_and_replay_cli(tmp_path: Path) -> None:
     records = json.loads((tmp_path / "c" / "cohort.json").read_text())["n_records"]
     assert f"readings new {records}," in proc.stdout  # every reading of a clean cohort
     assert "quarantined 0" in proc.stdout
+
+
+def _clinical_history(db: Path) -> tuple[list[tuple[object, ...]], ...]:
+    """What the twin and the clinical alarms made of the data, without row ids."""
+    with Store(db) as store:
+        q = store.conn.execute
+        stored = q(
+            "SELECT device_id, signal, t, value, seq, received_at, flags FROM readings"
+            " ORDER BY device_id, signal, t"
+        ).fetchall()
+        twin = q("SELECT * FROM twin_state ORDER BY patient_id, signal").fetchall()
+        raised = q(
+            "SELECT patient_id, alarm_type, priority, state, raised_at, updated_at, reason,"
+            ' "values", evidence, resolved_at FROM alarms WHERE technical = 0'
+            " ORDER BY raised_at, patient_id, alarm_type"
+        ).fetchall()
+        events = q(
+            "SELECT a.patient_id, a.alarm_type, e.event, e.at, e.recorded_at, e.actor,"
+            " e.reason, e.state FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id"
+            " WHERE a.technical = 0 ORDER BY e.at, a.patient_id, a.alarm_type, e.id"
+        ).fetchall()
+    return stored, twin, raised, events
+
+
+@pytest.mark.broker
+def test_replay_raises_the_alarms_live_ingest_raised_at_the_same_times(
+    broker: PrivateBroker, make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    # Lows and highs over a day for two patients, with the simulator's delivery faults.
+    home = cgm_home(2, 24, seed=21)
+    messages = sorted(home.messages(), key=lambda m: m.t)
+    live_cfg = make_config(broker)
+    provision_home(live_cfg.store.path, home)
+    clock = ManualClock(T0)
+    with (
+        Gateway(live_cfg, clock, serve_api=False) as gw,
+        HomePublisher(broker.host, broker.port, home.devices) as pub,
+    ):
+        pipeline = gw.pipeline
+        assert pipeline is not None
+        for n, m in enumerate(messages, start=1):  # live, one message at a time
+            clock.advance_to(m.t)
+            pub.send(m)
+            pub.flush()
+            wait_until(lambda n=n: pipeline.settled(n), what="stored, estimated, alarms")
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text(
+        "".join(
+            json.dumps({"t": m.t, "topic": m.topic, "payload_b64": b64encode(m.payload).decode()})
+            + "\n"
+            for m in messages
+        )
+    )
+    replayed = tmp_path / "replayed.sqlite"
+    provision_home(replayed, home)
+    with Store(replayed, "NORMAL") as store:
+        replay_clock = ManualClock(T0)
+        replay(Pipeline(store, live_cfg, replay_clock), read_capture(capture), replay_clock)
+    live = _clinical_history(live_cfg.store.path)
+    again = _clinical_history(replayed)
+    stored, _, raised, _ = live
+    assert len(stored) > 500
+    assert len(raised) >= 2, "a day with alarms to compare"
+    for name, a, b in zip(("readings", "twin", "alarms", "events"), live, again, strict=True):
+        assert a == b, f"replay's {name} differ from live ingest's"

@@ -206,8 +206,9 @@ def predicted_low(
         reason = f"predicted low not assessed ({why}); now {_interval(e)}"
     else:
         reason = (
-            f"P(glucose < {s.low_mgdl:.0f} mg/dL within {horizon}) = {p:.0%} (alarm at"
-            f" {limit:.0%}): 20-min trend {inputs['slope_20']:+.1f} mg/dL/min, twin"
+            f"P(glucose < {s.low_mgdl:.0f} mg/dL within {horizon}) = {p:.0%}"
+            f" ({'clears below' if was('predicted_low') else 'alarm at'} {limit:.0%}):"
+            f" 20-min trend {inputs['slope_20']:+.1f} mg/dL/min, twin"
             f" {e.rate_per_min or 0:+.1f} mg/dL/min; now {_interval(e)}"
         )
         if artefact is not None:

@@ -47,6 +47,8 @@ TICK_EVERY_S = 5.0
 # the sensor's sampling (1 to 15 min); the count only bounds a flood of readings.
 RECENT_GLUCOSE_S = max(conditions.ARTEFACT_CONTEXT_S, hypo_predictor.WINDOW_S)
 RECENT_GLUCOSE_MAX = 120
+# The filter states a clinical evaluation reads.
+CLINICAL_SIGNALS = (Signal.GLUCOSE, Signal.SYSTOLIC, Signal.DIASTOLIC)
 # The signals whose new readings can change a clinical alarm (risk changes come through
 # the risk stage).
 ALARM_SIGNALS = frozenset(
@@ -71,7 +73,7 @@ class AlertStage:
         return self.engine.observe(observations) if observations else []
 
     def _clinical(self, pid: str) -> list[Observation]:
-        records = {r.signal: r for r in twin_state.load(self._store, pid)}
+        records = {r.signal: r for r in twin_state.load(self._store, pid, CLINICAL_SIGNALS)}
         s = self.engine.settings(pid)
 
         present = self.engine.present_conditions(pid)  # one query for every condition
@@ -111,7 +113,7 @@ class AlertStage:
         latest = risks.latest(self._store, pid)
         if latest:
             risk = latest[0]
-            newest_t = max((r.t for r in records.values()), default=risk.t)
+            newest_t = twin_state.newest_time(self._store, pid) or risk.t
             if newest_t - risk.t <= RISK_MAX_AGE_S:
                 out += conditions.decompensation(risk, was, True)
         return out

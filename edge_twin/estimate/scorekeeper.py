@@ -105,9 +105,7 @@ class Scorekeeper:
         results: list[tuple[int, float | None, float | None]] = []
         newest = -math.inf
         for pid in sorted({p for p, _ in wanted}):
-            for rec in twin_state.load(self._store, pid):
-                if (pid, rec.signal) not in wanted:
-                    continue
+            for rec in twin_state.load(self._store, pid, {s for p, s in wanted if p == pid}):
                 model = DEFAULT_MODELS[rec.signal]
                 if rec.model != model.name or rec.model_version != model.version:
                     continue  # a state of another model version: not this model's forecast

@@ -1,6 +1,6 @@
 """The MQTT adapter: a paho-mqtt v5 subscriber that acknowledges only what is committed.
 
-    broker --PUBLISH(QoS 1)--> buffer --(full | idle | old)--> IngestWriter.commit
+    broker --PUBLISH(QoS 1)--> buffer --(full | idle | old)--> Sink.commit
            <--PUBACK (manual)-- only after COMMIT returned
 
 - Persistent session (clean_start=False, session expiry from config, fixed client id): a
@@ -10,9 +10,9 @@
   idle gateway adds no delay and a busy one commits large batches.
 - One thread does network I/O, decoding and SQLite writes: a separate writer thread halves
   throughput here (GIL contention, see docs/architecture.md).
-- Downstream work runs on this thread too, through two callbacks: ``after_commit(result)``
-  after every commit and ``on_idle()`` when the socket has gone quiet, so downstream can
-  yield to ingestion during a burst and catch up as soon as it ends.
+- Messages go to a ``Sink`` (ingest/sink.py; the pipeline): ``commit``, then
+  ``after_commit(result)``, and ``on_idle()`` when the socket has gone quiet, all on this
+  thread, so downstream can yield to ingestion during a burst and catch up right after.
 - paho errors are translated to ``BrokerError`` here and nowhere else.
 """
 
@@ -36,7 +36,8 @@ from edge_twin.clock import Clock
 from edge_twin.config import IngestSection, MqttSection
 from edge_twin.errors import BrokerError, EdgeTwinError
 from edge_twin.ingest import contract
-from edge_twin.ingest.writer import BatchResult, IngestTotals, IngestWriter, RawMessage
+from edge_twin.ingest.sink import Sink
+from edge_twin.ingest.writer import IngestTotals, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +80,13 @@ class MqttIngest:
         self,
         mqtt: MqttSection,
         ingest: IngestSection,
-        writer: IngestWriter,
+        sink: Sink,
         clock: Clock,
-        after_commit: Callable[[BatchResult], None] | None = None,
-        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self._mqtt = mqtt
         self._ingest = ingest
-        self._writer = writer
+        self._sink = sink
         self._clock = clock
-        self._after_commit = after_commit
-        self._on_idle = on_idle
         self._buffer: list[_Pending] = []
         self._oldest = 0.0
         self._stop = threading.Event()
@@ -248,8 +245,8 @@ class MqttIngest:
             backoff = RECONNECT_MIN_S
             arrived = self.stats.received != before
             if not self._buffer:
-                if not arrived and self._on_idle is not None:
-                    self._downstream(self._on_idle)
+                if not arrived:
+                    self._downstream(self._sink.on_idle)
                 continue
             if (
                 not arrived
@@ -263,7 +260,7 @@ class MqttIngest:
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []
         try:
-            result = self._writer.commit([p.message for p in batch])
+            result = self._sink.commit([p.message for p in batch])
         except EdgeTwinError as exc:
             # Not stored, so not acknowledged. The broker redelivers unacknowledged messages
             # only on a new connection: drop this one and come back.
@@ -276,9 +273,7 @@ class MqttIngest:
             if pending.qos > 0:
                 self._client.ack(pending.mid, pending.qos)
         self.stats.add(result)
-        after_commit = self._after_commit
-        if after_commit is not None:
-            self._downstream(lambda: after_commit(result))
+        self._downstream(lambda: self._sink.after_commit(result))
 
     def _downstream(self, call: Callable[[], None]) -> None:
         try:

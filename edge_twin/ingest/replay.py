@@ -11,6 +11,13 @@ for arbitrary bytes. Files may be gzip-compressed (``.gz``). A directory is read
 ``devices.jsonl`` the devices to provision.
 A line that is not valid capture JSON is quarantined (topic ``<replay>``) with its raw
 bytes, like any other bad input: nothing is skipped silently.
+
+Replay lives the capture as the gateway lived it: one message per commit, the clock at
+each message's arrival, then the stages downstream and the idle work (technical alarms,
+escalation), exactly as live ingest does for a home's traffic. So it gives the same
+estimates and raises the same alarms at the same times, whatever the capture's length.
+(Committing several messages at once would let the stages see a later message's readings
+while they judge an earlier one.)
 """
 
 from __future__ import annotations
@@ -20,16 +27,18 @@ import binascii
 import gzip
 import heapq
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from edge_twin.clock import ManualClock
 from edge_twin.domain import DeviceType
 from edge_twin.errors import EdgeTwinError, ProvisioningError
+from edge_twin.ingest.sink import Sink
 from edge_twin.ingest.writer import IngestTotals, RawMessage
-from edge_twin.pipeline import Pipeline
-from edge_twin.store import devices
+from edge_twin.store import Store, devices
 
 REPLAY_TOPIC = "<replay>"
 
@@ -61,6 +70,12 @@ def read_capture(path: Path) -> Iterator[RawMessage]:
         yield from _read_file(files[0])
     else:
         yield from heapq.merge(*(_read_file(f) for f in files), key=lambda m: m.received_at)
+
+
+def first_arrival(path: Path) -> float:
+    """When the capture's first message arrived (now, for an empty capture)."""
+    first = next(iter(read_capture(path)), None)
+    return time.time() if first is None else first.received_at
 
 
 def count_messages(path: Path) -> int:
@@ -102,7 +117,7 @@ def _parse_line(line: bytes, last_t: float) -> RawMessage:
         return RawMessage(REPLAY_TOPIC, line.rstrip(b"\n"), last_t)
 
 
-def provision_from(path: Path, pipeline: Pipeline, at: float) -> int:
+def provision_from(path: Path, store: Store, at: float) -> int:
     """Provision the devices listed in a JSON-lines file (``firmware-sim devices`` format)."""
     n = 0
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -113,37 +128,32 @@ def provision_from(path: Path, pipeline: Pipeline, at: float) -> int:
             device_id, patient_id, kind = d["device_id"], d["patient_id"], d["device_type"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ProvisioningError(f"{path}:{number}: not a device line ({exc})") from None
-        devices.provision(pipeline.store, device_id, patient_id, DeviceType(kind).value, at)
+        devices.provision(store, device_id, patient_id, DeviceType(kind).value, at)
         n += 1
     return n
 
 
 def replay(
-    pipeline: Pipeline,
+    sink: Sink,
     messages: Iterable[RawMessage],
-    batch: int = 1000,
+    clock: ManualClock,
     progress: Callable[[ReplaySummary], None] | None = None,
+    progress_every: int = 1000,
 ) -> ReplaySummary:
-    """Commit ``messages`` in batches exactly as live ingest does, then run downstream."""
+    """Each message through the sink as live ingest hands it over, with ``clock`` (the
+    pipeline's) moved to its arrival first: commit, downstream, idle."""
     summary = ReplaySummary()
-    pending: list[RawMessage] = []
-
-    def flush() -> None:
-        result = pipeline.writer.commit(pending)
-        pipeline.after_commit(result)
-        summary.add(result)
-        pending.clear()
-        if progress is not None:
-            progress(summary)
-
     for message in messages:
         if summary.first_t is None:
             summary.first_t = message.received_at
         summary.last_t = message.received_at
-        pending.append(message)
-        if len(pending) >= batch:
-            flush()
-    if pending:
-        flush()
-    pipeline.on_idle()  # the end of the file is the end of the burst
+        clock.advance_to(message.received_at)
+        result = sink.commit([message])
+        sink.after_commit(result)
+        sink.on_idle()
+        summary.add(result)
+        if progress is not None and summary.messages % progress_every == 0:
+            progress(summary)
+    if progress is not None:
+        progress(summary)
     return summary

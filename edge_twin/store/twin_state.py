@@ -59,8 +59,20 @@ def save(conn: sqlite3.Connection, records: Iterable[FilterRecord]) -> None:
     )
 
 
-def load(store: Store, patient_id: str | None = None) -> list[FilterRecord]:
-    where, args = ("WHERE patient_id = ?", (patient_id,)) if patient_id else ("", ())
+def load(
+    store: Store, patient_id: str | None = None, signals: Iterable[Signal] | None = None
+) -> list[FilterRecord]:
+    """Filter states, all or one patient's, all signals or these (a reader on the hot path
+    decodes only the states it needs)."""
+    clauses, args = [], []
+    if patient_id:
+        clauses.append("patient_id = ?")
+        args.append(patient_id)
+    if signals is not None:
+        wanted = [s.value for s in signals]
+        clauses.append(f"signal IN ({','.join('?' * len(wanted))})")
+        args += wanted
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = store.conn.execute(
         "SELECT patient_id, signal, model, model_version, t, x, p, last_measured_at,"
         f" n_measurements, device_ids, through_reading_id, n_gated, gated_since"
@@ -161,3 +173,11 @@ def has_any(store: Store, patient_id: str, signals: Iterable[Signal]) -> bool:
         (patient_id, *wanted),
     ).fetchone()
     return row is not None
+
+
+def newest_time(store: Store, patient_id: str) -> float | None:
+    """The event time of the patient's most advanced filter."""
+    row = store.conn.execute(
+        "SELECT max(t) FROM twin_state WHERE patient_id = ?", (patient_id,)
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
