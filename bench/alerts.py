@@ -69,7 +69,7 @@ def twin_alarms(patient: SimPatient, db: Path, settings: AlarmSettings) -> list[
     cgm = next(d for d in patient.devices if d.device_type == "cgm")
     devices.provision(store, cgm.device_id, patient.patient_id, "cgm", START)
     estimator = TwinEstimator(store)
-    stage = AlertStage(store, AlarmEngine(store, settings, time.time), 900.0)
+    stage = AlertStage(store, AlarmEngine(store, time.time, settings), 900.0)
     for t, value, seq in sorted(patient.cgm):
         reading = Reading(patient.patient_id, cgm.device_id, Signal.GLUCOSE, t, value, t + 5, seq)
         with store.transaction() as conn:

@@ -15,21 +15,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from edge_twin import __version__
-from edge_twin.alert.catalog import AlarmSettings
-from edge_twin.alert.delivery import alarm_json
-from edge_twin.alert.engine import AlarmEngine
-from edge_twin.api.serialize import estimate_json, quarantine_json, risk_json
-from edge_twin.assess import model_store
-from edge_twin.assess.drift import drift_report
+from edge_twin.alert import AlarmEngine, alarm_json
+from edge_twin.api import estimate_json, quarantine_json, risk_json
+from edge_twin.assess import drift_report, model_store
 from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
 from edge_twin.errors import EdgeTwinError
-from edge_twin.estimate.view import patient_estimates
+from edge_twin.estimate import patient_estimates
 from edge_twin.export import KINDS, export
 from edge_twin.store import Store, alarms, devices, quarantine, risks
 
@@ -99,110 +96,6 @@ def run(config: ConfigOpt = None) -> None:
 
 
 @app.command()
-def demo(
-    config: ConfigOpt = None,
-    patients: Annotated[int, typer.Option(min=1, max=500, help="Patients in the home.")] = 4,
-    hours: Annotated[float, typer.Option(min=0.5, max=24 * 90, help="Simulated hours.")] = 12.0,
-    speed: Annotated[
-        float, typer.Option(min=1.0, help="Simulated seconds per wall-clock second.")
-    ] = 1440.0,
-    seed: Annotated[int, typer.Option(help="Simulator seed: same seed, same home.")] = 1,
-    db: Annotated[Path, typer.Option(help="SQLite file to (re)create and leave behind.")] = Path(
-        "var/demo.sqlite"
-    ),
-    api_port: Annotated[
-        int, typer.Option(help="Dashboard/API port (a free one if taken; 0: any).")
-    ] = 8080,
-    broker: Annotated[
-        str | None,
-        typer.Option(help="Use this broker HOST:PORT instead of starting a private mosquitto."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-) -> None:
-    """Simulate a home of patients through the whole pipeline at accelerated time.
-
-    Starts a private mosquitto, the gateway and its API, publishes the simulated devices'
-    readings, and prints what flowed. The SQLite file is left for inspection."""
-    from edge_twin.demo import DemoOptions, run_demo
-
-    broker_addr = None
-    if broker is not None:
-        host, _, port = broker.rpartition(":")
-        if not host or not port.isdigit():
-            raise typer.BadParameter("use HOST:PORT", param_hint="--broker")
-        broker_addr = (host, int(port))
-    options = DemoOptions(patients, hours, speed, seed, db, api_port, broker_addr)
-    cfg = _config(config)
-    with Progress(
-        TextColumn("[bold]simulating"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=as_json,
-    ) as progress:
-        task = progress.add_task("home", total=1.0)
-
-        def started(url: str, n: int) -> None:
-            progress.console.print(
-                f"dashboard: {url}/   API docs: {url}/docs   ({n} messages, {patients} patients,"
-                f" {hours:g} h at {speed:g}x)"
-            )
-
-        summary = run_demo(
-            options,
-            cfg,
-            on_start=started,
-            on_progress=lambda f: progress.update(task, completed=f),
-        )
-    if as_json:
-        print(json.dumps(summary.as_json()))
-        return
-    table = Table(
-        title=f"Twin (95% interval) vs truth at the end of {summary.simulated_hours:g} simulated"
-        " hours"
-    )
-    for column in ("patient", "conditions", "readings", "glucose", "heart rate", "systolic"):
-        table.add_column(column)
-    table.add_column("weight")
-    table.add_column("P(glucose<70 in 30 min)")
-    table.add_column("HF risk (confidence)")
-    for p in summary.patients:
-
-        def cell(signal: str, digits: int = 0, p: Any = p) -> str:
-            s = p.signals.get(signal)
-            if s is None:
-                return "-"
-            stale = " stale" if s.stale else ""
-            return f"{s.twin:.{digits}f}±{1.96 * s.sd:.{digits}f} ({s.truth:.{digits}f}){stale}"
-
-        table.add_row(
-            p.patient_id,
-            ", ".join(p.conditions) or "-",
-            str(p.readings),
-            cell("glucose"),
-            cell("heart_rate"),
-            cell("systolic"),
-            cell("weight", 1),
-            "-" if p.p_low_30min is None else f"{100 * p.p_low_30min:.1f}%",
-            "-"
-            if p.decompensation_risk is None
-            else f"{100 * p.decompensation_risk:.0f}% ({p.risk_confidence})",
-        )
-    console.print(table)
-    quarantined = sum(summary.quarantined.values())
-    console.print(
-        f"messages published {summary.published}, ingested {summary.ingested_messages};"
-        f" readings stored {summary.readings_stored} (duplicates {summary.duplicates});"
-        f" quarantined {quarantined}; twin estimates {summary.estimates}\n"
-        "alarms: "
-        + (", ".join(f"{k} {v}" for k, v in sorted(summary.alarms.items())) or "none")
-        + f"; sync: {summary.sync}\n"
-        f"wall time {summary.wall_s:g} s; SQLite left at {summary.db}"
-    )
-
-
-@app.command()
 def replay(
     capture: Annotated[
         Path,
@@ -219,8 +112,8 @@ def replay(
 ) -> None:
     """Feed recorded messages through the live path as the gateway lived them: one message
     per commit, the clock at each arrival; decode, store, twin, risk, alarms."""
-    from edge_twin.ingest.replay import count_messages, first_arrival, provision_from, read_capture
-    from edge_twin.ingest.replay import replay as run_replay
+    from edge_twin.ingest import count_messages, first_arrival, provision_from, read_capture
+    from edge_twin.ingest import replay as run_replay
     from edge_twin.pipeline import Pipeline
 
     cfg = _config(config)
@@ -444,7 +337,7 @@ app.add_typer(alarms_app, name="alarms")
 
 
 def _engine(store: Store) -> AlarmEngine:
-    return AlarmEngine(store, AlarmSettings(), SystemClock().now)
+    return AlarmEngine(store, SystemClock().now)
 
 
 @alarms_app.command("list")
@@ -572,7 +465,7 @@ def migrate(config: ConfigOpt = None) -> None:
 @app.command()
 def check(config: ConfigOpt = None) -> None:
     """Self-check for field engineers: config, store, broker. Exit 1 if any fails."""
-    from edge_twin.ingest.mqtt import probe_broker
+    from edge_twin.ingest import probe_broker
 
     failures = 0
 

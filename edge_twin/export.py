@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from edge_twin.api.serialize import risk_json
+from edge_twin.api import risk_json
 from edge_twin.clock import to_iso
 from edge_twin.store import Store, alarms, forecasts, risks
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edge_twin.alert.delivery import AlarmBus, WebhookSender
-from edge_twin.api.app import create_app
-from edge_twin.api.server import ApiServer
+from edge_twin.alert import AlarmBus, WebhookSender
+from edge_twin.api import ApiServer, create_app
 from edge_twin.clock import Clock
 from edge_twin.config import Config
-from edge_twin.ingest.mqtt import MqttIngest
+from edge_twin.ingest import MqttIngest
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import Store
 

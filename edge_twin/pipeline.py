@@ -29,19 +29,21 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 
-from edge_twin.alert.catalog import AlarmSettings
-from edge_twin.alert.delivery import AlarmBus, deliver_mqtt, handle_command
-from edge_twin.alert.engine import AlarmEngine
-from edge_twin.alert.stage import ALARM_SIGNALS, AlertStage
-from edge_twin.assess import model_store
-from edge_twin.assess.assessor import RiskAssessor
+from edge_twin.alert import (
+    ALARM_SIGNALS,
+    AlarmBus,
+    AlarmEngine,
+    AlertStage,
+    deliver_mqtt,
+    handle_command,
+)
+from edge_twin.assess import RiskAssessor, model_store
 from edge_twin.clock import Clock, SystemClock
 from edge_twin.config import Config
 from edge_twin.domain import Signal
 from edge_twin.errors import EdgeTwinError, ModelError
-from edge_twin.estimate.scorekeeper import Scorekeeper
-from edge_twin.estimate.tracker import TwinEstimator
-from edge_twin.ingest.writer import BatchResult, IngestWriter, RawMessage
+from edge_twin.estimate import Scorekeeper, TwinEstimator
+from edge_twin.ingest import BatchResult, IngestWriter, RawMessage
 from edge_twin.store import Store
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ class Pipeline:
         except ModelError as exc:
             # The twin, its estimates and glycaemic risks do not need the model: run on.
             log.error("no decompensation model: risk is not assessed (%s)", exc)
-        self.engine = AlarmEngine(store, AlarmSettings(), self.clock.now)
+        self.engine = AlarmEngine(store, self.clock.now)
         self.alerts = AlertStage(
             store, self.engine, config.estimate.stale_after_s.get(Signal.GLUCOSE, 900.0)
         )

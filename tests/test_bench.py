@@ -126,3 +126,12 @@ def test_alerts_bench() -> None:
     ):
         assert key in figures
     assert figures["latency_alarms"] > 0  # type: ignore[operator]
+
+
+def test_replay_bench(tmp_path: Path) -> None:
+    figures = last_json(
+        "bench/replay.py", "--patients", "2", "--days", "0.5", "--cache", str(tmp_path)
+    )
+    assert figures["readings"] > 0  # type: ignore[operator]
+    assert figures["readings_per_s"] > 0  # type: ignore[operator]
+    assert "reference_home_s" in figures

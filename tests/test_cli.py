@@ -102,8 +102,7 @@ def test_check_passes_against_a_live_broker_and_fails_without(
 def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     db = tmp_path / "demo.sqlite"
     proc = cli(
-        "edge-twin",
-        "demo",
+        "edge-twin-demo",
         "--patients",
         "2",
         "--hours",
@@ -147,8 +146,7 @@ def test_demo_refuses_to_recreate_the_gateways_own_store(tmp_path: Path) -> None
     store = tmp_path / "gateway.sqlite"
     store.write_bytes(b"precious")
     proc = cli(
-        "edge-twin",
-        "demo",
+        "edge-twin-demo",
         "--db",
         str(store),
         env={"EDGE_TWIN_STORE_PATH": str(store)},

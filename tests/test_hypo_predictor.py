@@ -103,7 +103,7 @@ def test_a_retired_stored_setting_is_ignored(db_path: Path) -> None:
             alarms.set_settings(
                 conn, "pt-1", {"predicted_low_horizon_min": 30.0, "low_mgdl": 75.0}, 0.0, "old"
             )
-        engine = AlarmEngine(store, AlarmSettings(), lambda: 0.0)
+        engine = AlarmEngine(store, lambda: 0.0)
         assert engine.settings("pt-1").low_mgdl == 75.0
         assert engine.set_settings("pt-1", {"high_mgdl": 260.0}, "nurse", 1.0).high_mgdl == 260.0
         assert "predicted_low_horizon_min" not in alarms.settings(store.conn, "pt-1")

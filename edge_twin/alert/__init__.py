@@ -2,7 +2,29 @@
 
     twin (estimates, risks) + device reports -> conditions.py (Observation)
       -> engine.py (persistence, hysteresis, latching, pause, escalation, audit)
-      -> store (alarms, alarm_events) -> delivery.py (MQTT, webhook) and the API
+      -> store (alarms, alarm_events) -> delivery.py (MQTT, webhook: consumers of the
+         alarm event log) and the API; payload.py is the one JSON shape of an alarm
 
 stage.py decides when: on new data for clinical alarms, on a tick for technical ones.
+What the pipeline, the API and the CLI use is exported here.
 """
+
+from edge_twin.alert.catalog import CATALOG, AlarmSettings
+from edge_twin.alert.delivery import AlarmBus, WebhookSender, deliver_mqtt, handle_command
+from edge_twin.alert.engine import AlarmEngine
+from edge_twin.alert.payload import alarm_json, event_json
+from edge_twin.alert.stage import ALARM_SIGNALS, AlertStage
+
+__all__ = [
+    "ALARM_SIGNALS",
+    "CATALOG",
+    "AlarmBus",
+    "AlarmEngine",
+    "AlarmSettings",
+    "AlertStage",
+    "WebhookSender",
+    "alarm_json",
+    "deliver_mqtt",
+    "event_json",
+    "handle_command",
+]

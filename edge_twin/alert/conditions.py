@@ -35,7 +35,7 @@ from edge_twin.domain import (
     StateEstimate,
 )
 from edge_twin.errors import ModelError
-from edge_twin.estimate.tracker import GATE_PERSIST_S
+from edge_twin.estimate import GATE_PERSIST_S
 
 ARTEFACT_HOLD_S = GATE_PERSIST_S
 # mg/dL per minute. Not 5: real falls reach 3-4 mg/dL/min and the CGM's noise adds a few

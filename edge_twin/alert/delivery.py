@@ -30,12 +30,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_twin.alert.engine import AlarmEngine
-from edge_twin.clock import to_iso
+from edge_twin.alert.payload import alarm_json, event_json
 from edge_twin.config import MqttSection
-from edge_twin.domain import Alarm
 from edge_twin.errors import BrokerError, ConfigError, EdgeTwinError
 from edge_twin.store import Store, alarms, consumers
-from edge_twin.store.alarms import AlarmEvent
 
 log = logging.getLogger(__name__)
 
@@ -43,39 +41,6 @@ MQTT_CONSUMER = consumers.Consumer("alarm-mqtt", consumers.Log.ALARM_EVENTS)
 WEBHOOK_CONSUMER = consumers.Consumer("alarm-webhook", consumers.Log.ALARM_EVENTS)
 MQTT_BATCH = 500
 WEBHOOK_BATCH = 50
-
-
-def alarm_json(a: Alarm) -> dict[str, Any]:
-    return {
-        "alarm_id": a.id,
-        "patient_id": a.patient_id,
-        "type": a.alarm_type,
-        "priority": a.priority.value,
-        "technical": a.technical,
-        "state": a.state.value,
-        "condition_present": a.condition_present,
-        "raised_at": to_iso(a.raised_at),
-        "updated_at": to_iso(a.updated_at),
-        "reason": a.reason,
-        "values": a.values,
-        "evidence": list(a.evidence),
-        "paused_until": None if a.paused_until is None else to_iso(a.paused_until),
-        "escalated_at": None if a.escalated_at is None else to_iso(a.escalated_at),
-        "acknowledged_by": a.acknowledged_by,
-    }
-
-
-def event_json(e: AlarmEvent, a: Alarm, gateway_id: str) -> dict[str, Any]:
-    return {
-        "event_id": f"{gateway_id}:{e.id}",
-        "event": e.event,
-        "at": to_iso(e.at),
-        "actor": e.actor,
-        "why": e.reason,
-        "state": e.state.value,
-        "gateway_id": gateway_id,
-        "alarm": alarm_json(a),
-    }
 
 
 class AlarmBus:

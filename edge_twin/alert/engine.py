@@ -32,9 +32,13 @@ GATEWAY = "gateway"  # the actor of automatic changes
 
 
 class AlarmEngine:
-    def __init__(self, store: Store, defaults: AlarmSettings, wall: Callable[[], float]) -> None:
+    def __init__(
+        self, store: Store, wall: Callable[[], float], defaults: AlarmSettings | None = None
+    ) -> None:
+        """``wall``: the gateway clock; ``defaults``: the thresholds of a patient with no
+        settings of their own (docs/alerts.md; the catalog's unless a bench says else)."""
         self._store = store
-        self.defaults = defaults
+        self.defaults = defaults or AlarmSettings()
         self._wall = wall  # for recorded_at only; decisions use event time
 
     def settings(self, patient_id: str) -> AlarmSettings:

@@ -29,8 +29,7 @@ from edge_twin.domain import (
     ReadingFlag,
     Signal,
 )
-from edge_twin.estimate.models import DEFAULT_MODELS
-from edge_twin.estimate.view import estimate_at
+from edge_twin.estimate import baseline_level, estimate_at, runs_current_model
 from edge_twin.store import Store, alarms, devices, forecasts, readings, risks, twin_state
 
 DAY_S = 86400.0
@@ -83,7 +82,7 @@ class AlertStage:
 
         out: list[Observation] = []
         g = records.get(Signal.GLUCOSE)
-        if g is not None and g.model == DEFAULT_MODELS[Signal.GLUCOSE].name:
+        if g is not None and runs_current_model(g):
             recent = readings.newest(
                 self._store,
                 g.device_ids,
@@ -103,8 +102,9 @@ class AlertStage:
             levels = []
             for rec in (sys_, dia):
                 fresh = rec.t - rec.last_measured_at <= BP_MAX_AGE_S
-                if rec.n_measurements >= BP_MIN_MEASUREMENTS and fresh:
-                    levels.append((rec.x[-1], math.sqrt(rec.p[-1][-1])))
+                level = baseline_level(rec)
+                if rec.n_measurements >= BP_MIN_MEASUREMENTS and fresh and level is not None:
+                    levels.append(level)
             if len(levels) == 2:
                 newest = readings.newest(self._store, sys_.device_ids, Signal.SYSTOLIC, limit=1)
                 live = bool(newest) and not newest[0].flags & ReadingFlag.BACKFILLED

@@ -1,1 +1,17 @@
-"""Beside the pipeline: the local FastAPI service and the care-team dashboard."""
+"""Beside the pipeline: the local FastAPI service and the care-team dashboard.
+
+``serialize`` turns domain types into the API's JSON (the CLI and export print the same).
+"""
+
+from edge_twin.api.app import create_app
+from edge_twin.api.serialize import estimate_json, quarantine_json, reading_json, risk_json
+from edge_twin.api.server import ApiServer
+
+__all__ = [
+    "ApiServer",
+    "create_app",
+    "estimate_json",
+    "quarantine_json",
+    "reading_json",
+    "risk_json",
+]

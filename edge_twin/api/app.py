@@ -15,9 +15,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from edge_twin import __version__
-from edge_twin.alert.catalog import AlarmSettings
-from edge_twin.alert.delivery import alarm_json
-from edge_twin.alert.engine import AlarmEngine
+from edge_twin.alert import AlarmEngine, alarm_json
 from edge_twin.api import dashboard
 from edge_twin.api.serialize import (
     consumer_json,
@@ -28,13 +26,12 @@ from edge_twin.api.serialize import (
     risk_json,
     skill_json,
 )
-from edge_twin.assess import model_store
-from edge_twin.assess.drift import drift_report
+from edge_twin.assess import drift_report, model_store
 from edge_twin.clock import Clock, to_iso
 from edge_twin.config import Config
 from edge_twin.domain import Signal
 from edge_twin.errors import AlarmError, ConfigError, ModelError
-from edge_twin.estimate.view import patient_estimates
+from edge_twin.estimate import patient_estimates
 from edge_twin.store import (
     Store,
     alarms,
@@ -215,7 +212,7 @@ def create_app(
         }
 
     def engine(store: Store) -> AlarmEngine:
-        return AlarmEngine(store, AlarmSettings(), clock.now)
+        return AlarmEngine(store, clock.now)
 
     @app.get("/alarms")
     def list_alarms(

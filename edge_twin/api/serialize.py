@@ -7,8 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from edge_twin.assess.drift import FeatureDrift
-from edge_twin.assess.glycaemic import HYPO_MGDL, URGENT_LOW_MGDL, probability_below
+from edge_twin.assess import HYPO_MGDL, URGENT_LOW_MGDL, FeatureDrift, probability_below
 from edge_twin.clock import to_iso
 from edge_twin.domain import (
     DecompensationRisk,
@@ -18,7 +17,7 @@ from edge_twin.domain import (
     Signal,
     StateEstimate,
 )
-from edge_twin.estimate.view import is_stale
+from edge_twin.estimate import is_stale
 from edge_twin.store.consumers import ConsumerStatus
 from edge_twin.store.quarantine import QuarantinedMessage
 

@@ -55,8 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_twin.domain import Signal
-from edge_twin.estimate.models import DEFAULT_MODELS
-from edge_twin.estimate.tracker import DAY_S, FilterState
+from edge_twin.estimate import DAY_S, DEFAULT_MODELS, FilterState
 
 FEATURES: tuple[str, ...] = (
     "weight_change_3d",

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from edge_twin.assess.features import SIGNALS, WINDOW_DAYS, day_start
 from edge_twin.domain import Signal
-from edge_twin.estimate.models import DEFAULT_MODELS
-from edge_twin.estimate.tracker import DAY_S, FilterState, SignalFilter, state_from_row
+from edge_twin.estimate import DAY_S, DEFAULT_MODELS, FilterState, SignalFilter, state_from_row
 from edge_twin.store import Store, readings, twin_state
 
 

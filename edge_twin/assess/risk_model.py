@@ -35,7 +35,7 @@ from edge_twin.assess.features import (
 from edge_twin.assess.model_card import INPUT_NAME, MODEL_NAME, OUTPUT_NAME, ModelCard
 from edge_twin.domain import Contribution, DecompensationRisk, ModelProvenance
 from edge_twin.errors import ModelError
-from edge_twin.estimate.tracker import DAY_S
+from edge_twin.estimate import DAY_S
 
 TOP_CONTRIBUTIONS = 3
 

@@ -61,3 +61,19 @@ def patient_estimates(store: Store, patient_id: str, now: float) -> list[StateEs
 
 def is_stale(estimate: StateEstimate, now: float, stale_after_s: Mapping[str, float]) -> bool:
     return estimate.age(now) > stale_after_s.get(estimate.signal, math.inf)
+
+
+def baseline_level(record: FilterRecord) -> tuple[float, float] | None:
+    """The person's own slowly moving level (mean, SD) behind the day's values, for a
+    signal whose model carries a personal baseline (blood pressure, vital signs); None
+    for one without, or a state of another model."""
+    model = DEFAULT_MODELS[record.signal]
+    if not model.has_baseline or record.model != model.name:
+        return None
+    i = model.dim - 1  # the baseline is the last block of the state (estimate/models.py)
+    return record.x[i], math.sqrt(record.p[i][i])
+
+
+def runs_current_model(record: FilterRecord) -> bool:
+    """True if the state was made by the model the twin runs now for its signal."""
+    return record.model == DEFAULT_MODELS[record.signal].name

@@ -1,7 +1,38 @@
 """Stage 1, ingest: MQTT messages -> validated, deduplicated readings in the store.
 
-mqtt.MqttIngest (paho, QoS 1, manual ack)
-    -> writer.IngestWriter.commit (one transaction per batch)
-        -> decode.Decoder (SenML, units, ranges, provisioning) -> Reading | Rejection
+mqtt.MqttIngest (paho, QoS 1, manual ack) or replay.replay (recorded messages)
+    -> sink.Sink (the pipeline): commit, after_commit, on_idle
+        -> writer.IngestWriter.commit (one transaction per batch)
+            -> decode.Decoder (SenML, units, ranges, provisioning) -> Reading | Rejection
 contract: topics and vocabulary shared with device firmware (docs/wire-contract.md)
+
+What the pipeline, the gateway and the CLI use is exported here.
 """
+
+from edge_twin.ingest.mqtt import MqttIngest, probe_broker
+from edge_twin.ingest.replay import (
+    ReplaySummary,
+    count_messages,
+    first_arrival,
+    provision_from,
+    read_capture,
+    replay,
+)
+from edge_twin.ingest.sink import Sink
+from edge_twin.ingest.writer import BatchResult, IngestTotals, IngestWriter, RawMessage
+
+__all__ = [
+    "BatchResult",
+    "IngestTotals",
+    "IngestWriter",
+    "MqttIngest",
+    "RawMessage",
+    "ReplaySummary",
+    "Sink",
+    "count_messages",
+    "first_arrival",
+    "probe_broker",
+    "provision_from",
+    "read_capture",
+    "replay",
+]

@@ -3,9 +3,30 @@ risks, alarms, the forecast log.
 
 Modules: ``database`` (open + migrate), ``migrations`` (the schema's history),
 ``devices``, ``readings``, ``quarantine``, ``twin_state``, ``risks``, ``alarms``,
-``forecasts``. See ``docs/schema.md``.
+``forecasts``, ``consumers`` (durable positions in the logs). See ``docs/schema.md``.
 """
 
+from edge_twin.store import (
+    alarms,
+    consumers,
+    devices,
+    forecasts,
+    quarantine,
+    readings,
+    risks,
+    twin_state,
+)
 from edge_twin.store.database import Store
 
-__all__ = ["Store"]
+# The store is a library of tables: each module (and what it defines) is public.
+__all__ = [
+    "Store",
+    "alarms",
+    "consumers",
+    "devices",
+    "forecasts",
+    "quarantine",
+    "readings",
+    "risks",
+    "twin_state",
+]

@@ -1,4 +1,4 @@
-"""``edge-twin demo``: a simulated home through the whole pipeline, at accelerated time.
+"""``edge-twin-demo``: a simulated home through the whole pipeline, at accelerated time.
 
     private mosquitto  <- firmware_sim devices publish (QoS 1, paced by simulated time)
          |
@@ -16,20 +16,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edge_twin.assess.glycaemic import HYPO_MGDL, probability_below
+from edge_twin.assess import HYPO_MGDL, probability_below
 from edge_twin.broker import PrivateBroker
 from edge_twin.clock import AcceleratedClock
 from edge_twin.config import Config
 from edge_twin.domain import Signal
 from edge_twin.errors import EdgeTwinError
-from edge_twin.estimate.view import is_stale, patient_estimates
+from edge_twin.estimate import is_stale, patient_estimates
 from edge_twin.gateway import Gateway
 from edge_twin.store import Store, alarms, devices, quarantine, readings, risks
-
-if TYPE_CHECKING:
-    from firmware_sim.home import Home
+from firmware_sim.home import Home
+from firmware_sim.publisher import HomePublisher, paced_by
 
 DRAIN_TIMEOUT_S = 60.0
 
@@ -95,10 +94,6 @@ def run_demo(
     on_progress: Callable[[float], None] | None = None,
 ) -> DemoSummary:
     """Run the demo; ``on_start(api_url, n_messages)`` then ``on_progress(fraction)``."""
-    # The simulator is a separate distribution-level package; import it only for the demo.
-    from firmware_sim.home import Home
-    from firmware_sim.publisher import HomePublisher, paced_by
-
     wall0 = time.monotonic()
     end = math.floor(time.time() / 60) * 60.0
     start = end - options.hours * 3600.0
