@@ -11,7 +11,7 @@ import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,12 +21,11 @@ from rich.text import Text
 
 from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
-from edge_twin.api import estimate_json, quarantine_json, risk_json
+from edge_twin.api import patient_state, quarantine_json, risk_json
 from edge_twin.assess import drift_report, model_store
 from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
 from edge_twin.errors import EdgeTwinError
-from edge_twin.estimate import patient_estimates
 from edge_twin.export import KINDS, export
 from edge_twin.store import Store, alarms, devices, quarantine, risks
 
@@ -235,15 +234,11 @@ def state(
 ) -> None:
     """Print a patient's twin state now, as JSON (the same as GET /patients/{id}/state)."""
     cfg = _config(config)
-    now = SystemClock().now()
     with Store(cfg.store.path, cfg.store.synchronous) as store:
         if not devices.patient_exists(store, patient_id):
             raise EdgeTwinError(f"unknown patient {patient_id!r}")
-        out: dict[str, Any] = {
-            e.signal.value: estimate_json(e, now, cfg.estimate.stale_after_s)
-            for e in patient_estimates(store, patient_id, now)
-        }
-    print(json.dumps({"patient_id": patient_id, "signals": out}, indent=2))
+        state = patient_state(store, patient_id, SystemClock().now(), cfg)
+    print(json.dumps(state, indent=2))
 
 
 @app.command()

@@ -247,10 +247,28 @@ class ThresholdRisk:
     below: bool
     horizon_s: float
     probability: float
+    kind: str = ""  # which of the patient's thresholds: "low", "urgent_low"
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.probability <= 1.0) or math.isnan(self.probability):
             raise ValueError(f"probability out of [0, 1]: {self.probability}")
+
+
+@dataclass(frozen=True, slots=True)
+class PredictedLow:
+    """P(glucose below the patient's low threshold within the predictor's horizon), from
+    the twin and the readings of the last 45 min (assess/hypo_predictor.py), at event time
+    ``t``. ``probability`` is None when it could not be assessed; ``why_not`` says why."""
+
+    patient_id: str
+    t: float
+    threshold: float
+    horizon_s: float
+    probability: float | None
+    trend_20min: float | None  # mg/dL/min over the readings of the last 20 min
+    model: str
+    model_version: str
+    why_not: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

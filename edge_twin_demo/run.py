@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_twin.assess import HYPO_MGDL, probability_below
+from edge_twin.assess import threshold_risks
 from edge_twin.broker import PrivateBroker
 from edge_twin.clock import AcceleratedClock
 from edge_twin.config import Config
@@ -236,7 +236,7 @@ def _summarise(
                     },
                     p_low_30min=None
                     if glucose is None
-                    else round(probability_below(glucose, HYPO_MGDL, 1800).probability, 3),
+                    else round(threshold_risks(glucose)[0].probability, 3),
                     episodes=len(patient.episodes),
                     decompensation_risk=round(latest_risk[0].probability, 3)
                     if latest_risk

@@ -73,7 +73,7 @@ def test_provision_devices_and_a_clear_error(tmp_path: Path) -> None:
     assert "already bound to patient pt-9" in again.stderr
     assert "Traceback" not in again.stderr
     state = json.loads(cli("edge-twin", "state", "pt-9", env=env).stdout)
-    assert state == {"patient_id": "pt-9", "signals": {}}
+    assert (state["patient_id"], state["signals"], state["risk"]) == ("pt-9", {}, None)
 
 
 def test_bad_config_exits_with_the_fix(tmp_path: Path) -> None:

@@ -3,15 +3,17 @@ bare threshold on readings, and the decompensation confidence that must not doub
 disease when it shows."""
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from edge_twin.alert import conditions
 from edge_twin.alert.catalog import AlarmSettings
+from edge_twin.assess import hypo_predictor
 from edge_twin.assess.features import DISEASE_DIRECTION, FEATURES
 from edge_twin.assess.risk_model import load_model, shipped_dir
-from edge_twin.domain import Provenance, Reading, Signal, StateEstimate
+from edge_twin.domain import Observation, Provenance, Reading, Signal, StateEstimate
 from tests.conftest import T0
 
 STEP = 300.0
@@ -40,9 +42,19 @@ def recent(values: list[float]) -> list[Reading]:
     return out[::-1]
 
 
+def glucose_conditions(
+    e: StateEstimate, rs: list[Reading], was: Callable[[str], bool]
+) -> list[Observation]:
+    """The glucose conditions with default settings, the predicted-low risk assessed as
+    the alert stage does."""
+    s = AlarmSettings()
+    low = hypo_predictor.predict_low(e, rs, s.low_mgdl)
+    return conditions.glucose(e, rs, low, s, was, True)
+
+
 def present(kind: str, mean: float, values: list[float], was: frozenset[str] = frozenset()) -> bool:
     rs = recent(values)
-    obs = conditions.glucose(estimate(mean, rs[0].t), rs, AlarmSettings(), was.__contains__, True)
+    obs = glucose_conditions(estimate(mean, rs[0].t), rs, was.__contains__)
     return next(o for o in obs if o.alarm_type == kind).present
 
 
@@ -75,7 +87,7 @@ def test_predicted_low_is_assessed_on_sparse_readings() -> None:
         Reading("pt-001", "cgm-001", Signal.GLUCOSE, T0 + m * 60.0, v, T0 + m * 60.0 + 5)
         for m, v in ((0, 125.0), (20, 105.0), (40, 88.0))
     ][::-1]
-    obs = conditions.glucose(estimate(95.0, rs[0].t), rs, AlarmSettings(), lambda _k: False, True)
+    obs = glucose_conditions(estimate(95.0, rs[0].t), rs, lambda _k: False)
     predicted = next(o for o in obs if o.alarm_type == "predicted_low")
     assert "not assessed" not in predicted.reason
     assert predicted.present  # -0.9 mg/dL/min from 88: below 70 within the horizon

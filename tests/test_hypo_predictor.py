@@ -129,7 +129,10 @@ def test_a_broken_predictor_does_not_silence_the_low_alarms(
     estimate = StateEstimate(
         "pt-1", Signal.GLUCOSE, 600.0, 50.0, 3.0, -1.0, 0.3, 600.0, Provenance("m", "1", (), 1, 1)
     )
-    out = {o.alarm_type: o for o in glucose(estimate, [], AlarmSettings(), lambda _: False, True)}
+    s = AlarmSettings()
+    low = hypo_predictor.predict_low(estimate, [], s.low_mgdl)
+    assert low.probability is None
+    out = {o.alarm_type: o for o in glucose(estimate, [], low, s, lambda _: False, True)}
     assert out["urgent_low"].present
     assert not out["predicted_low"].present
-    assert "predicted low unavailable" in out["predicted_low"].reason
+    assert "unavailable: cannot read the hypo predictor" in out["predicted_low"].reason

@@ -31,10 +31,10 @@ from edge_twin.domain import (
     DeviceStatus,
     ForecastSkill,
     Observation,
+    PredictedLow,
     Reading,
     StateEstimate,
 )
-from edge_twin.errors import ModelError
 from edge_twin.estimate import GATE_PERSIST_S
 
 ARTEFACT_HOLD_S = GATE_PERSIST_S
@@ -114,6 +114,7 @@ def _interval(e: StateEstimate) -> str:
 def glucose(
     e: StateEstimate,
     recent: Sequence[Reading],
+    low: PredictedLow,
     s: AlarmSettings,
     was: WasPresent,
     live: bool,
@@ -159,7 +160,7 @@ def glucose(
 
     below("urgent_low", s.urgent_low_mgdl, s.urgent_low_clear_mgdl)
     below("low", s.low_mgdl, s.low_clear_mgdl)
-    obs.append(predicted_low(e, t, recent, s, was, live, artefact, values, links))
+    obs.append(predicted_low(e, t, low, s, was, live, artefact, values, links))
     limit = s.high_clear_mgdl if was("high") else s.high_mgdl
     high = e.mean > limit
     reason = (
@@ -174,7 +175,7 @@ def glucose(
 def predicted_low(
     e: StateEstimate,
     t: float,
-    recent: Sequence[Reading],
+    low: PredictedLow,
     s: AlarmSettings,
     was: WasPresent,
     live: bool,
@@ -182,33 +183,19 @@ def predicted_low(
     values: dict[str, float | str | None],
     links: tuple[str, ...],
 ) -> Observation:
-    """The predictor's probability of a low within its horizon (assess/hypo_predictor.py),
-    from the twin and the readings up to ``t`` (the newest); clears below half the alarm
-    level."""
-    try:
-        predictor = hypo_predictor.shipped()
-    except ModelError as exc:
-        # Never let a broken predictor file silence the low and urgent-low alarms.
-        why = f"predicted low unavailable: {exc}; now {_interval(e)}"
-        return Observation(e.patient_id, "predicted_low", t, False, why, values, links, live)
-    window = sorted(
-        (r for r in recent if t - hypo_predictor.WINDOW_S <= r.t <= t), key=lambda r: r.t
-    )
-    inputs = hypo_predictor.features(
-        e.mean, e.rate_per_min or 0.0, [r.t for r in window], [r.value for r in window], s.low_mgdl
-    )
-    p = predictor.probability(inputs) if inputs is not None else 0.0
+    """The predictor's probability of a low within its horizon (assessed by
+    assess/hypo_predictor.py from the twin and the readings up to ``t``); clears below half
+    the alarm level."""
+    p = low.probability
     limit = s.predicted_low_probability / 2 if was("predicted_low") else s.predicted_low_probability
-    present = inputs is not None and p >= limit and (artefact is None or was("predicted_low"))
-    horizon = f"{predictor.horizon_min:.0f} min"
-    if inputs is None:
-        why = "needs 3 readings in 45 min while glucose is above the low threshold"
-        reason = f"predicted low not assessed ({why}); now {_interval(e)}"
+    present = p is not None and p >= limit and (artefact is None or was("predicted_low"))
+    if p is None:
+        reason = f"predicted low not assessed ({low.why_not}); now {_interval(e)}"
     else:
         reason = (
-            f"P(glucose < {s.low_mgdl:.0f} mg/dL within {horizon}) = {p:.0%}"
-            f" ({'clears below' if was('predicted_low') else 'alarm at'} {limit:.0%}):"
-            f" 20-min trend {inputs['slope_20']:+.1f} mg/dL/min, twin"
+            f"P(glucose < {low.threshold:.0f} mg/dL within {low.horizon_s / 60:.0f} min) ="
+            f" {p:.0%} ({'clears below' if was('predicted_low') else 'alarm at'} {limit:.0%}):"
+            f" 20-min trend {low.trend_20min or 0:+.1f} mg/dL/min, twin"
             f" {e.rate_per_min or 0:+.1f} mg/dL/min; now {_interval(e)}"
         )
         if artefact is not None:
@@ -221,9 +208,11 @@ def predicted_low(
         reason,
         {
             **values,
-            "probability": round(p, 4),
-            "trend_20min_mgdl_per_min": None if inputs is None else round(inputs["slope_20"], 2),
-            "predictor_version": predictor.version,
+            "probability": 0.0 if p is None else round(p, 4),
+            "trend_20min_mgdl_per_min": (
+                None if low.trend_20min is None else round(low.trend_20min, 2)
+            ),
+            "predictor_version": low.model_version,
         },
         links,
         live,

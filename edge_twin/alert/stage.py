@@ -92,7 +92,8 @@ class AlertStage:
             )
             live = bool(recent) and not recent[0].flags & ReadingFlag.BACKFILLED
             estimate = estimate_at(g, g.t, forecasts=False)
-            out += conditions.glucose(estimate, recent, s, was, live)
+            low = hypo_predictor.predict_low(estimate, recent, s.low_mgdl)
+            out += conditions.glucose(estimate, recent, low, s, was, live)
             if recent:
                 # Stale is about the gateway's present: a backfilled burst is old on arrival.
                 now = max(recent[0].t, recent[0].received_at)

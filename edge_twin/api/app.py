@@ -16,11 +16,10 @@ from pydantic import BaseModel, Field
 
 from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
-from edge_twin.api import dashboard
+from edge_twin.api import dashboard, views
 from edge_twin.api.serialize import (
     consumer_json,
     drift_json,
-    estimate_json,
     quarantine_json,
     reading_json,
     risk_json,
@@ -31,7 +30,6 @@ from edge_twin.clock import Clock, to_iso
 from edge_twin.config import Config
 from edge_twin.domain import Signal
 from edge_twin.errors import AlarmError, ConfigError, ModelError
-from edge_twin.estimate import patient_estimates
 from edge_twin.store import (
     Store,
     alarms,
@@ -83,18 +81,7 @@ def create_app(
             raise HTTPException(404, f"unknown patient {patient_id!r}")
 
     def patient_state(store: Store, patient_id: str) -> dict[str, Any]:
-        now = clock.now()
-        stale_after = config.estimate.stale_after_s
-        latest_risk = risks.latest(store, patient_id)
-        return {
-            "patient_id": patient_id,
-            "as_of": to_iso(now),
-            "signals": {
-                e.signal.value: estimate_json(e, now, stale_after)
-                for e in patient_estimates(store, patient_id, now)
-            },
-            "risk": risk_json(latest_risk[0]) if latest_risk else None,
-        }
+        return views.patient_state(store, patient_id, clock.now(), config)
 
     @app.get("/health")
     def health(store: StoreDep) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def _signal_row(s: dict[str, Any]) -> str:
         for f in s["forecasts"]
         if f["horizon_min"] in (30.0, 60.0)
     )
-    risk = next((r for r in s.get("risks", []) if "below 70" in r["event"]), None)
+    risk = next((r for r in s.get("risks", []) if r["kind"] == "low"), None)
     prov = s["provenance"]
     risk_text = "&ndash;" if risk is None else f"{100 * risk['probability']:.1f}%"
     return (

@@ -4,24 +4,23 @@ provenance; times are ISO 8601 with an explicit UTC offset."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from edge_twin.assess import HYPO_MGDL, URGENT_LOW_MGDL, FeatureDrift, probability_below
+from edge_twin.assess import FeatureDrift
 from edge_twin.clock import to_iso
 from edge_twin.domain import (
     DecompensationRisk,
     ForecastSkill,
     Reading,
     ReadingFlag,
-    Signal,
     StateEstimate,
+    ThresholdRisk,
 )
 from edge_twin.estimate import is_stale
 from edge_twin.store.consumers import ConsumerStatus
 from edge_twin.store.quarantine import QuarantinedMessage
 
-RISK_HORIZON_S = 30 * 60.0
 _FLAGS = [flag for flag in ReadingFlag if flag]
 
 
@@ -30,8 +29,13 @@ def _r(value: float, digits: int = 2) -> float:
 
 
 def estimate_json(
-    e: StateEstimate, now: float, stale_after_s: Mapping[str, float]
+    e: StateEstimate,
+    now: float,
+    stale_after_s: Mapping[str, float],
+    risks: Sequence[ThresholdRisk] = (),
 ) -> dict[str, Any]:
+    """An estimate with its forecasts and provenance; ``risks``: the threshold risks
+    assessed on it (glucose: the patient's own low and urgent-low thresholds)."""
     lo, hi = e.interval95
     out: dict[str, Any] = {
         "signal": e.signal.value,
@@ -65,16 +69,23 @@ def estimate_json(
     if e.rate_per_min is not None and e.rate_sd is not None:
         out["rate_per_min"] = _r(e.rate_per_min, 3)
         out["rate_sd"] = _r(e.rate_sd, 3)
-    if e.signal is Signal.GLUCOSE:
-        out["risks"] = [
-            {
-                "event": f"glucose below {threshold:g} mg/dL within 30 min",
-                "probability": _r(probability_below(e, threshold, RISK_HORIZON_S).probability, 4),
-                "method": "max over 5-min forecast steps of the normal CDF (a lower bound)",
-            }
-            for threshold in (HYPO_MGDL, URGENT_LOW_MGDL)
-        ]
+    if risks:
+        out["risks"] = [threshold_risk_json(r) for r in risks]
     return out
+
+
+def threshold_risk_json(r: ThresholdRisk) -> dict[str, Any]:
+    side = "below" if r.below else "above"
+    return {
+        "kind": r.kind,
+        "threshold": r.threshold,
+        "unit": r.signal.unit,
+        "horizon_min": _r(r.horizon_s / 60.0, 1),
+        "event": f"{r.signal.value} {side} {r.threshold:g} {r.signal.unit} within"
+        f" {r.horizon_s / 60:g} min",
+        "probability": _r(r.probability, 4),
+        "method": "max over the 5-min forecast steps of the normal CDF (a lower bound)",
+    }
 
 
 def reading_json(r: Reading) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Stage 3, assess: risks computed from the twin's state (docs/risk.md).
 
-StateEstimate -> glycaemic.probability_below -> ThresholdRisk (in every glucose estimate)
-StateEstimate + recent readings -> hypo_predictor.py -> P(low within 45 min) (the alarm's)
+StateEstimate -> glycaemic.threshold_risks -> ThresholdRisk at the patient's thresholds
+StateEstimate + recent readings -> hypo_predictor.predict_low -> PredictedLow (the alarm's)
 twin trajectory -> features.py -> risk_model.py (ONNX) -> DecompensationRisk
                    assessor.py runs it as the twin moves; model_store.py installs and
                    rolls back models; drift.py compares live features with training
@@ -13,7 +13,12 @@ modules); the modules behind it are this stage's own.
 from edge_twin.assess import hypo_predictor, model_store
 from edge_twin.assess.assessor import RiskAssessor
 from edge_twin.assess.drift import FeatureDrift, drift_report
-from edge_twin.assess.glycaemic import HYPO_MGDL, URGENT_LOW_MGDL, probability_below
+from edge_twin.assess.glycaemic import (
+    HYPO_MGDL,
+    URGENT_LOW_MGDL,
+    probability_below,
+    threshold_risks,
+)
 
 __all__ = [
     "HYPO_MGDL",
@@ -24,4 +29,5 @@ __all__ = [
     "hypo_predictor",
     "model_store",
     "probability_below",
+    "threshold_risks",
 ]

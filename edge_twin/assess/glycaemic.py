@@ -21,13 +21,16 @@ from edge_twin.domain import Signal, StateEstimate, ThresholdRisk
 
 HYPO_MGDL = 70.0
 URGENT_LOW_MGDL = 55.0
+RISK_HORIZON_S = 30 * 60.0
 
 
 def normal_cdf(z: float) -> float:
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
-def probability_below(estimate: StateEstimate, threshold: float, horizon_s: float) -> ThresholdRisk:
+def probability_below(
+    estimate: StateEstimate, threshold: float, horizon_s: float, kind: str = ""
+) -> ThresholdRisk:
     if estimate.signal is not Signal.GLUCOSE:
         raise ValueError(f"glycaemic risk needs a glucose estimate, got {estimate.signal}")
     steps = [(0.0, estimate.mean, estimate.sd)] + [
@@ -37,4 +40,18 @@ def probability_below(estimate: StateEstimate, threshold: float, horizon_s: floa
         normal_cdf((threshold - mean) / sd) if sd > 0 else float(mean < threshold)
         for _, mean, sd in steps
     )
-    return ThresholdRisk(Signal.GLUCOSE, threshold, True, horizon_s, min(1.0, max(0.0, p)))
+    return ThresholdRisk(Signal.GLUCOSE, threshold, True, horizon_s, min(1.0, max(0.0, p)), kind)
+
+
+def threshold_risks(
+    estimate: StateEstimate,
+    low_mgdl: float = HYPO_MGDL,
+    urgent_low_mgdl: float = URGENT_LOW_MGDL,
+    horizon_s: float = RISK_HORIZON_S,
+) -> list[ThresholdRisk]:
+    """The risks of crossing the patient's own low and urgent-low thresholds (their alarm
+    settings) within the horizon."""
+    return [
+        probability_below(estimate, low_mgdl, horizon_s, "low"),
+        probability_below(estimate, urgent_low_mgdl, horizon_s, "urgent_low"),
+    ]

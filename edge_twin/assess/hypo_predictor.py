@@ -41,6 +41,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from edge_twin.domain import PredictedLow, Reading, StateEstimate
 from edge_twin.errors import ModelError
 
 FEATURES = (
@@ -205,3 +206,34 @@ def load(path: Path = SHIPPED) -> HypoPredictor:
 @cache
 def shipped() -> HypoPredictor:
     return load(SHIPPED)
+
+
+def predict_low(e: StateEstimate, recent: Sequence[Reading], low_mgdl: float) -> PredictedLow:
+    """The predicted-low risk at the newest of the twin's time and the readings' (a reading
+    may be ahead of a twin still busy with a backlog), from the readings of the window up
+    to then. Never raises: a missing or broken predictor file is a ``why_not``."""
+    t = max([e.t, *(r.t for r in recent)])
+    try:
+        predictor = shipped()
+    except ModelError as exc:
+        return PredictedLow(
+            e.patient_id, t, low_mgdl, 0.0, None, None, "hypo_predictor", "", f"unavailable: {exc}"
+        )
+    window = sorted((r for r in recent if t - WINDOW_S <= r.t <= t), key=lambda r: r.t)
+    inputs = features(
+        e.mean, e.rate_per_min or 0.0, [r.t for r in window], [r.value for r in window], low_mgdl
+    )
+    return PredictedLow(
+        e.patient_id,
+        t,
+        low_mgdl,
+        predictor.horizon_min * 60.0,
+        None if inputs is None else predictor.probability(inputs),
+        None if inputs is None else inputs["slope_20"],
+        "hypo_predictor",
+        predictor.version,
+        None
+        if inputs is not None
+        else f"needs {MIN_READINGS} readings in {WINDOW_S / 60:.0f} min while glucose is"
+        " above the low threshold",
+    )
