@@ -22,12 +22,12 @@ from rich.text import Text
 from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
 from edge_twin.api import patient_state, quarantine_json, risk_json
-from edge_twin.assess import drift_report, model_store
+from edge_twin.assess import active_model, drift_report, install_model, rollback_model
 from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
 from edge_twin.errors import EdgeTwinError
 from edge_twin.export import KINDS, export
-from edge_twin.store import Store, alarms, devices, quarantine, risks
+from edge_twin.store import Store, alarms, devices, quarantine, readings, risks
 
 app = typer.Typer(
     help="edge-twin home gateway: ingest sensor readings over MQTT, keep each patient's"
@@ -131,6 +131,7 @@ def replay(
         if devices_file is not None:
             provision_from(devices_file, store, start)
         clock = ManualClock(start)
+        quiet_until = readings.newest_arrival(store)  # a capture replayed again: no-op
         pipeline = Pipeline(store, cfg, clock)
         task = bar.add_task("replay", total=lines)
         summary = run_replay(
@@ -138,6 +139,7 @@ def replay(
             read_capture(capture),
             clock,
             lambda done: bar.update(task, completed=done.messages),
+            quiet_until=quiet_until,
         )
     console.print(
         f"messages {summary.messages}: readings new {summary.readings_new}, duplicate"
@@ -267,7 +269,7 @@ app.add_typer(model_app, name="model")
 def model_show(config: ConfigOpt = None) -> None:
     """The active model: name, version, sha256, threshold, validation figures."""
     cfg = _config(config)
-    m = model_store.active(cfg.assess.model_dir)
+    m = active_model(cfg.assess.model_dir)
     card = m.card
     console.print(f"{card.name} {card.version} from {m.directory}")
     console.print(f"sha256 {card.sha256}")
@@ -289,7 +291,7 @@ def model_install(
     current one becomes the rollback target. A model that fails is refused, nothing
     changes. A running gateway picks the new model up at its next start."""
     cfg = _config(config)
-    m = model_store.install(cfg.assess.model_dir, directory)
+    m = install_model(cfg.assess.model_dir, directory)
     console.print(f"installed and active: {m.card.name} {m.card.version} ({m.card.sha256[:12]})")
 
 
@@ -297,7 +299,7 @@ def model_install(
 def model_rollback(config: ConfigOpt = None) -> None:
     """Make the previous model active again."""
     cfg = _config(config)
-    m = model_store.rollback(cfg.assess.model_dir)
+    m = rollback_model(cfg.assess.model_dir)
     console.print(f"active: {m.card.name} {m.card.version} ({m.card.sha256[:12]})")
 
 
@@ -309,7 +311,7 @@ def model_drift(
     """Compare the last assessments' features with the model's training distribution
     (population stability index per feature; > 0.25 is drift)."""
     cfg = _config(config)
-    m = model_store.active(cfg.assess.model_dir)
+    m = active_model(cfg.assess.model_dir)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
         rows = risks.recent_features(store, last)
     table = Table("feature", "PSI", "unknown live", "unknown in training", "status")
@@ -481,7 +483,7 @@ def check(config: ConfigOpt = None) -> None:
     except EdgeTwinError as exc:
         line(False, "store", str(exc))
     try:
-        m = model_store.active(cfg.assess.model_dir)
+        m = active_model(cfg.assess.model_dir)
         line(True, "risk model", f"{m.card.name} {m.card.version} verified ({m.directory})")
     except EdgeTwinError as exc:
         line(False, "risk model", str(exc))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edge_twin.domain import Signal
+from edge_twin.domain import SIGNALS, Signal
 from edge_twin.errors import ConfigError
 
 ENV_PREFIX = "EDGE_TWIN_"
@@ -67,17 +67,7 @@ class IngestSection:
     clock_skew_tolerance_s: float = _rule(120.0, 1, 86_400)
 
 
-DEFAULT_STALE_AFTER_S: dict[str, float] = {
-    Signal.GLUCOSE: 15 * 60,  # Nightscout warns at 15 min without a reading
-    Signal.HEART_RATE: 15 * 60,
-    Signal.SPO2: 15 * 60,
-    Signal.RESP_RATE: 15 * 60,
-    Signal.SKIN_TEMP: 30 * 60,
-    Signal.STEPS: 60 * 60,
-    Signal.SYSTOLIC: 36 * 3600,  # cuff: 1-3 readings a day
-    Signal.DIASTOLIC: 36 * 3600,
-    Signal.WEIGHT: 48 * 3600,  # scale: daily, some missed days
-}
+DEFAULT_STALE_AFTER_S: dict[str, float] = {s: spec.stale_after_s for s, spec in SIGNALS.items()}
 
 
 @dataclass(frozen=True)

@@ -13,39 +13,28 @@ field name says otherwise (``received_at`` is the gateway's clock).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntFlag, StrEnum
 
 
 class Signal(StrEnum):
-    """A physiological quantity the twin tracks, in its canonical unit."""
+    """A physiological quantity the twin tracks, in its canonical unit (declared in
+    ``SIGNALS`` below)."""
 
-    GLUCOSE = "glucose"  # mg/dL
-    SYSTOLIC = "systolic"  # mmHg
-    DIASTOLIC = "diastolic"  # mmHg
-    HEART_RATE = "heart_rate"  # 1/min
-    SPO2 = "spo2"  # %
-    RESP_RATE = "resp_rate"  # 1/min
-    WEIGHT = "weight"  # kg
-    SKIN_TEMP = "skin_temp"  # Cel
+    GLUCOSE = "glucose"
+    SYSTOLIC = "systolic"
+    DIASTOLIC = "diastolic"
+    HEART_RATE = "heart_rate"
+    SPO2 = "spo2"
+    RESP_RATE = "resp_rate"
+    WEIGHT = "weight"
+    SKIN_TEMP = "skin_temp"
     STEPS = "steps"  # count in the reading's interval
 
     @property
     def unit(self) -> str:
-        return CANONICAL_UNITS[self]
-
-
-CANONICAL_UNITS: dict[Signal, str] = {
-    Signal.GLUCOSE: "mg/dL",
-    Signal.SYSTOLIC: "mmHg",
-    Signal.DIASTOLIC: "mmHg",
-    Signal.HEART_RATE: "1/min",
-    Signal.SPO2: "%",
-    Signal.RESP_RATE: "1/min",
-    Signal.WEIGHT: "kg",
-    Signal.SKIN_TEMP: "Cel",
-    Signal.STEPS: "count",
-}
+        return SIGNALS[self].unit
 
 
 class DeviceType(StrEnum):
@@ -60,13 +49,83 @@ class DeviceType(StrEnum):
         return DEVICE_SIGNALS[self]
 
 
-DEVICE_SIGNALS: dict[DeviceType, frozenset[Signal]] = {
-    DeviceType.CGM: frozenset({Signal.GLUCOSE}),
-    DeviceType.WRIST: frozenset(
-        {Signal.HEART_RATE, Signal.SPO2, Signal.RESP_RATE, Signal.SKIN_TEMP, Signal.STEPS}
+MMOL_TO_MGDL = 18.0182  # glucose molar mass 180.16 g/mol
+KPA_TO_MMHG = 7.50062
+LB_TO_KG = 0.45359237
+
+
+def _same(v: float) -> float:
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSpec:
+    """What the gateway declares about a signal. Adding a signal is one entry in
+    ``SIGNALS`` plus its filter (``estimate/models.py``); the wire contract, config
+    defaults, the alert stage and the simulator read from here."""
+
+    unit: str  # canonical unit (UCUM), what the twin, the API and the store use
+    wire_units: Mapping[str, Callable[[float], float]]  # SenML units accepted -> canonical
+    lo: float  # plausible range in the canonical unit: outside it is out_of_range
+    hi: float
+    devices: frozenset[DeviceType]  # the device types that may report it
+    stale_after_s: float  # default of estimate.stale_after_s_<signal>
+    clinical: bool  # a new reading may change a clinical alarm (alert/stage.py)
+
+
+_MMHG = {"mmHg": _same, "mm[Hg]": _same, "kPa": lambda v: v * KPA_TO_MMHG}
+_PER_MIN = {"1/min": _same, "/min": _same}
+_WRIST = frozenset({DeviceType.WRIST})
+
+SIGNALS: dict[Signal, SignalSpec] = {
+    # Nightscout warns at 15 min without a CGM reading.
+    Signal.GLUCOSE: SignalSpec(
+        "mg/dL",
+        {"mg/dL": _same, "mmol/L": lambda v: v * MMOL_TO_MGDL},
+        20.0,
+        600.0,
+        frozenset({DeviceType.CGM}),
+        15 * 60,
+        True,
     ),
-    DeviceType.BP_CUFF: frozenset({Signal.SYSTOLIC, Signal.DIASTOLIC, Signal.HEART_RATE}),
-    DeviceType.SCALE: frozenset({Signal.WEIGHT}),
+    # A cuff: 1-3 readings a day.
+    Signal.SYSTOLIC: SignalSpec(
+        "mmHg", _MMHG, 40.0, 300.0, frozenset({DeviceType.BP_CUFF}), 36 * 3600, True
+    ),
+    Signal.DIASTOLIC: SignalSpec(
+        "mmHg", _MMHG, 20.0, 200.0, frozenset({DeviceType.BP_CUFF}), 36 * 3600, True
+    ),
+    Signal.HEART_RATE: SignalSpec(
+        "1/min",
+        {**_PER_MIN, "beat/min": _same},
+        20.0,
+        300.0,
+        frozenset({DeviceType.WRIST, DeviceType.BP_CUFF}),
+        15 * 60,
+        False,
+    ),
+    Signal.SPO2: SignalSpec(
+        "%", {"%": _same, "/": lambda v: v * 100.0}, 50.0, 100.0, _WRIST, 15 * 60, False
+    ),
+    Signal.RESP_RATE: SignalSpec("1/min", _PER_MIN, 2.0, 80.0, _WRIST, 15 * 60, False),
+    # A scale: daily, some missed days.
+    Signal.WEIGHT: SignalSpec(
+        "kg",
+        {"kg": _same, "g": lambda v: v / 1000.0, "lb": lambda v: v * LB_TO_KG},
+        10.0,
+        400.0,
+        frozenset({DeviceType.SCALE}),
+        48 * 3600,
+        False,
+    ),
+    Signal.SKIN_TEMP: SignalSpec(
+        "Cel", {"Cel": _same, "K": lambda v: v - 273.15}, 15.0, 45.0, _WRIST, 30 * 60, False
+    ),
+    Signal.STEPS: SignalSpec("count", {"count": _same}, 0.0, 100_000.0, _WRIST, 60 * 60, False),
+}
+
+DEVICE_SIGNALS: dict[DeviceType, frozenset[Signal]] = {
+    kind: frozenset(s for s, spec in SIGNALS.items() if kind in spec.devices) for kind in DeviceType
 }
 
 

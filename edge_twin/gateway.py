@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edge_twin.alert import AlarmBus, WebhookSender
+from edge_twin.alert import MQTT_CONSUMER, AlarmBus, WebhookSender, register_channel
 from edge_twin.api import ApiServer, create_app
 from edge_twin.clock import Clock
 from edge_twin.config import Config
@@ -35,6 +35,7 @@ class Gateway:
             self.store = Store(cfg.store.path, cfg.store.synchronous)
             self.pipeline = Pipeline(self.store, cfg, self.clock)
             if cfg.alert.mqtt:
+                register_channel(self.store, MQTT_CONSUMER)
                 self.alarm_bus = self.pipeline.bus = AlarmBus(cfg.mqtt, cfg.gateway.id)
             if cfg.alert.webhook_url:
                 self.webhook = WebhookSender(

@@ -37,7 +37,7 @@ from edge_twin.alert import (
     deliver_mqtt,
     handle_command,
 )
-from edge_twin.assess import RiskAssessor, model_store
+from edge_twin.assess import RiskAssessor, active_model
 from edge_twin.clock import Clock, SystemClock
 from edge_twin.config import Config
 from edge_twin.domain import Signal
@@ -74,7 +74,7 @@ class Pipeline:
         self.scorekeeper = Scorekeeper(store)
         self.risk: RiskAssessor | None = None
         try:
-            model = model_store.active(config.assess.model_dir)
+            model = active_model(config.assess.model_dir)
             self.risk = RiskAssessor(store, model, config.assess.risk_every_s, self.clock)
         except ModelError as exc:
             # The twin, its estimates and glycaemic risks do not need the model: run on.

@@ -128,10 +128,13 @@ def test_alerts_bench() -> None:
     assert figures["latency_alarms"] > 0  # type: ignore[operator]
 
 
+@pytest.mark.broker
 def test_replay_bench(tmp_path: Path) -> None:
     figures = last_json(
-        "bench/replay.py", "--patients", "2", "--days", "0.5", "--cache", str(tmp_path)
+        "bench/replay.py",
+        *("--patients", "2", "--days", "0.5", "--cache", str(tmp_path)),
+        *("--live-patients", "1", "--live-hours", "4"),
     )
-    assert figures["readings"] > 0  # type: ignore[operator]
-    assert figures["readings_per_s"] > 0  # type: ignore[operator]
-    assert "reference_home_s" in figures
+    for key in ("readings", "readings_per_s", "reference_home_s"):
+        assert figures[key] > 0  # type: ignore[operator]
+    assert figures["alarms_equal_to_live"] is True

@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
+from edge_twin.alert import WEBHOOK_CONSUMER, AlarmEngine, register_channel
+from edge_twin.domain import Observation
 from edge_twin.errors import StoreError
-from edge_twin.store import Store, consumers, devices, readings
+from edge_twin.store import Store, alarms, consumers, devices, readings
 from edge_twin.store.migrations import MIGRATIONS
 from tests.conftest import T0
 from tests.test_store import ALL_MIGRATIONS, _reading
@@ -103,3 +105,46 @@ def test_migration_carries_the_cursor_and_the_sent_columns_over(db_path: Path) -
     assert (by_name["alarm-mqtt"].position, by_name["alarm-mqtt"].backlog) == (2, 1)
     webhook = by_name["alarm-webhook"]
     assert (webhook.position, webhook.backlog, webhook.failures) == (1, 2, 3)
+
+
+def test_a_fresh_store_has_no_consumer_until_one_runs(db_path: Path) -> None:
+    with Store(db_path) as store:
+        assert consumers.statuses(store.conn) == []
+
+
+def test_a_webhook_that_only_ever_failed_keeps_its_attempts_across_the_migration(
+    db_path: Path,
+) -> None:
+    old = sqlite_utils.Database(db_path)
+    MIGRATIONS.apply(old, stop_before="0008_log_consumers")
+    old.executescript(
+        f"""
+        INSERT INTO patients VALUES ('pt-1', {T0});
+        INSERT INTO alarms (id, patient_id, alarm_type, priority, technical, state,
+            condition_present, raised_at, updated_at, reason, "values", evidence)
+            VALUES (1, 'pt-1', 'low', 'medium', 0, 'active', 1, {T0}, {T0}, 'r', '{{}}', '[]');
+        INSERT INTO alarm_events (id, alarm_id, at, recorded_at, event, actor, reason, state,
+            webhook_attempts) VALUES (1, 1, {T0}, {T0}, 'raised', 'gw', '', 'active', 4);
+        """
+    )
+    old.conn.commit()
+    old.close()
+    with Store(db_path) as store:
+        by_name = {c.name: c for c in consumers.statuses(store.conn)}
+    assert set(by_name) == {"alarm-webhook"}  # MQTT never sent anything: not carried
+    assert (by_name["alarm-webhook"].position, by_name["alarm-webhook"].failures) == (0, 4)
+
+
+def test_a_channel_switched_on_late_starts_with_the_open_alarms_history(db_path: Path) -> None:
+    with Store(db_path) as store:
+        engine = AlarmEngine(store, lambda: T0)
+        # A low that came and went, then a low battery that is still on.
+        for t, kind, present in ((T0, "low", True), (T0 + 600, "low", False)):
+            engine.observe([Observation("pt-1", kind, t, present, "r", {}, ())])
+        engine.observe([Observation("pt-1", "battery_low", T0 + 900, True, "r", {}, ())])
+        (still_open,) = alarms.listing(store.conn, "pt-1")
+        assert still_open.alarm_type == "battery_low"
+        first_open_event = alarms.events(store.conn, still_open.id)[0].id
+        assert first_open_event > 1  # the low's events came before it
+        register_channel(store, WEBHOOK_CONSUMER)
+        assert consumers.position(store.conn, WEBHOOK_CONSUMER) == first_open_event - 1

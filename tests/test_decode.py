@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_twin.config import load_config
-from edge_twin.domain import ReadingFlag, RejectReason, Signal
+from edge_twin.config import DEFAULT_STALE_AFTER_S, load_config
+from edge_twin.domain import SIGNALS, DeviceType, ReadingFlag, RejectReason, Signal
+from edge_twin.estimate import DEFAULT_MODELS
+from edge_twin.ingest import contract
 from edge_twin.ingest.writer import IngestWriter, RawMessage
 from edge_twin.store import Store, devices, quarantine, readings
 from tests.conftest import T0
@@ -274,3 +276,14 @@ def test_a_backlog_drain_after_gateway_downtime_is_not_clock_skew(writer: Ingest
     assert len(flags) == 288
     assert not any(ReadingFlag.CLOCK_SKEW in f for f in flags)
     assert "cgm-1" not in devices.statuses(writer._store)  # no offset claimed without evidence
+
+
+def test_every_signal_is_declared_once_with_a_filter_and_a_device() -> None:
+    assert set(SIGNALS) == set(Signal) == set(DEFAULT_MODELS) == set(DEFAULT_STALE_AFTER_S)
+    for signal, spec in SIGNALS.items():
+        assert spec.wire_units[spec.unit](42.0) == 42.0  # the canonical unit is accepted as is
+        assert spec.lo < spec.hi
+        assert spec.devices, f"{signal}: no device type may send it"
+        assert all(signal in kind.signals for kind in spec.devices)
+        assert contract.VOCABULARY[signal.value].signal is signal
+    assert {s for kind in DeviceType for s in kind.signals} == set(Signal)

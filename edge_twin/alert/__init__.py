@@ -10,7 +10,15 @@ What the pipeline, the API and the CLI use is exported here.
 """
 
 from edge_twin.alert.catalog import CATALOG, AlarmSettings
-from edge_twin.alert.delivery import AlarmBus, WebhookSender, deliver_mqtt, handle_command
+from edge_twin.alert.delivery import (
+    MQTT_CONSUMER,
+    WEBHOOK_CONSUMER,
+    AlarmBus,
+    WebhookSender,
+    deliver_mqtt,
+    handle_command,
+    register_channel,
+)
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.payload import alarm_json, event_json
 from edge_twin.alert.stage import ALARM_SIGNALS, AlertStage
@@ -18,6 +26,8 @@ from edge_twin.alert.stage import ALARM_SIGNALS, AlertStage
 __all__ = [
     "ALARM_SIGNALS",
     "CATALOG",
+    "MQTT_CONSUMER",
+    "WEBHOOK_CONSUMER",
     "AlarmBus",
     "AlarmEngine",
     "AlarmSettings",
@@ -27,4 +37,5 @@ __all__ = [
     "deliver_mqtt",
     "event_json",
     "handle_command",
+    "register_channel",
 ]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge_twin.alert.catalog import AlarmSettings
-from edge_twin.assess import hypo_predictor
+from edge_twin.assess import fit_line
 from edge_twin.domain import (
     DecompensationRisk,
     DeviceStatus,
@@ -61,9 +61,7 @@ def _fall_before(readings: Sequence[Reading], t: float) -> float | None:
     """How fast glucose was falling (mg/dL/min, >= 0) over TREND_BEFORE_S up to ``t``;
     None with fewer than 3 readings there (unknown: no suspicion is raised on it)."""
     before = [r for r in readings if t - TREND_BEFORE_S <= r.t <= t]
-    fit = hypo_predictor.fit_line(
-        [r.t for r in before], [r.value for r in before], TREND_BEFORE_S / 60.0
-    )
+    fit = fit_line([r.t for r in before], [r.value for r in before], TREND_BEFORE_S / 60.0)
     return None if fit is None else max(0.0, -fit.slope)
 
 

@@ -80,33 +80,56 @@ class AlarmBus:
 
     def publish(
         self, topic: str, payload: dict[str, Any] | list[Any], retain: bool = False
-    ) -> bool:
+    ) -> paho.MQTTMessageInfo | None:
+        """Queue a QoS 1 publish; None if paho refused it (not connected). Queued is not
+        delivered: ``info.is_published()`` turns true with the broker's PUBACK."""
         info = self._client.publish(topic, json.dumps(payload), qos=1, retain=retain)
-        return info.rc == paho.MQTT_ERR_SUCCESS
+        return info if info.rc == paho.MQTT_ERR_SUCCESS else None
 
     def stop(self) -> None:
         self._client.loop_stop()
         self._client.disconnect()
 
 
-def deliver_mqtt(store: Store, bus: AlarmBus, gateway_id: str, now: float) -> int:
+def register_channel(store: Store, consumer: consumers.Consumer) -> None:
+    """A delivery channel switched on for the first time starts with the history of the
+    alarms still open (not months of resolved ones); one that ran before resumes."""
+    with store.transaction() as conn:
+        consumers.register(conn, consumer, alarms.open_history_start(conn))
+
+
+def deliver_mqtt(
+    store: Store, bus: AlarmBus, gateway_id: str, now: float, ack_timeout_s: float = 2.0
+) -> int:
     """Publish the events after the channel's position, then each touched patient's open
-    alarms (retained); returns how many events were published."""
+    alarms (retained); the position moves past the events the broker acknowledged, in
+    order (an event only queued in paho's memory is not delivered). Returns how many."""
     pending = alarms.events_after(
         store.conn, consumers.position(store.conn, MQTT_CONSUMER), MQTT_BATCH
     )
     by_id = alarms.get_many(store.conn, {e.alarm_id for e in pending})
-    sent = 0
-    through: int | None = None
+    queued: list[tuple[int, paho.MQTTMessageInfo | None]] = []
     patients: set[str] = set()
     for e in pending:
         a = by_id.get(e.alarm_id)
-        if a is not None:
-            if not bus.publish(bus.topic(a.patient_id), event_json(e, a, gateway_id)):
-                break  # not connected: keep the rest for later, in order
+        if a is None:
+            queued.append((e.id, None))  # nothing to send for it
+            continue
+        info = bus.publish(bus.topic(a.patient_id), event_json(e, a, gateway_id))
+        if info is None:
+            break  # not connected: keep the rest for later, in order
+        queued.append((e.id, info))
+        patients.add(a.patient_id)
+    deadline = time.monotonic() + ack_timeout_s
+    through: int | None = None
+    sent = 0
+    for event_id, info in queued:
+        if info is not None:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            if not info.is_published():
+                break  # sent again next time: receivers deduplicate by event id
             sent += 1
-            patients.add(a.patient_id)
-        through = e.id
+        through = event_id
     for pid in patients:
         current = [alarm_json(a) for a in alarms.listing(store.conn, pid, open_only=True)]
         bus.publish(f"{bus.topic(pid)}/current", current, retain=True)
@@ -178,6 +201,7 @@ class WebhookSender:
         backoff = 1.0
         store = Store(self._db_path, migrate=False)
         try:
+            register_channel(store, WEBHOOK_CONSUMER)
             while not self._stop.is_set():
                 try:
                     ok = self._send_pending(store)

@@ -20,8 +20,9 @@ from collections.abc import Iterable
 
 from edge_twin.alert import conditions
 from edge_twin.alert.engine import AlarmEngine
-from edge_twin.assess import hypo_predictor
+from edge_twin.assess import PREDICTOR_WINDOW_S, predict_low
 from edge_twin.domain import (
+    SIGNALS,
     DeviceStatus,
     DeviceType,
     ForecastSkill,
@@ -42,17 +43,16 @@ STORAGE_EVERY_S = 60.0
 FORECAST_FIT_EVERY_S = 1800.0
 TICK_EVERY_S = 5.0
 # The glucose readings a clinical evaluation reads: the artefact check looks back 50 min
-# and the predictor 45 (conditions.ARTEFACT_CONTEXT_S, hypo_predictor.WINDOW_S), whatever
+# and the predictor 45 (conditions.ARTEFACT_CONTEXT_S, PREDICTOR_WINDOW_S), whatever
 # the sensor's sampling (1 to 15 min); the count only bounds a flood of readings.
-RECENT_GLUCOSE_S = max(conditions.ARTEFACT_CONTEXT_S, hypo_predictor.WINDOW_S)
+RECENT_GLUCOSE_S = max(conditions.ARTEFACT_CONTEXT_S, PREDICTOR_WINDOW_S)
 RECENT_GLUCOSE_MAX = 120
 # The filter states a clinical evaluation reads.
 CLINICAL_SIGNALS = (Signal.GLUCOSE, Signal.SYSTOLIC, Signal.DIASTOLIC)
 # The signals whose new readings can change a clinical alarm (risk changes come through
-# the risk stage).
-ALARM_SIGNALS = frozenset(
-    {Signal.GLUCOSE, Signal.SYSTOLIC, Signal.DIASTOLIC}
-)  # technical conditions and escalation: a declared, bounded delay
+# the risk stage); technical conditions and escalation run on a tick: a declared, bounded
+# delay.
+ALARM_SIGNALS = frozenset(s for s, spec in SIGNALS.items() if spec.clinical)
 
 
 class AlertStage:
@@ -92,7 +92,7 @@ class AlertStage:
             )
             live = bool(recent) and not recent[0].flags & ReadingFlag.BACKFILLED
             estimate = estimate_at(g, g.t, forecasts=False)
-            low = hypo_predictor.predict_low(estimate, recent, s.low_mgdl)
+            low = predict_low(estimate, recent, s.low_mgdl)
             out += conditions.glucose(estimate, recent, low, s, was, live)
             if recent:
                 # Stale is about the gateway's present: a backfilled burst is old on arrival.

@@ -25,7 +25,7 @@ from edge_twin.api.serialize import (
     risk_json,
     skill_json,
 )
-from edge_twin.assess import drift_report, model_store
+from edge_twin.assess import active_model, drift_report
 from edge_twin.clock import Clock, to_iso
 from edge_twin.config import Config
 from edge_twin.domain import Signal
@@ -182,7 +182,7 @@ def create_app(
         """The active risk model (its card) and the drift of the last ``last`` assessments'
         features from its training distribution."""
         try:
-            model = model_store.active(config.assess.model_dir)
+            model = active_model(config.assess.model_dir)
         except ModelError as exc:
             raise HTTPException(503, str(exc)) from exc
         card = model.card

@@ -6,11 +6,9 @@ twin trajectory -> features.py -> risk_model.py (ONNX) -> DecompensationRisk
                    assessor.py runs it as the twin moves; model_store.py installs and
                    rolls back models; drift.py compares live features with training
 
-What other stages use is exported here (``hypo_predictor`` and ``model_store`` as
-modules); the modules behind it are this stage's own.
+What other stages use is exported here; the modules behind it are this stage's own.
 """
 
-from edge_twin.assess import hypo_predictor, model_store
 from edge_twin.assess.assessor import RiskAssessor
 from edge_twin.assess.drift import FeatureDrift, drift_report
 from edge_twin.assess.glycaemic import (
@@ -19,15 +17,24 @@ from edge_twin.assess.glycaemic import (
     probability_below,
     threshold_risks,
 )
+from edge_twin.assess.hypo_predictor import WINDOW_S as PREDICTOR_WINDOW_S
+from edge_twin.assess.hypo_predictor import fit_line, predict_low
+from edge_twin.assess.model_store import active as active_model
+from edge_twin.assess.model_store import install as install_model
+from edge_twin.assess.model_store import rollback as rollback_model
 
 __all__ = [
     "HYPO_MGDL",
+    "PREDICTOR_WINDOW_S",
     "URGENT_LOW_MGDL",
     "FeatureDrift",
     "RiskAssessor",
+    "active_model",
     "drift_report",
-    "hypo_predictor",
-    "model_store",
+    "fit_line",
+    "install_model",
+    "predict_low",
     "probability_below",
+    "rollback_model",
     "threshold_risks",
 ]

@@ -12,15 +12,11 @@ The device -> patient binding is the gateway's (provisioning), never the payload
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from edge_twin.domain import Signal
-
-MMOL_TO_MGDL = 18.0182  # glucose molar mass 180.16 g/mol
-KPA_TO_MMHG = 7.50062
-LB_TO_KG = 0.45359237
+from edge_twin.domain import SIGNALS, Signal
 
 
 class Channel(StrEnum):
@@ -34,44 +30,14 @@ class Measure:
     """One name of the vocabulary: its signal, accepted units and plausible range."""
 
     signal: Signal
-    units: dict[str, Callable[[float], float]]  # unit -> conversion to the canonical unit
+    units: Mapping[str, Callable[[float], float]]  # unit -> conversion to the canonical unit
     lo: float  # canonical unit; outside [lo, hi] is OUT_OF_RANGE (not physiological)
     hi: float
 
 
-def _same(v: float) -> float:
-    return v
-
-
+# The SenML name of a signal is its value (domain.SIGNALS declares the rest).
 VOCABULARY: dict[str, Measure] = {
-    "glucose": Measure(
-        Signal.GLUCOSE, {"mg/dL": _same, "mmol/L": lambda v: v * MMOL_TO_MGDL}, 20.0, 600.0
-    ),
-    "systolic": Measure(
-        Signal.SYSTOLIC,
-        {"mmHg": _same, "mm[Hg]": _same, "kPa": lambda v: v * KPA_TO_MMHG},
-        40.0,
-        300.0,
-    ),
-    "diastolic": Measure(
-        Signal.DIASTOLIC,
-        {"mmHg": _same, "mm[Hg]": _same, "kPa": lambda v: v * KPA_TO_MMHG},
-        20.0,
-        200.0,
-    ),
-    "heart_rate": Measure(
-        Signal.HEART_RATE, {"1/min": _same, "beat/min": _same, "/min": _same}, 20.0, 300.0
-    ),
-    "spo2": Measure(Signal.SPO2, {"%": _same, "/": lambda v: v * 100.0}, 50.0, 100.0),
-    "resp_rate": Measure(Signal.RESP_RATE, {"1/min": _same, "/min": _same}, 2.0, 80.0),
-    "weight": Measure(
-        Signal.WEIGHT,
-        {"kg": _same, "g": lambda v: v / 1000.0, "lb": lambda v: v * LB_TO_KG},
-        10.0,
-        400.0,
-    ),
-    "skin_temp": Measure(Signal.SKIN_TEMP, {"Cel": _same, "K": lambda v: v - 273.15}, 15.0, 45.0),
-    "steps": Measure(Signal.STEPS, {"count": _same}, 0.0, 100_000.0),
+    s.value: Measure(s, spec.wire_units, spec.lo, spec.hi) for s, spec in SIGNALS.items()
 }
 
 # Device status names (status channel).

@@ -14,10 +14,11 @@ bytes, like any other bad input: nothing is skipped silently.
 
 Replay lives the capture as the gateway lived it: one message per commit, the clock at
 each message's arrival, then the stages downstream and the idle work (technical alarms,
-escalation), exactly as live ingest does for a home's traffic. So it gives the same
-estimates and raises the same alarms at the same times, whatever the capture's length.
-(Committing several messages at once would let the stages see a later message's readings
-while they judge an earlier one.)
+escalation), as live ingest does for a home's traffic, and the idle work every minute of
+the clock through quiet spells. So it gives the same estimates and raises the same
+clinical alarms at the same event times (technical ones within a minute), whatever the
+capture's length. (Committing several messages at once would let the stages see a later
+message's readings while they judge an earlier one.)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import binascii
 import gzip
 import heapq
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +43,9 @@ from edge_twin.ingest.writer import IngestTotals, RawMessage
 from edge_twin.store import Store, devices
 
 REPLAY_TOPIC = "<replay>"
+# Through a quiet spell in a capture, replay runs the gateway's idle work this often (a
+# live gateway checks every 5 s; technical alarms in a replay are late by at most this).
+IDLE_STEP_S = 60.0
 
 
 @dataclass(slots=True)
@@ -73,8 +78,8 @@ def read_capture(path: Path) -> Iterator[RawMessage]:
 
 
 def first_arrival(path: Path) -> float:
-    """When the capture's first message arrived (now, for an empty capture)."""
-    first = next(iter(read_capture(path)), None)
+    """When the capture's first well-formed message arrived (now, if it has none)."""
+    first = next((m for m in read_capture(path) if m.topic != REPLAY_TOPIC), None)
     return time.time() if first is None else first.received_at
 
 
@@ -139,18 +144,37 @@ def replay(
     clock: ManualClock,
     progress: Callable[[ReplaySummary], None] | None = None,
     progress_every: int = 1000,
+    quiet_until: float = -math.inf,
+    idle_step_s: float = IDLE_STEP_S,
 ) -> ReplaySummary:
     """Each message through the sink as live ingest hands it over, with ``clock`` (the
-    pipeline's) moved to its arrival first: commit, downstream, idle."""
+    pipeline's) moved to its arrival first: commit, downstream, idle. Between arrivals the
+    gateway's idle work (technical alarms, escalation, pause expiry) runs every
+    ``idle_step_s`` of the clock, as a live gateway's idle loop does through a quiet spell.
+
+    ``quiet_until``: no idle work at or before this time (the store's newest arrival when
+    replay started): a capture replayed again must not judge devices at past times by
+    what they reported since, so a second replay changes nothing."""
     summary = ReplaySummary()
+    last_idle = -math.inf
+
+    def idle(at: float) -> None:
+        nonlocal last_idle
+        clock.advance_to(at)
+        last_idle = clock.now()
+        if last_idle > quiet_until:
+            sink.on_idle()
+
     for message in messages:
         if summary.first_t is None:
             summary.first_t = message.received_at
         summary.last_t = message.received_at
+        while math.isfinite(last_idle) and last_idle + idle_step_s < message.received_at:
+            idle(last_idle + idle_step_s)
         clock.advance_to(message.received_at)
         result = sink.commit([message])
         sink.after_commit(result)
-        sink.on_idle()
+        idle(clock.now())
         summary.add(result)
         if progress is not None and summary.messages % progress_every == 0:
             progress(summary)

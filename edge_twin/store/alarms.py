@@ -193,6 +193,19 @@ def events_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[Al
     return [_event(r) for r in rows]
 
 
+def open_history_start(conn: sqlite3.Connection) -> int:
+    """The position just before the first event of any alarm still open (the log's end if
+    none is): where a delivery channel switched on for a gateway with a past starts, so
+    that it learns the alarms that matter now without replaying months of history."""
+    row = conn.execute(
+        "SELECT min(e.id) - 1 FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id"
+        " WHERE a.state != 'resolved'"
+    ).fetchone()
+    if row[0] is not None:
+        return int(row[0])
+    return int(conn.execute("SELECT coalesce(max(id), 0) FROM alarm_events").fetchone()[0])
+
+
 def condition(conn: sqlite3.Connection, patient_id: str, alarm_type: str) -> Condition | None:
     row = conn.execute(
         "SELECT present, since, t FROM alarm_conditions WHERE patient_id = ? AND alarm_type = ?",

@@ -54,12 +54,12 @@ class ConsumerStatus:
 _COLUMNS = "name, log, position, updated_at, failures, last_error, last_error_at"
 
 
-def register(conn: sqlite3.Connection, consumer: Consumer) -> int:
-    """Make sure ``consumer`` has a position (a new one starts at the log's beginning);
-    returns it. A name is bound to one log for good."""
+def register(conn: sqlite3.Connection, consumer: Consumer, start: int = 0) -> int:
+    """Make sure ``consumer`` has a position; a new one starts at ``start`` (default: the
+    log's beginning). Returns its position. A name is bound to one log for good."""
     conn.execute(
-        "INSERT OR IGNORE INTO consumers (name, log, position) VALUES (?, ?, 0)",
-        (consumer.name, consumer.log.value),
+        "INSERT OR IGNORE INTO consumers (name, log, position) VALUES (?, ?, ?)",
+        (consumer.name, consumer.log.value, start),
     )
     row = conn.execute(
         "SELECT log, position FROM consumers WHERE name = ?", (consumer.name,)

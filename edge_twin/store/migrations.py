@@ -240,7 +240,8 @@ def _log_consumers(db: Database) -> None:
     """One durable position per consumer of an append-only log (store/consumers.py),
     replacing the twin's cursor table and the per-channel sent columns of the alarm
     event log. Positions carry over: a channel's position is the event before its first
-    unsent one."""
+    unsent one; a channel that never sent or tried anything gets its position when it
+    first runs (store/consumers.register)."""
     db.executescript(
         """
         CREATE TABLE consumers (
@@ -260,7 +261,8 @@ def _log_consumers(db: Database) -> None:
                 COALESCE(
                     (SELECT MIN(id) - 1 FROM alarm_events WHERE mqtt_sent_at IS NULL),
                     (SELECT MAX(id) FROM alarm_events), 0),
-                0;
+                0
+            WHERE EXISTS (SELECT 1 FROM alarm_events WHERE mqtt_sent_at IS NOT NULL);
         INSERT INTO consumers (name, log, position, failures)
             SELECT 'alarm-webhook', 'alarm_events',
                 COALESCE(
@@ -269,7 +271,8 @@ def _log_consumers(db: Database) -> None:
                 COALESCE(
                     (SELECT webhook_attempts FROM alarm_events
                      WHERE webhook_sent_at IS NULL ORDER BY id LIMIT 1), 0)
-            WHERE EXISTS (SELECT 1 FROM alarm_events WHERE webhook_sent_at IS NOT NULL);
+            WHERE EXISTS (SELECT 1 FROM alarm_events
+                          WHERE webhook_sent_at IS NOT NULL OR webhook_attempts > 0);
         DROP TABLE cursors;
         ALTER TABLE alarm_events DROP COLUMN mqtt_sent_at;
         ALTER TABLE alarm_events DROP COLUMN webhook_sent_at;

@@ -111,6 +111,12 @@ def count(store: Store) -> int:
     return int(store.conn.execute("SELECT count(*) FROM readings").fetchone()[0])
 
 
+def newest_arrival(store: Store) -> float:
+    """The gateway time the newest-arrived reading came in (-inf: none yet)."""
+    row = store.conn.execute("SELECT max(received_at) FROM readings").fetchone()
+    return -math.inf if row[0] is None else float(row[0])
+
+
 def max_id(store: Store) -> int:
     return int(store.conn.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()[0])
 
