@@ -1,0 +1,117 @@
+"""The alarm engine on a temporary store, without a broker: persistence, deduplication,
+latching, acknowledgement, pauses, backfilled data and escalation, in event time (the
+scenarios through a real broker are tests/test_alarms.py)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_twin.alert import AlarmEngine, AlarmSettings
+from edge_twin.domain import Alarm, AlarmState, Observation
+from edge_twin.errors import AlarmError
+from edge_twin.store import Store, alarms
+from tests.conftest import T0
+
+MIN = 60.0
+WALL = 5e9  # the gateway's wall clock: recorded_at only, never a decision
+
+
+class Engine(AlarmEngine):
+    """The engine with its store at hand for the test's reads."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store, lambda: WALL)
+        self.store = store
+
+
+@pytest.fixture
+def engine(db_path: Path) -> Iterator[Engine]:
+    with Store(db_path) as store:
+        yield Engine(store)
+
+
+def see(engine: Engine, kind: str, t: float, present: bool, live: bool = True) -> None:
+    engine.observe([Observation("pt-1", kind, t, present, f"{kind} at {t}", {}, (), live)])
+
+
+def only(engine: Engine, kind: str) -> Alarm:
+    (found,) = [a for a in alarms.listing(engine.store.conn, "pt-1", False) if a.alarm_type == kind]
+    return found
+
+
+def events(engine: Engine, alarm: Alarm) -> list[tuple[str, float, float]]:
+    return [(e.event, e.at, e.recorded_at) for e in alarms.events(engine.store.conn, alarm.id)]
+
+
+def test_an_alarm_waits_for_its_persistence_in_event_time(engine: Engine) -> None:
+    # high: 30 min of persistence
+    see(engine, "high", T0, True)
+    see(engine, "high", T0 + 29 * MIN, True)
+    assert alarms.listing(engine.store.conn, "pt-1") == []
+    see(engine, "high", T0 + 30 * MIN, True)
+    high = only(engine, "high")
+    assert (high.state, high.raised_at) == (AlarmState.ACTIVE, T0 + 30 * MIN)
+    assert events(engine, high) == [("raised", T0 + 30 * MIN, WALL)]
+
+
+def test_one_open_alarm_per_type_and_a_cleared_medium_one_resolves(engine: Engine) -> None:
+    see(engine, "low", T0, True)
+    see(engine, "low", T0 + 5 * MIN, True)  # updates the open alarm, no second one
+    see(engine, "low", T0 + 10 * MIN, False)
+    low = only(engine, "low")
+    assert low.state is AlarmState.RESOLVED
+    assert [e for e, _, _ in events(engine, low)] == ["raised", "resolved"]
+
+
+def test_a_high_priority_alarm_latches_until_acknowledged(engine: Engine) -> None:
+    see(engine, "urgent_low", T0, True)
+    see(engine, "urgent_low", T0 + 10 * MIN, False)
+    latched = only(engine, "urgent_low")
+    assert (latched.state, latched.condition_present) == (AlarmState.ACTIVE, False)
+    engine.acknowledge(latched.id, "nurse-ann", "called the patient", T0 + 12 * MIN)
+    done = only(engine, "urgent_low")
+    assert done.state is AlarmState.RESOLVED
+    assert [e for e, _, _ in events(engine, done)] == [
+        "raised",
+        "latched",
+        "acknowledged",
+        "resolved",
+    ]
+    with pytest.raises(AlarmError, match="already resolved"):
+        engine.acknowledge(done.id, "nurse-ann", "", T0 + 13 * MIN)
+    with pytest.raises(AlarmError, match="no alarm 999"):
+        engine.acknowledge(999, "nurse-ann", "", T0 + 13 * MIN)
+
+
+def test_backfilled_data_never_raises_but_may_clear(engine: Engine) -> None:
+    see(engine, "low", T0, True, live=False)
+    assert alarms.listing(engine.store.conn, "pt-1") == []
+    see(engine, "low", T0 + MIN, True)
+    see(engine, "low", T0 + 2 * MIN, False, live=False)
+    assert only(engine, "low").state is AlarmState.RESOLVED
+
+
+def test_a_paused_type_stays_quiet_then_realerts_if_still_present(engine: Engine) -> None:
+    see(engine, "low", T0, True)
+    low = only(engine, "low")
+    engine.pause("pt-1", "low", T0 + 30 * MIN, "nurse-ann", "eating", T0 + MIN)
+    see(engine, "low", T0 + 20 * MIN, True)
+    assert only(engine, "low").state is AlarmState.PAUSED
+    see(engine, "low", T0 + 31 * MIN, True)
+    again = only(engine, "low")
+    assert (again.id, again.state, again.raised_at) == (low.id, AlarmState.ACTIVE, T0 + 31 * MIN)
+    assert [e for e, _, _ in events(engine, again)] == ["raised", "paused", "re-alerted"]
+    with pytest.raises(AlarmError, match="must end in the future"):
+        engine.pause("pt-1", "low", T0, "nurse-ann", "", T0 + 32 * MIN)
+
+
+def test_an_unacknowledged_urgent_alarm_escalates_once(engine: Engine) -> None:
+    after = AlarmSettings().escalate_after_min * MIN
+    see(engine, "urgent_low", T0, True)
+    assert engine.escalate(T0 + after - 1) == []
+    assert len(engine.escalate(T0 + after)) == 1
+    assert engine.escalate(T0 + after + 60) == []
+    urgent = only(engine, "urgent_low")
+    assert urgent.escalated_at == T0 + after
+    assert [e for e, _, _ in events(engine, urgent)] == ["raised", "escalated"]
