@@ -114,7 +114,7 @@ class AlertStage:
         latest = risks.latest(self._store, pid)
         if latest:
             risk = latest[0]
-            newest_t = twin_state.newest_time(self._store, pid) or risk.t
+            newest_t = twin_state.latest_time(self._store, pid) or risk.t
             if newest_t - risk.t <= RISK_MAX_AGE_S:
                 out += conditions.decompensation(risk, was, True)
         return out

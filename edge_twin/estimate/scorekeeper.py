@@ -93,11 +93,27 @@ class Scorekeeper:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._last_issued: dict[tuple[str, Signal], float] = {}
+        # Per series, the earliest target of its unscored forecasts (inf: none), so that
+        # a move with nothing to issue or score costs one small read, not a state decode.
+        self._next_target: dict[tuple[str, Signal], float] = {}
         self._pruned_at = -math.inf
+
+    def _has_work(self, pid: str, signal: Signal) -> bool:
+        t = twin_state.time_of(self._store, pid, signal)
+        if t is None:
+            return False
+        key = (pid, signal)
+        if key not in self._next_target:
+            found = forecasts.earliest_open_target(self._store, pid, signal)
+            self._next_target[key] = math.inf if found is None else found
+        return (
+            t - self._last(pid, signal) >= issue_every_s(signal)
+            or t - tolerance_s(signal) >= self._next_target[key]
+        )
 
     def on_moved(self, moved: Iterable[tuple[str, Signal]]) -> int:
         """Issue and score for the series that moved; the number of forecasts scored."""
-        wanted = {(p, s) for p, s in moved if s not in UNSCORED}
+        wanted = {(p, s) for p, s in moved if s not in UNSCORED and self._has_work(p, s)}
         if not wanted:
             return 0
         new: list[IssuedForecast] = []
@@ -114,6 +130,8 @@ class Scorekeeper:
                 if rec.t - self._last(pid, rec.signal) >= issue_every_s(rec.signal):
                     new += issued(rec, model)
                     issued_at[(pid, rec.signal)] = rec.t
+        for key in wanted:
+            self._next_target.pop(key, None)  # read again when next needed
         if not new and not results:
             return 0
         # Bookkeeping, not acknowledged data: its commit need not be fsynced.

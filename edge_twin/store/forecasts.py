@@ -44,6 +44,16 @@ def last_issued(store: Store, patient_id: str, signal: Signal) -> float | None:
     return None if row[0] is None else float(row[0])
 
 
+def earliest_open_target(store: Store, patient_id: str, signal: Signal) -> float | None:
+    """The earliest target time of a series' unscored forecasts (uses forecast_log_open)."""
+    row = store.conn.execute(
+        "SELECT min(target_t) FROM forecast_log WHERE patient_id = ? AND signal = ?"
+        " AND scored_at IS NULL",
+        (patient_id, signal.value),
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
 def due(store: Store, patient_id: str, signal: Signal, until: float) -> list[tuple[int, float]]:
     """(id, target time) of the unscored forecasts of a series whose target is <= until."""
     rows = store.conn.execute(

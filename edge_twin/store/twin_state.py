@@ -175,9 +175,10 @@ def has_any(store: Store, patient_id: str, signals: Iterable[Signal]) -> bool:
     return row is not None
 
 
-def newest_time(store: Store, patient_id: str) -> float | None:
-    """The event time of the patient's most advanced filter."""
+def time_of(store: Store, patient_id: str, signal: Signal) -> float | None:
+    """The event time one filter has reached (cheap: no state decoded)."""
     row = store.conn.execute(
-        "SELECT max(t) FROM twin_state WHERE patient_id = ?", (patient_id,)
+        "SELECT t FROM twin_state WHERE patient_id = ? AND signal = ?",
+        (patient_id, signal.value),
     ).fetchone()
-    return None if row[0] is None else float(row[0])
+    return None if row is None else float(row[0])
