@@ -82,7 +82,7 @@ History = tuple[list[tuple[object, ...]], ...]
 
 def clinical_history(db: Path) -> History:
     """What the twin and the clinical alarms made of the data, without row ids: readings,
-    filter states, clinical alarms, their audit events."""
+    filter states, clinical alarms, their audit events (escalations aside)."""
     with Store(db) as store:
         q = store.conn.execute
         stored = q(
@@ -98,7 +98,9 @@ def clinical_history(db: Path) -> History:
         events = q(
             "SELECT a.patient_id, a.alarm_type, e.event, e.at, e.recorded_at, e.actor,"
             " e.reason, e.state FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id"
-            " WHERE a.technical = 0 ORDER BY e.at, a.patient_id, a.alarm_type, e.id"
+            # Escalation is idle work on the gateway clock: within a minute in a replay.
+            " WHERE a.technical = 0 AND e.event != 'escalated'"
+            " ORDER BY e.at, a.patient_id, a.alarm_type, e.id"
         ).fetchall()
     return stored, twin, raised, events
 
@@ -114,8 +116,8 @@ def live_and_replayed(
 ) -> tuple[History, History]:
     """The home lived by a gateway on a private broker (one message at a time, the clock at
     each arrival, each settled before the next), then replayed into another file."""
-    start = min(m.t for m in home.messages())
     messages = sorted(home.messages(), key=lambda m: m.t)
+    start = messages[0].t
     with PrivateBroker(data_dir=workdir / "mosquitto") as broker:
         cfg = load_config(env={})
         cfg = replace(

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntFlag, StrEnum
+from types import MappingProxyType
 
 
 class Signal(StrEnum):
@@ -62,7 +63,8 @@ def _same(v: float) -> float:
 class SignalSpec:
     """What the gateway declares about a signal. Adding a signal is one entry in
     ``SIGNALS`` plus its filter (``estimate/models.py``); the wire contract, config
-    defaults, the alert stage and the simulator read from here."""
+    defaults and the alert stage read from here (the simulator writes the contract on its
+    own, on purpose: docs/architecture.md)."""
 
     unit: str  # canonical unit (UCUM), what the twin, the API and the store use
     wire_units: Mapping[str, Callable[[float], float]]  # SenML units accepted -> canonical
@@ -73,8 +75,8 @@ class SignalSpec:
     clinical: bool  # a new reading may change a clinical alarm (alert/stage.py)
 
 
-_MMHG = {"mmHg": _same, "mm[Hg]": _same, "kPa": lambda v: v * KPA_TO_MMHG}
-_PER_MIN = {"1/min": _same, "/min": _same}
+_MMHG = MappingProxyType({"mmHg": _same, "mm[Hg]": _same, "kPa": lambda v: v * KPA_TO_MMHG})
+_PER_MIN = MappingProxyType({"1/min": _same, "/min": _same})
 _WRIST = frozenset({DeviceType.WRIST})
 
 SIGNALS: dict[Signal, SignalSpec] = {

@@ -6,7 +6,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edge_twin.alert import MQTT_CONSUMER, AlarmBus, WebhookSender, register_channel
+from edge_twin.alert import (
+    MQTT_CONSUMER,
+    WEBHOOK_CONSUMER,
+    AlarmBus,
+    WebhookSender,
+    register_channel,
+)
 from edge_twin.api import ApiServer, create_app
 from edge_twin.clock import Clock
 from edge_twin.config import Config
@@ -33,9 +39,14 @@ class Gateway:
         cfg = self.config
         try:
             self.store = Store(cfg.store.path, cfg.store.synchronous)
+            # Delivery channels follow the alarm event log from before the pipeline's
+            # first catch-up, so nothing it raises is skipped.
+            if cfg.alert.mqtt:
+                register_channel(self.store, MQTT_CONSUMER, self.clock.now())
+            if cfg.alert.webhook_url:
+                register_channel(self.store, WEBHOOK_CONSUMER, self.clock.now())
             self.pipeline = Pipeline(self.store, cfg, self.clock)
             if cfg.alert.mqtt:
-                register_channel(self.store, MQTT_CONSUMER)
                 self.alarm_bus = self.pipeline.bus = AlarmBus(cfg.mqtt, cfg.gateway.id)
             if cfg.alert.webhook_url:
                 self.webhook = WebhookSender(

@@ -137,9 +137,9 @@ class Pipeline:
         except EdgeTwinError as exc:
             log.error("alarm delivery over MQTT failed, will retry: %s", exc)
 
-    def commit(self, messages: Sequence[RawMessage]) -> BatchResult:
+    def commit(self, messages: Sequence[RawMessage], statuses: bool = True) -> BatchResult:
         """The entry seam (ingest.sink.Sink): decode and durably store the messages."""
-        return self.writer.commit(messages)
+        return self.writer.commit(messages, statuses)
 
     def after_commit(self, result: BatchResult) -> None:
         """Called by ingest after each durable commit: run the downstream stages, within
@@ -165,8 +165,10 @@ class Pipeline:
         with self._lock:
             return self.messages_settled >= messages and not self.estimator.lag()
 
-    def on_idle(self) -> None:
-        """Called by ingest when nothing is waiting: finish any deferred work."""
+    def on_idle(self, technical: bool = True) -> None:
+        """Called by ingest when nothing is waiting: finish any deferred work; then the
+        technical alarms and escalation (unless ``technical`` is False: replay before the
+        store's newest arrival)."""
         with self._lock:
             if self.estimator.lag():
                 self.estimator.catch_up()
@@ -176,7 +178,8 @@ class Pipeline:
                 result = handle_command(self.engine, self.bus.commands.get_nowait(), now)
                 self.bus.publish(f"{self.bus.command_topic}/result", result)
             try:
-                self.alerts.tick(now)
+                if technical:
+                    self.alerts.tick(now)
             except EdgeTwinError as exc:
                 log.error("technical alarm check failed, will retry: %s", exc)
             self._deliver()

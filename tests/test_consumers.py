@@ -146,5 +146,9 @@ def test_a_channel_switched_on_late_starts_with_the_open_alarms_history(db_path:
         assert still_open.alarm_type == "battery_low"
         first_open_event = alarms.events(store.conn, still_open.id)[0].id
         assert first_open_event > 1  # the low's events came before it
-        register_channel(store, WEBHOOK_CONSUMER)
+        late = consumers.Consumer("switched-on-days-later", consumers.Log.ALARM_EVENTS)
+        register_channel(store, late, T0 + 3 * 86400)  # nothing of the last day: the end
+        newest = store.conn.execute("SELECT max(id) FROM alarm_events").fetchone()[0]
+        assert consumers.position(store.conn, late) == newest
+        register_channel(store, WEBHOOK_CONSUMER, T0 + 3600)
         assert consumers.position(store.conn, WEBHOOK_CONSUMER) == first_open_event - 1

@@ -9,6 +9,7 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import edge_twin
 
@@ -97,6 +98,14 @@ def violations(extra: dict[Path, str] | None = None) -> list[str]:
 
 def test_no_import_runs_against_the_data_flow_or_into_another_stage() -> None:
     assert violations() == []
+
+
+def test_a_stage_exports_names_not_its_modules() -> None:
+    # A module in __all__ would open all of it to the other stages.
+    for unit in sorted(SEALED):
+        package = importlib.import_module(f"edge_twin.{unit}")
+        modules = [n for n in package.__all__ if isinstance(getattr(package, n), ModuleType)]
+        assert modules == [], f"edge_twin.{unit} exports modules {modules}"
 
 
 def test_the_check_catches_what_it_forbids() -> None:

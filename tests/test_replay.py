@@ -13,7 +13,14 @@ from bench.replay import live_and_replayed
 from edge_twin.clock import ManualClock
 from edge_twin.config import load_config
 from edge_twin.ingest import RawMessage
-from edge_twin.ingest.replay import provision_from, read_capture, replay
+from edge_twin.ingest.replay import (
+    IDLE_SPAN_S,
+    IDLE_STEP_S,
+    REPLAY_TOPIC,
+    provision_from,
+    read_capture,
+    replay,
+)
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import Store, alarms, devices, quarantine, readings, twin_state
 from firmware_sim import wire
@@ -188,3 +195,37 @@ def test_replay_runs_the_idle_checks_through_a_quiet_spell(db_path: Path) -> Non
     silent_from = T0 + 3300  # the last reading before the gap (device time)
     assert silent_from + 900 <= stale[0].raised_at <= silent_from + 900 + 60
     assert stale[0].state.value == "resolved"  # data came back
+
+
+def test_idle_work_through_a_long_silence_is_bounded(db_path: Path) -> None:
+    # A month without data: the idle checks run through the first two days of it (the
+    # longest timer), then replay moves straight to the next arrival.
+    def msg(t: float, value: float, seq: int) -> RawMessage:
+        payload = wire.senml_pack("cgm-001", [("glucose", "mg/dL", t, value, seq)])
+        return RawMessage(wire.readings_topic("cgm-001"), payload, t + 5)
+
+    class Counting(Pipeline):
+        idles = 0
+
+        def on_idle(self, technical: bool = True) -> None:
+            Counting.idles += 1
+            super().on_idle(technical)
+
+    with Store(db_path) as store:
+        devices.provision(store, "cgm-001", "pt-001", "cgm", T0)
+        clock = ManualClock(T0)
+        sink = Counting(store, load_config(env={}), clock)
+        replay(sink, [msg(T0, 120.0, 1), msg(T0 + 30 * 86400, 118.0, 2)], clock)
+    assert Counting.idles <= IDLE_SPAN_S / IDLE_STEP_S + 3
+
+
+def test_a_capture_time_that_is_not_epoch_seconds_is_quarantined(
+    tmp_path: Path, db_path: Path
+) -> None:
+    capture = tmp_path / "capture.jsonl"
+    ok = {"t": T0, "topic": "et/v1/dev/cgm-001/senml", "payload": "[]"}
+    capture.write_text(
+        "\n".join(json.dumps({**ok, "t": t}) for t in (T0 * 1000, "Infinity", T0)) + "\n"
+    )
+    reasons = [m.topic for m in read_capture(capture)]
+    assert reasons == [REPLAY_TOPIC, REPLAY_TOPIC, "et/v1/dev/cgm-001/senml"]

@@ -11,8 +11,9 @@ with its own durable position in it.
     MQTT {prefix}/gw/{gateway}/alarm-cmd -> acknowledge / pause, answered on
                                            .../alarm-cmd/result
 
-Delivery is at least once and in order: an event published and then lost to a crash
-before the position moved is sent again. Receivers deduplicate by ``event_id``.
+Delivery is at least once and in order: an event counts as delivered when the broker
+acknowledged it (PUBACK); one published and then lost to a crash before the position moved
+is sent again. Receivers deduplicate by ``event_id``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.payload import alarm_json, event_json
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 MQTT_CONSUMER = consumers.Consumer("alarm-mqtt", consumers.Log.ALARM_EVENTS)
 WEBHOOK_CONSUMER = consumers.Consumer("alarm-webhook", consumers.Log.ALARM_EVENTS)
 MQTT_BATCH = 500
+# How far back a channel switched on for the first time starts (open alarms only).
+NEW_CHANNEL_S = 86400.0
 WEBHOOK_BATCH = 50
 
 
@@ -58,6 +63,12 @@ class AlarmBus:
             self._client.username_pw_set(cfg.username, cfg.password or None)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        # Alarm events published and not yet acknowledged by the broker, by event id: each
+        # is published once and counted delivered on its PUBACK (paho resends it after a
+        # reconnect); message ids the broker refused (a negative PUBACK), with the reason.
+        self.in_flight: dict[int, paho.MQTTMessageInfo] = {}
+        self.refused: dict[int, str] = {}
         try:
             self._client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         except OSError as exc:
@@ -74,6 +85,16 @@ class AlarmBus:
     def _on_connect(self, client: paho.Client, *_: Any) -> None:
         client.subscribe(self.command_topic, qos=1)
 
+    def _on_publish(
+        self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
+    ) -> None:
+        if reason.is_failure:
+            self.refused[mid] = str(reason)
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         if msg.topic == self.command_topic:
             self.commands.put(bytes(msg.payload))
@@ -81,8 +102,8 @@ class AlarmBus:
     def publish(
         self, topic: str, payload: dict[str, Any] | list[Any], retain: bool = False
     ) -> paho.MQTTMessageInfo | None:
-        """Queue a QoS 1 publish; None if paho refused it (not connected). Queued is not
-        delivered: ``info.is_published()`` turns true with the broker's PUBACK."""
+        """Queue a QoS 1 publish; None if paho did not take it. Queued is not delivered:
+        ``info.is_published()`` turns true with the broker's PUBACK."""
         info = self._client.publish(topic, json.dumps(payload), qos=1, retain=retain)
         return info if info.rc == paho.MQTT_ERR_SUCCESS else None
 
@@ -91,52 +112,60 @@ class AlarmBus:
         self._client.disconnect()
 
 
-def register_channel(store: Store, consumer: consumers.Consumer) -> None:
-    """A delivery channel switched on for the first time starts with the history of the
-    alarms still open (not months of resolved ones); one that ran before resumes."""
+def register_channel(store: Store, consumer: consumers.Consumer, now: float) -> None:
+    """A delivery channel switched on for the first time starts with the last day's events
+    of the alarms still open (not months of resolved ones); one that ran before resumes."""
     with store.transaction() as conn:
-        consumers.register(conn, consumer, alarms.open_history_start(conn))
+        consumers.register(conn, consumer, alarms.open_history_start(conn, now - NEW_CHANNEL_S))
 
 
-def deliver_mqtt(
-    store: Store, bus: AlarmBus, gateway_id: str, now: float, ack_timeout_s: float = 2.0
-) -> int:
-    """Publish the events after the channel's position, then each touched patient's open
-    alarms (retained); the position moves past the events the broker acknowledged, in
-    order (an event only queued in paho's memory is not delivered). Returns how many."""
+def deliver_mqtt(store: Store, bus: AlarmBus, gateway_id: str, now: float) -> int:
+    """Publish the events after the channel's position that are not in flight yet, then
+    each touched patient's open alarms (retained); move the position past the events the
+    broker acknowledged, in order. Never waits: what is still in flight is looked at on
+    the next call. Returns how many events became delivered."""
+    if not bus.connected:
+        return 0  # paho would queue without bound; the position waits for the broker
     pending = alarms.events_after(
         store.conn, consumers.position(store.conn, MQTT_CONSUMER), MQTT_BATCH
     )
     by_id = alarms.get_many(store.conn, {e.alarm_id for e in pending})
-    queued: list[tuple[int, paho.MQTTMessageInfo | None]] = []
     patients: set[str] = set()
     for e in pending:
         a = by_id.get(e.alarm_id)
-        if a is None:
-            queued.append((e.id, None))  # nothing to send for it
+        if a is None or e.id in bus.in_flight:
             continue
         info = bus.publish(bus.topic(a.patient_id), event_json(e, a, gateway_id))
         if info is None:
-            break  # not connected: keep the rest for later, in order
-        queued.append((e.id, info))
+            break  # keep the rest for later, in order
+        bus.in_flight[e.id] = info
         patients.add(a.patient_id)
-    deadline = time.monotonic() + ack_timeout_s
-    through: int | None = None
-    sent = 0
-    for event_id, info in queued:
-        if info is not None:
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            if not info.is_published():
-                break  # sent again next time: receivers deduplicate by event id
-            sent += 1
-        through = event_id
     for pid in patients:
         current = [alarm_json(a) for a in alarms.listing(store.conn, pid, open_only=True)]
         bus.publish(f"{bus.topic(pid)}/current", current, retain=True)
-    if through is not None:
+    through: int | None = None
+    delivered = 0
+    refused: str | None = None
+    for e in pending:  # the acknowledged prefix, in order
+        info = bus.in_flight.get(e.id)
+        if e.alarm_id in by_id:
+            if info is None or not info.is_published():
+                break
+            del bus.in_flight[e.id]
+            refused = bus.refused.pop(info.mid, None)
+            if refused is not None:
+                break  # published again next time; /health shows the failures
+            delivered += 1
+        through = e.id
+    if through is not None or refused is not None:
         with store.transaction() as conn:
-            consumers.advance(conn, MQTT_CONSUMER, through, now)
-    return sent
+            if through is not None:
+                consumers.advance(conn, MQTT_CONSUMER, through, now)
+            if refused is not None:
+                consumers.record_failure(conn, MQTT_CONSUMER, f"broker refused: {refused}", now)
+    if refused is not None:
+        log.error("the broker refused an alarm event: %s", refused)
+    return delivered
 
 
 def handle_command(engine: AlarmEngine, payload: bytes, now: float) -> dict[str, Any]:
@@ -201,7 +230,6 @@ class WebhookSender:
         backoff = 1.0
         store = Store(self._db_path, migrate=False)
         try:
-            register_channel(store, WEBHOOK_CONSUMER)
             while not self._stop.is_set():
                 try:
                     ok = self._send_pending(store)

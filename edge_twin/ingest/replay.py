@@ -15,10 +15,11 @@ bytes, like any other bad input: nothing is skipped silently.
 Replay lives the capture as the gateway lived it: one message per commit, the clock at
 each message's arrival, then the stages downstream and the idle work (technical alarms,
 escalation), as live ingest does for a home's traffic, and the idle work every minute of
-the clock through quiet spells. So it gives the same estimates and raises the same
-clinical alarms at the same event times (technical ones within a minute), whatever the
-capture's length. (Committing several messages at once would let the stages see a later
-message's readings while they judge an earlier one.)
+the clock through quiet spells (up to IDLE_SPAN_S into each). So it gives the same
+estimates and raises the same clinical alarms at the same event times (technical ones and
+escalations within a minute), whatever the capture's length. (Committing several messages
+at once would let the stages see a later message's readings while they judge an earlier
+one.) A line whose ``t`` is not epoch seconds of this era is malformed.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ REPLAY_TOPIC = "<replay>"
 # Through a quiet spell in a capture, replay runs the gateway's idle work this often (a
 # live gateway checks every 5 s; technical alarms in a replay are late by at most this).
 IDLE_STEP_S = 60.0
+# ... for at most this long into a quiet spell (the longest timer a technical check or an
+# escalation waits for: a stale scale, 48 h), then straight to the next arrival.
+IDLE_SPAN_S = 50 * 3600.0
+# A capture's arrival times: epoch seconds from 2001 to 2100 (a line outside is malformed).
+PLAUSIBLE_T = (1e9, 4.1e9)
 
 
 @dataclass(slots=True)
@@ -112,6 +118,8 @@ def _parse_line(line: bytes, last_t: float) -> RawMessage:
     try:
         doc = json.loads(line)
         t = float(doc["t"])
+        if not PLAUSIBLE_T[0] <= t <= PLAUSIBLE_T[1]:  # NaN, inf, ms, a clock at 1970
+            raise ValueError(f"t {t} is not epoch seconds of this era")
         topic = str(doc["topic"])
         if "payload_b64" in doc:
             payload = base64.b64decode(doc["payload_b64"], validate=True)
@@ -152,9 +160,13 @@ def replay(
     gateway's idle work (technical alarms, escalation, pause expiry) runs every
     ``idle_step_s`` of the clock, as a live gateway's idle loop does through a quiet spell.
 
-    ``quiet_until``: no idle work at or before this time (the store's newest arrival when
-    replay started): a capture replayed again must not judge devices at past times by
-    what they reported since, so a second replay changes nothing."""
+    ``quiet_until`` (the store's newest arrival when replay started): at or before it, no
+    technical checks and nothing the devices said about themselves is recorded (status
+    reports, clock offsets; readings are deduplicated anyway): a
+    capture replayed again must neither judge devices at past times by what they reported
+    since nor set their status back, so a second replay changes nothing."""
+    if idle_step_s <= 0:
+        raise ValueError("idle_step_s must be positive")
     summary = ReplaySummary()
     last_idle = -math.inf
 
@@ -162,17 +174,21 @@ def replay(
         nonlocal last_idle
         clock.advance_to(at)
         last_idle = clock.now()
-        if last_idle > quiet_until:
-            sink.on_idle()
+        sink.on_idle(technical=last_idle > quiet_until)
 
     for message in messages:
         if summary.first_t is None:
             summary.first_t = message.received_at
         summary.last_t = message.received_at
-        while math.isfinite(last_idle) and last_idle + idle_step_s < message.received_at:
+        quiet_from = last_idle
+        while (
+            math.isfinite(last_idle)
+            and last_idle + idle_step_s < message.received_at
+            and last_idle < quiet_from + IDLE_SPAN_S
+        ):
             idle(last_idle + idle_step_s)
         clock.advance_to(message.received_at)
-        result = sink.commit([message])
+        result = sink.commit([message], statuses=message.received_at > quiet_until)
         sink.after_commit(result)
         idle(clock.now())
         summary.add(result)

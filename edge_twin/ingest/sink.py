@@ -14,15 +14,17 @@ from edge_twin.ingest.writer import BatchResult, RawMessage
 
 
 class Sink(Protocol):
-    def commit(self, messages: Sequence[RawMessage]) -> BatchResult:
+    def commit(self, messages: Sequence[RawMessage], statuses: bool = True) -> BatchResult:
         """Decode and durably store ``messages`` (StoreError: nothing stored; then none
-        of them may be acknowledged)."""
+        of them may be acknowledged); ``statuses=False``: without recording what the
+        devices said about themselves."""
         ...
 
     def after_commit(self, result: BatchResult) -> None:
         """Run what follows a durable commit (the twin, risks, alarms)."""
         ...
 
-    def on_idle(self) -> None:
-        """Nothing is waiting: finish deferred work, check the technical alarms."""
+    def on_idle(self, technical: bool = True) -> None:
+        """Nothing is waiting: finish deferred work; check the technical alarms and
+        escalation unless ``technical`` is False."""
         ...

@@ -101,14 +101,16 @@ class IngestWriter:
             latest=lambda device_id, signal: readings.latest_time(store, device_id, signal),
         )
 
-    def commit(self, messages: Sequence[RawMessage]) -> BatchResult:
+    def commit(self, messages: Sequence[RawMessage], statuses: bool = True) -> BatchResult:
         """Decode and durably store ``messages``; raises StoreError if the commit fails
-        (then nothing of the batch is stored and none of it may be acknowledged)."""
+        (then nothing of the batch is stored and none of it may be acknowledged).
+        ``statuses=False``: what the devices said about themselves (status reports, clock
+        offsets) is not recorded (a capture replayed again over times already lived)."""
         result = BatchResult(messages=len(messages))
         self.registry.refresh()
         accepted: list[Reading] = []
         rejected: list[tuple[float, str, bytes, Rejection, str | None]] = []
-        statuses: list[tuple[DeviceStatus, float]] = []
+        reported: list[tuple[DeviceStatus, float]] = []
         for msg in messages:
             decoded = self.decoder.decode(msg.topic, msg.payload, msg.received_at)
             accepted.extend(decoded.readings)
@@ -117,13 +119,13 @@ class IngestWriter:
                     (msg.received_at, msg.topic, msg.payload, rejection, decoded.device_id)
                 )
             if decoded.status is not None:
-                statuses.append((decoded.status, msg.received_at))
+                reported.append((decoded.status, msg.received_at))
         try:
             with self._store.transaction() as conn:
                 new = readings.insert(conn, accepted) if accepted else 0
                 if rejected:
                     quarantine.insert(conn, rejected)
-                for status, at in statuses:
+                for status, at in reported if statuses else ():
                     devices.record_status(conn, status, at)
         except BaseException:
             # The decoder remembered these readings as the newest; they were not stored.

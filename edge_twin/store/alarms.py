@@ -193,13 +193,15 @@ def events_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[Al
     return [_event(r) for r in rows]
 
 
-def open_history_start(conn: sqlite3.Connection) -> int:
-    """The position just before the first event of any alarm still open (the log's end if
-    none is): where a delivery channel switched on for a gateway with a past starts, so
-    that it learns the alarms that matter now without replaying months of history."""
+def open_history_start(conn: sqlite3.Connection, since: float) -> int:
+    """The position just before the first event recorded since ``since`` of an alarm still
+    open (the log's end if there is none): where a delivery channel switched on for a
+    gateway with a past starts, so that it learns the alarms that matter now without
+    replaying months of history."""
     row = conn.execute(
         "SELECT min(e.id) - 1 FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id"
-        " WHERE a.state != 'resolved'"
+        " WHERE a.state != ? AND e.recorded_at >= ?",
+        (AlarmState.RESOLVED.value, since),
     ).fetchone()
     if row[0] is not None:
         return int(row[0])

@@ -99,9 +99,7 @@ def record_status(conn: sqlite3.Connection, status: DeviceStatus, at: float) -> 
         " firmware = coalesce(excluded.firmware, firmware),"
         " clock_offset_s = coalesce(excluded.clock_offset_s, clock_offset_s),"
         " sensor_expires_at = coalesce(excluded.sensor_expires_at, sensor_expires_at),"
-        " updated_at = excluded.updated_at"
-        # A report older than the one kept (a capture replayed again) changes nothing.
-        " WHERE excluded.updated_at >= device_status.updated_at",
+        " updated_at = excluded.updated_at",
         (
             status.device_id,
             status.online,

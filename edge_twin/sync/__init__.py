@@ -3,3 +3,5 @@ offline (store-and-forward with conditional create). See docs/architecture.md.
 
 Not built yet; the demo's summary says so.
 """
+
+__all__: list[str] = []
