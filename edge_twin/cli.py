@@ -502,10 +502,14 @@ def _literal(untrusted: str) -> Text:
     return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in untrusted))
 
 
-def main() -> None:
-    """Console entry point: errors of ours become one clear line and exit status 1."""
+def run_console(typer_app: typer.Typer) -> None:
+    """A console entry point: errors of ours become one clear line and exit status 1."""
     try:
-        app()
+        typer_app()
     except EdgeTwinError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise SystemExit(1) from None
+
+
+def main() -> None:
+    run_console(app)

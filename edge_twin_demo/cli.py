@@ -15,9 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edge_twin.cli import ConfigOpt
+from edge_twin.cli import ConfigOpt, run_console
 from edge_twin.config import load_config
-from edge_twin.errors import EdgeTwinError
 from edge_twin_demo.run import DemoOptions, run_demo
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -128,9 +127,4 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: errors of ours become one clear line and exit status 1."""
-    try:
-        app()
-    except EdgeTwinError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise SystemExit(1) from None
+    run_console(app)

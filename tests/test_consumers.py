@@ -79,7 +79,8 @@ def test_a_name_belongs_to_one_log(db_path: Path) -> None:
             consumers.register(conn, consumers.Consumer("reader", consumers.Log.ALARM_EVENTS))
 
 
-def test_migration_carries_the_cursor_and_the_sent_columns_over(db_path: Path) -> None:
+def _before_0008(db_path: Path, rows: str) -> None:
+    """A store at migration 0007 with one open alarm of pt-1 (id 1), plus ``rows`` (SQL)."""
     old = sqlite_utils.Database(db_path)
     MIGRATIONS.apply(old, stop_before="0008_log_consumers")
     old.executescript(
@@ -88,16 +89,25 @@ def test_migration_carries_the_cursor_and_the_sent_columns_over(db_path: Path) -
         INSERT INTO alarms (id, patient_id, alarm_type, priority, technical, state,
             condition_present, raised_at, updated_at, reason, "values", evidence)
             VALUES (1, 'pt-1', 'low', 'medium', 0, 'active', 1, {T0}, {T0}, 'r', '{{}}', '[]');
+        """
+        + rows
+    )
+    old.conn.commit()
+    old.close()
+
+
+def test_migration_carries_the_cursor_and_the_sent_columns_over(db_path: Path) -> None:
+    _before_0008(
+        db_path,
+        f"""
         INSERT INTO cursors VALUES ('estimate', 7);
         INSERT INTO alarm_events (id, alarm_id, at, recorded_at, event, actor, reason, state,
             mqtt_sent_at, webhook_sent_at, webhook_attempts) VALUES
             (1, 1, {T0}, {T0}, 'raised', 'gw', '', 'active', {T0}, {T0}, 0),
             (2, 1, {T0}, {T0}, 'acknowledged', 'nurse', '', 'acknowledged', {T0}, NULL, 3),
             (3, 1, {T0}, {T0}, 'resolved', 'gw', '', 'resolved', NULL, NULL, 0);
-        """
+        """,
     )
-    old.conn.commit()
-    old.close()
     with Store(db_path) as store:
         assert store.schema_version() == ALL_MIGRATIONS
         by_name = {c.name: c for c in consumers.statuses(store.conn)}
@@ -115,20 +125,13 @@ def test_a_fresh_store_has_no_consumer_until_one_runs(db_path: Path) -> None:
 def test_a_webhook_that_only_ever_failed_keeps_its_attempts_across_the_migration(
     db_path: Path,
 ) -> None:
-    old = sqlite_utils.Database(db_path)
-    MIGRATIONS.apply(old, stop_before="0008_log_consumers")
-    old.executescript(
+    _before_0008(
+        db_path,
         f"""
-        INSERT INTO patients VALUES ('pt-1', {T0});
-        INSERT INTO alarms (id, patient_id, alarm_type, priority, technical, state,
-            condition_present, raised_at, updated_at, reason, "values", evidence)
-            VALUES (1, 'pt-1', 'low', 'medium', 0, 'active', 1, {T0}, {T0}, 'r', '{{}}', '[]');
         INSERT INTO alarm_events (id, alarm_id, at, recorded_at, event, actor, reason, state,
             webhook_attempts) VALUES (1, 1, {T0}, {T0}, 'raised', 'gw', '', 'active', 4);
-        """
+        """,
     )
-    old.conn.commit()
-    old.close()
     with Store(db_path) as store:
         by_name = {c.name: c for c in consumers.statuses(store.conn)}
     assert set(by_name) == {"alarm-webhook"}  # MQTT never sent anything: not carried

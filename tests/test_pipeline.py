@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edge_twin.clock import ManualClock
-from edge_twin.config import load_config
+from edge_twin.config import Config, load_config
 from edge_twin.errors import StoreError
 from edge_twin.ingest.writer import RawMessage
 from edge_twin.pipeline import Pipeline
@@ -20,15 +20,20 @@ def cgm_reading(device: str, t: float, value: float) -> RawMessage:
     return RawMessage(wire.readings_topic(device), payload, t + 5.0)
 
 
-def test_patients_whose_alarm_evaluation_failed_are_evaluated_with_the_next_data(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def config_for(db_path: Path) -> Config:
+    """Defaults, with the store at ``db_path`` and no installed models beside it."""
     cfg = load_config(env={})
-    cfg = replace(
+    return replace(
         cfg,
         store=replace(cfg.store, path=db_path),
         assess=replace(cfg.assess, model_dir=db_path.parent / "models"),
     )
+
+
+def test_patients_whose_alarm_evaluation_failed_are_evaluated_with_the_next_data(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config_for(db_path)
     with Store(db_path) as store:
         for n in (1, 2):
             devices.provision(store, f"cgm-00{n}", f"pt-00{n}", "cgm", T0)
@@ -60,12 +65,7 @@ def test_a_device_moved_to_another_patient_by_another_process_is_bound_to_the_ne
 ) -> None:
     from tests.test_cli import cli
 
-    cfg = load_config(env={})
-    cfg = replace(
-        cfg,
-        store=replace(cfg.store, path=db_path),
-        assess=replace(cfg.assess, model_dir=db_path.parent / "models"),
-    )
+    cfg = config_for(db_path)
     env = {"EDGE_TWIN_STORE_PATH": str(db_path)}
     with Store(db_path) as store:
         devices.provision(store, "cgm-001", "pt-001", "cgm", T0)

@@ -157,14 +157,16 @@ def deliver_mqtt(store: Store, bus: AlarmBus, gateway_id: str, now: float) -> in
                 break  # published again next time; /health shows the failures
             delivered += 1
         through = e.id
+    failures = 0
     if through is not None or refused is not None:
         with store.transaction() as conn:
             if through is not None:
                 consumers.advance(conn, MQTT_CONSUMER, through, now)
             if refused is not None:
-                consumers.record_failure(conn, MQTT_CONSUMER, f"broker refused: {refused}", now)
-    if refused is not None:
-        log.error("the broker refused an alarm event: %s", refused)
+                why = f"broker refused: {refused}"
+                failures = consumers.record_failure(conn, MQTT_CONSUMER, why, now)
+    if failures == 1 or (failures and failures % 1000 == 0):  # tried again ~4 times a second
+        log.error("the broker refused an alarm event (%d times in a row): %s", failures, refused)
     return delivered
 
 

@@ -162,9 +162,9 @@ def replay(
 
     ``quiet_until`` (the store's newest arrival when replay started): at or before it, no
     technical checks and nothing the devices said about themselves is recorded (status
-    reports, clock offsets; readings are deduplicated anyway): a
-    capture replayed again must neither judge devices at past times by what they reported
-    since nor set their status back, so a second replay changes nothing."""
+    reports, clock offsets; readings are deduplicated anyway): a capture replayed again
+    must neither judge devices at past times by what they reported since nor set their
+    status back, so a second replay changes nothing."""
     if idle_step_s <= 0:
         raise ValueError("idle_step_s must be positive")
     summary = ReplaySummary()
