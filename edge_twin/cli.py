@@ -27,7 +27,7 @@ from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
 from edge_twin.errors import EdgeTwinError
 from edge_twin.export import KINDS, export
-from edge_twin.store import Store, alarms, devices, quarantine, readings, risks
+from edge_twin.store import PipelineLock, Store, alarms, devices, quarantine, readings, risks
 
 app = typer.Typer(
     help="edge-twin home gateway: ingest sensor readings over MQTT, keep each patient's"
@@ -123,6 +123,7 @@ def replay(
     # Commits not fsynced: a replay is rerun from its capture (idempotently), not
     # acknowledged to anyone, and one fsync per message would make it crawl.
     with (
+        PipelineLock(cfg.store.path),
         Store(cfg.store.path, "NORMAL") as store,
         Progress(
             TextColumn("[bold]replaying"), BarColumn(), TaskProgressColumn(), console=err

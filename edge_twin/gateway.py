@@ -18,7 +18,7 @@ from edge_twin.clock import Clock
 from edge_twin.config import Config
 from edge_twin.ingest import MqttIngest
 from edge_twin.pipeline import Pipeline
-from edge_twin.store import Store
+from edge_twin.store import PipelineLock, Store
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,13 @@ class Gateway:
         self.api: ApiServer | None = None
         self.alarm_bus: AlarmBus | None = None
         self.webhook: WebhookSender | None = None
+        self._lock: PipelineLock | None = None
 
     def start(self) -> None:
         cfg = self.config
         try:
+            self._lock = PipelineLock(cfg.store.path)
+            self._lock.acquire()
             self.store = Store(cfg.store.path, cfg.store.synchronous)
             # Delivery channels follow the alarm event log from before the pipeline's
             # first catch-up, so nothing it raises is skipped.
@@ -96,6 +99,9 @@ class Gateway:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Gateway:
         self.start()

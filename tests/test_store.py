@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -5,9 +6,10 @@ import sqlite_utils
 
 from edge_twin.domain import Reading, ReadingFlag, Signal
 from edge_twin.errors import ProvisioningError, StoreError
-from edge_twin.store import Store, devices, readings
+from edge_twin.store import PipelineLock, Store, devices, readings
 from edge_twin.store.migrations import MIGRATIONS
 from tests.conftest import T0
+from tests.test_cli import cli
 
 ALL_MIGRATIONS = [
     "0001_initial",
@@ -139,3 +141,21 @@ def test_derived_commits_skip_fsync_and_restore_full_sync(db_path: Path) -> None
             fail_derived()
         assert synchronous(store) == 2
         assert readings.count(store) == 0
+
+
+def test_one_process_at_a_time_runs_the_pipeline_on_a_store(db_path: Path) -> None:
+    with PipelineLock(db_path):
+        with pytest.raises(StoreError, match="in use by another edge-twin process"):
+            PipelineLock(db_path).acquire()
+        # A replay into the store a gateway is running on is refused, nothing written.
+        capture = db_path.parent / "capture.jsonl"
+        capture.write_text(
+            json.dumps({"t": T0, "topic": "et/v1/dev/cgm-1/senml", "payload": "[]"}) + "\n"
+        )
+        env = {"EDGE_TWIN_STORE_PATH": str(db_path)}
+        refused = cli("edge-twin", "replay", str(capture), env=env, check=False)
+        assert refused.returncode == 1
+        assert "in use by another edge-twin process" in refused.stderr
+        assert not db_path.exists()
+    with PipelineLock(db_path):  # free again once released
+        pass

@@ -16,10 +16,11 @@ from edge_twin.store import (
     risks,
     twin_state,
 )
-from edge_twin.store.database import Store
+from edge_twin.store.database import PipelineLock, Store
 
 # The store is a library of tables: each module (and what it defines) is public.
 __all__ = [
+    "PipelineLock",
     "Store",
     "alarms",
     "consumers",

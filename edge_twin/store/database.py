@@ -9,6 +9,8 @@ loss; ingest acknowledges MQTT messages only after that commit.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,42 @@ from edge_twin.errors import StoreError
 from edge_twin.store.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_S = 10.0
+
+
+class PipelineLock:
+    """One process at a time runs the pipeline on a store (the gateway, or a replay):
+    two would follow the same log consumers and apply the same readings twice. An
+    advisory lock on ``<store>.lock``; the OS releases it when the process ends, kill -9
+    and power loss included."""
+
+    def __init__(self, store_path: Path | str) -> None:
+        self.path = Path(f"{store_path}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"{self.path.with_suffix('')} is in use by another edge-twin process (a running"
+                " gateway or replay): stop it first"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    def __enter__(self) -> PipelineLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Store:
