@@ -115,3 +115,15 @@ def test_an_unacknowledged_urgent_alarm_escalates_once(engine: Engine) -> None:
     urgent = only(engine, "urgent_low")
     assert urgent.escalated_at == T0 + after
     assert [e for e, _, _ in events(engine, urgent)] == ["raised", "escalated"]
+
+
+def test_settings_changed_by_another_process_apply_at_the_next_evaluation(
+    engine: Engine, db_path: Path
+) -> None:
+    # The engine keeps validated settings in memory; a change from another connection (the
+    # CLI, the API's thread) bumps the store's version and is read at the next evaluation.
+    assert engine.settings("pt-1").low_mgdl == AlarmSettings().low_mgdl
+    with Store(db_path) as other:
+        AlarmEngine(other, lambda: WALL).set_settings("pt-1", {"low_mgdl": 75.0}, "cli", T0)
+    assert engine.settings("pt-1").low_mgdl == 75.0
+    assert engine.settings("pt-2").low_mgdl == AlarmSettings().low_mgdl

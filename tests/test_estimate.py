@@ -2,6 +2,8 @@
 
 import itertools
 import math
+from collections import deque
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ from filterpy.kalman import predict
 
 from edge_twin.domain import Reading, Signal
 from edge_twin.estimate.models import DEFAULT_MODELS
-from edge_twin.estimate.tracker import TwinEstimator
+from edge_twin.estimate.tracker import SignalFilter, TwinEstimator
 from edge_twin.estimate.view import estimate_at, is_stale, patient_estimates
 from edge_twin.store import Store, devices, readings, twin_state
 from tests.conftest import T0
@@ -212,3 +214,19 @@ def test_a_motion_artefact_in_heart_rate_is_gated(store: Store) -> None:
     (est,) = patient_estimates(store, "pt-1", values[-1][0])
     assert est.provenance.n_rejected == 1
     assert est.mean == pytest.approx(72.0, abs=2.0)
+
+
+def test_a_filter_copy_carries_every_field() -> None:
+    # SignalFilter._copy lists its fields by hand (dataclasses.replace was too slow): a
+    # field added later and forgotten there would be lost at every checkpoint.
+    model = DEFAULT_MODELS[Signal.GLUCOSE]
+    f = SignalFilter.start(model, Reading("pt-1", "cgm-1", Signal.GLUCOSE, T0, 120.0, T0, id=7))
+    f.n_gated, f.gated_since, f.through_reading_id = 2, T0 - 60, 7
+    copy = f._copy(deque())
+    for spec in fields(SignalFilter):
+        mine, theirs = getattr(copy, spec.name), getattr(f, spec.name)
+        if spec.name in ("x", "P"):
+            assert np.array_equal(mine, theirs)
+        elif spec.name not in ("history", "day_starts"):
+            assert mine == theirs, spec.name
+    assert copy.device_ids is not f.device_ids

@@ -21,6 +21,7 @@ ALL_MIGRATIONS = [
     "0007_forecast_log",
     "0008_log_consumers",
     "0009_device_bindings_version",
+    "0010_alarm_settings_version",
 ]
 
 

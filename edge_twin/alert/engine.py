@@ -40,10 +40,21 @@ class AlarmEngine:
         self._store = store
         self.defaults = defaults or AlarmSettings()
         self._wall = wall  # for recorded_at only; decisions use event time
+        # Each patient's validated settings, while the settings' version is unchanged.
+        self._settings: dict[str, AlarmSettings] = {}
+        self._settings_version = -1
 
     def settings(self, patient_id: str) -> AlarmSettings:
-        stored = alarms.settings(self._store.conn, patient_id)
-        return validated(self.defaults, {k: v for k, v in stored.items() if k not in RETIRED})
+        version = alarms.settings_version(self._store)
+        if version != self._settings_version:
+            self._settings.clear()
+            self._settings_version = version
+        cached = self._settings.get(patient_id)
+        if cached is None:
+            stored = alarms.settings(self._store.conn, patient_id)
+            cached = validated(self.defaults, {k: v for k, v in stored.items() if k not in RETIRED})
+            self._settings[patient_id] = cached
+        return cached
 
     def present_conditions(self, patient_id: str) -> set[str]:
         """The patient's alarm types whose condition was present last time (hysteresis)."""

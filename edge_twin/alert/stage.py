@@ -23,6 +23,7 @@ from edge_twin.alert.engine import AlarmEngine
 from edge_twin.assess import PREDICTOR_WINDOW_S, predict_low
 from edge_twin.domain import (
     SIGNALS,
+    Device,
     DeviceStatus,
     DeviceType,
     ForecastSkill,
@@ -64,6 +65,7 @@ class AlertStage:
         self._fit_checked = -math.inf
         self._ticked = -math.inf
         self._checked_at = -math.inf
+        self._bindings: tuple[int, list[Device]] = (-1, [])
 
     def on_data(self, patient_ids: Iterable[str]) -> list[int]:
         observations: list[Observation] = []
@@ -134,6 +136,13 @@ class AlertStage:
             out.append(conditions.forecast_fit(pid, now, skills, present.__contains__))
         return out
 
+    def _devices(self) -> list[Device]:
+        """The provisioned devices, re-read when a binding changed (every 5 s otherwise)."""
+        version = devices.bindings_version(self._store)
+        if version != self._bindings[0]:
+            self._bindings = (version, devices.all_devices(self._store))
+        return self._bindings[1]
+
     @property
     def checked_at(self) -> float:
         """Gateway time of the last technical check written (-inf before the first)."""
@@ -149,7 +158,7 @@ class AlertStage:
         statuses = devices.statuses(self._store)
         by_patient: dict[str, list[DeviceStatus]] = {}
         cgm_last: dict[str, float] = {}
-        for d in devices.all_devices(self._store):
+        for d in self._devices():
             if d.device_type is DeviceType.CGM:
                 last = readings.latest_time(self._store, d.device_id, Signal.GLUCOSE)
                 if last is not None:

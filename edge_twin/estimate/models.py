@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -91,7 +92,21 @@ class SignalModel:
     def _base(self) -> int:
         return self.dim - 1  # index of the baseline state, when there is one
 
+    # The matrices are cached, read-only: readings come at a few fixed intervals, and
+    # building them was a fifth of the filter's time. (The model is frozen, so hashable.)
     def F(self, dt: float) -> Matrix:
+        return _frozen_matrix(self, "F", dt)
+
+    def Q(self, dt: float) -> Matrix:
+        return _frozen_matrix(self, "Q", dt)
+
+    def H(self) -> Matrix:
+        return _frozen_matrix(self, "H", 0.0)
+
+    def R(self) -> Matrix:
+        return _frozen_matrix(self, "R", 0.0)
+
+    def _F(self, dt: float) -> Matrix:
         f = np.eye(self.dim)
         if self.has_rate:
             a = math.exp(-dt / self.tau_min)
@@ -105,7 +120,7 @@ class SignalModel:
             f[0, self._base] = 1.0 - m
         return f
 
-    def Q(self, dt: float) -> Matrix:
+    def _Q(self, dt: float) -> Matrix:
         if self.has_baseline:
             m = math.exp(-dt / self.revert_tau_min)
             q = [self.level_sd**2 * (1.0 - m * m)]
@@ -121,14 +136,14 @@ class SignalModel:
             q.append(self.q_base * dt)
         return np.diag(q)
 
-    def H(self) -> Matrix:
+    def _H(self) -> Matrix:
         h = np.zeros((1, self.dim))
         h[0, 0] = 1.0
         if self.has_sensor_error:
             h[0, self._err] = 1.0
         return h
 
-    def R(self) -> Matrix:
+    def _R(self) -> Matrix:
         return np.array([[self.r**2]])
 
     def initial(self, z: float) -> tuple[Matrix, Matrix]:
@@ -150,6 +165,18 @@ class SignalModel:
             x[self._base] = z
             p[self._base, self._base] = self.level_sd**2
         return x, p
+
+
+@lru_cache(maxsize=1024)
+def _frozen_matrix(model: SignalModel, which: str, dt: float) -> Matrix:
+    if which == "F":
+        m = model._F(dt)
+    elif which == "Q":
+        m = model._Q(dt)
+    else:
+        m = model._H() if which == "H" else model._R()
+    m.setflags(write=False)  # shared by every filter of the model: nobody may change it
+    return m
 
 
 def _baseline(

@@ -21,7 +21,7 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from filterpy.kalman import predict, update
@@ -91,7 +91,23 @@ class SignalFilter:
     day_starts: list[FilterState] = field(default_factory=list, repr=False)
 
     def _copy(self, history: deque[SignalFilter]) -> SignalFilter:
-        return replace(self, device_ids=set(self.device_ids), history=history, day_starts=[])
+        # Field by field: dataclasses.replace cost as much as the filter's update. x and P
+        # are never changed in place (each step assigns new arrays), so they are shared.
+        return SignalFilter(
+            model=self.model,
+            x=self.x,
+            P=self.P,
+            t=self.t,
+            last_measured_at=self.last_measured_at,
+            n_measurements=self.n_measurements,
+            device_ids=set(self.device_ids),
+            through_reading_id=self.through_reading_id,
+            n_gated=self.n_gated,
+            gated_since=self.gated_since,
+            history=history,
+            history_from_start=self.history_from_start,
+            day_starts=[],
+        )
 
     def checkpoint(self) -> None:
         self.history.append(self._copy(deque()))

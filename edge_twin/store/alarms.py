@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_twin.domain import Alarm, AlarmState, Priority
+from edge_twin.store.database import Store
 
 _ALARM_COLUMNS = (
     "id, patient_id, alarm_type, priority, technical, state, raised_at, updated_at,"
@@ -265,6 +266,11 @@ def settings(conn: sqlite3.Connection, patient_id: str) -> dict[str, float]:
         "SELECT settings FROM alarm_settings WHERE patient_id = ?", (patient_id,)
     ).fetchone()
     return {} if row is None else dict(json.loads(row[0]))
+
+
+def settings_version(store: Store) -> int:
+    """Bumped by every change of any patient's settings, from any process (migration 0010)."""
+    return store.version("alarm_settings")
 
 
 def set_settings(

@@ -119,6 +119,13 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise StoreError(f"commit failed on {self.path}: {exc}") from exc
 
+    def version(self, name: str) -> int:
+        """A counter that every change of the named table bumps, from any process
+        (migrations 0009 devices, 0010 alarm_settings): one cheap read tells a cache
+        whether it is still current."""
+        row = self.conn.execute("SELECT version FROM store_versions WHERE name = ?", (name,))
+        return int(row.fetchone()[0])
+
     def schema_version(self) -> list[str]:
         """Names of the applied migrations, oldest first."""
         return [m.name for m in MIGRATIONS.applied(self.db)]

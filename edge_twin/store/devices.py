@@ -125,5 +125,4 @@ def statuses(store: Store) -> dict[str, DeviceStatus]:
 
 def bindings_version(store: Store) -> int:
     """Bumped by every provision and unprovision, from any process (migration 0009)."""
-    row = store.conn.execute("SELECT version FROM store_versions WHERE name = 'devices'").fetchone()
-    return int(row[0])
+    return store.version("devices")

@@ -303,3 +303,24 @@ def _device_bindings_version(db: Database) -> None:
         END;
         """
     )
+
+
+@MIGRATIONS(name="0010_alarm_settings_version")
+def _alarm_settings_version(db: Database) -> None:
+    """The same counter for alarm settings (the API and the CLI change them from other
+    threads and processes): the alarm engine keeps them validated in memory between
+    changes instead of parsing them on every evaluation."""
+    db.executescript(
+        """
+        INSERT INTO store_versions VALUES ('alarm_settings', 0);
+        CREATE TRIGGER alarm_settings_inserted AFTER INSERT ON alarm_settings BEGIN
+            UPDATE store_versions SET version = version + 1 WHERE name = 'alarm_settings';
+        END;
+        CREATE TRIGGER alarm_settings_updated AFTER UPDATE ON alarm_settings BEGIN
+            UPDATE store_versions SET version = version + 1 WHERE name = 'alarm_settings';
+        END;
+        CREATE TRIGGER alarm_settings_deleted AFTER DELETE ON alarm_settings BEGIN
+            UPDATE store_versions SET version = version + 1 WHERE name = 'alarm_settings';
+        END;
+        """
+    )
