@@ -27,7 +27,17 @@ from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
 from edge_twin.errors import EdgeTwinError
 from edge_twin.export import KINDS, export
-from edge_twin.store import PipelineLock, Store, alarms, devices, quarantine, readings, risks
+from edge_twin.store import (
+    PipelineLock,
+    Store,
+    alarms,
+    devices,
+    quarantine,
+    readings,
+    risks,
+    upstream,
+)
+from edge_twin.sync import FhirClient, FhirSync, sync_status
 
 app = typer.Typer(
     help="edge-twin home gateway: ingest sensor readings over MQTT, keep each patient's"
@@ -412,6 +422,106 @@ def alarms_settings(
             else engine.settings(patient_id)
         )
     print(json.dumps(asdict(settings), indent=2))
+
+
+@app.command()
+def consent(
+    patient_id: Annotated[str, typer.Argument(help="The patient.")],
+    upstream_: Annotated[
+        bool,
+        typer.Option(
+            "--upstream/--no-upstream",
+            help="Whether the patient agreed to their data going to the care team's FHIR"
+            " server. Without it nothing of theirs leaves the gateway.",
+        ),
+    ],
+    by: Annotated[str, typer.Option(help="Who records it (kept with the consent).")] = "cli",
+    config: ConfigOpt = None,
+) -> None:
+    """Record a patient's consent to upstream (FHIR) sharing, or its withdrawal."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        upstream.set_consent(store, patient_id, upstream_, SystemClock().now(), by)
+    console.print(f"{patient_id}: upstream sharing {'on' if upstream_ else 'off'}")
+
+
+sync_app = typer.Typer(
+    help="FHIR upstream sync: where it stands, refused resources, retrying them.",
+    no_args_is_help=True,
+)
+app.add_typer(sync_app, name="sync")
+
+
+@sync_app.command("status")
+def sync_status_cmd(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Backlog, failures and, per patient, consent, oldest unsent data, parked resources."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        status = {"enabled": bool(cfg.sync.url), **sync_status(store, SystemClock().now())}
+    if as_json:
+        print(json.dumps(status))
+        return
+    console.print(
+        f"upstream {cfg.sync.url or '(off: sync.url is empty)'}: backlog {status['backlog']}"
+        f" readings, {status['pending_summaries']} summaries pending,"
+        f" {status['parked']} parked, {status['failures']} failures in a row"
+        + (f" (last: {status['last_error']})" if status["last_error"] else "")
+    )
+    table = Table("patient", "consent", "oldest unsent", "waiting", "parked")
+    for p in status["patients"]:
+        waiting = p["waiting_s"]
+        table.add_row(
+            p["patient_id"],
+            "yes" if p["consent"] else "no",
+            p["oldest_unsent_at"] or "-",
+            "-" if waiting is None else f"{waiting / 60:.0f} min",
+            str(p["parked"]),
+        )
+    console.print(table)
+
+
+@sync_app.command("parked")
+def sync_parked(
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+) -> None:
+    """Resources the FHIR server refused, with its OperationOutcome, as JSON lines."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        for p in upstream.parked(store.conn, limit):
+            print(
+                json.dumps(
+                    {
+                        "id": p.id,
+                        "patient_id": p.patient_id,
+                        "resource_type": p.resource_type,
+                        "identifier": p.identifier,
+                        "status": p.status,
+                        "outcome": p.outcome,
+                        "parked_at": to_iso(p.parked_at),
+                    }
+                )
+            )
+
+
+@sync_app.command("retry-parked")
+def sync_retry_parked(config: ConfigOpt = None) -> None:
+    """Send every parked resource again (after a fix on the server's side); those still
+    refused stay parked with the new reason."""
+    cfg = _config(config)
+    if not cfg.sync.url:
+        raise EdgeTwinError("sync.url is empty: there is no upstream to retry")
+    client = FhirClient(cfg.sync)
+    try:
+        with Store(cfg.store.path, cfg.store.synchronous) as store:
+            sync = FhirSync(store, client, cfg.gateway.id, cfg.sync)
+            accepted, refused = sync.retry_parked()
+    finally:
+        client.close()
+    console.print(f"{accepted} accepted, {refused} still refused")
 
 
 @app.command("export")

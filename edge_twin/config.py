@@ -93,6 +93,28 @@ class AlertSection:
 
 
 @dataclass(frozen=True)
+class SyncSection:
+    # The FHIR R4 server's base URL (empty: no upstream sync).
+    url: str = ""
+    # Authentication: a static bearer token, or OAuth2 client credentials at token_url.
+    token: str = ""
+    token_url: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    scope: str = ""
+    # A private CA's certificate file for the server's TLS (verification is always on).
+    ca_file: str = ""
+    timeout_s: float = _rule(30.0, 1, 600)
+    # Resources per transaction Bundle.
+    batch_max: int = _rule(100, 1, 1000)
+    # The care team is told (a technical alarm) when a patient's oldest unsent data is
+    # older than this, or something of theirs was refused.
+    alarm_after_s: float = _rule(3600.0, 60, 30 * 86400)
+    # A wrist stream's hourly summary goes up this long after its hour ends.
+    summary_grace_s: float = _rule(600.0, 0, 86400)
+
+
+@dataclass(frozen=True)
 class ApiSection:
     host: str = "127.0.0.1"
     port: int = _rule(8080, 0, 65535)  # 0: any free port
@@ -108,6 +130,7 @@ class Config:
     assess: AssessSection = field(default_factory=AssessSection)
     alert: AlertSection = field(default_factory=AlertSection)
     api: ApiSection = field(default_factory=ApiSection)
+    sync: SyncSection = field(default_factory=SyncSection)
 
 
 _SECTIONS: dict[str, type] = {
@@ -119,6 +142,7 @@ _SECTIONS: dict[str, type] = {
     "assess": AssessSection,
     "alert": AlertSection,
     "api": ApiSection,
+    "sync": SyncSection,
 }
 
 

@@ -10,7 +10,9 @@ them, with ``raise X(...) from exc``, so callers only ever catch these::
     ├── ProvisioningError    a device binding is invalid (unknown type, already bound, ...)
     ├── UnknownPatientError  a patient id the gateway has never seen
     ├── ModelError           a model (filter or ONNX) is invalid or cannot be loaded
-    └── AlarmError           an alarm action that cannot be done (unknown alarm, resolved)
+    ├── AlarmError           an alarm action that cannot be done (unknown alarm, resolved)
+    └── UpstreamError        the FHIR upstream cannot take data now (down, 5xx, 429, auth)
+        └── UpstreamRefused  the upstream refused what was sent (4xx): parked, not retried
 
 Rejected *readings* are not exceptions: decoding returns a ``Rejection`` that is kept in
 quarantine, because bad input is expected and must never stop the gateway.
@@ -53,3 +55,21 @@ class ModelError(EdgeTwinError):
 
 class AlarmError(EdgeTwinError):
     """An alarm action that cannot be done (unknown alarm, already resolved, ...)."""
+
+
+class UpstreamError(EdgeTwinError):
+    """The FHIR upstream cannot take data now: retried later with back-off."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream refused a request for what it holds (4xx): sending it again unchanged
+    will not help. ``outcome`` is the server's OperationOutcome (JSON text)."""
+
+    def __init__(self, message: str, status: int, outcome: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome

@@ -19,6 +19,7 @@ from edge_twin.config import Config
 from edge_twin.ingest import MqttIngest
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import PipelineLock, Store
+from edge_twin.sync import SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Gateway:
         self.api: ApiServer | None = None
         self.alarm_bus: AlarmBus | None = None
         self.webhook: WebhookSender | None = None
+        self.sync: SyncWorker | None = None
         self._lock: PipelineLock | None = None
 
     def start(self) -> None:
@@ -59,6 +61,9 @@ class Gateway:
                     cfg.alert.webhook_timeout_s,
                 )
                 self.webhook.start()
+            if cfg.sync.url:
+                self.sync = SyncWorker(cfg.store.path, cfg.sync, cfg.gateway.id)
+                self.sync.start()
             self.ingest = MqttIngest(
                 cfg.mqtt,
                 cfg.ingest,
@@ -81,6 +86,8 @@ class Gateway:
         stats = self.ingest.stats.snapshot()
         if self.pipeline is not None:
             stats["estimator"] = dict(self.pipeline.estimator.outcomes)
+        if self.sync is not None:
+            stats["sync_worker_alive"] = self.sync.alive
         return stats
 
     def stop(self) -> None:
@@ -93,6 +100,9 @@ class Gateway:
         if self.webhook is not None:
             self.webhook.stop()
             self.webhook = None
+        if self.sync is not None:
+            self.sync.stop()
+            self.sync = None
         if self.alarm_bus is not None:
             self.alarm_bus.stop()
             self.alarm_bus = None

@@ -17,7 +17,8 @@
     alert   (AlertStage: conditions from the twin -> AlarmEngine -> alarms + audit log;
       |      delivered over MQTT, to the webhook and the API from the audit log)
       v
-    sync    (FHIR upstream; not built yet)
+    sync    (FHIR upstream: a consumer of the readings log on its own thread, started by
+             the gateway; its trouble comes back as a technical alarm from alert)
 
 Stages talk through domain types and the store, never through each other's internals.
 """
@@ -81,7 +82,10 @@ class Pipeline:
             log.error("no decompensation model: risk is not assessed (%s)", exc)
         self.engine = AlarmEngine(store, self.clock.now)
         self.alerts = AlertStage(
-            store, self.engine, config.estimate.stale_after_s.get(Signal.GLUCOSE, 900.0)
+            store,
+            self.engine,
+            config.estimate.stale_after_s.get(Signal.GLUCOSE, 900.0),
+            config.sync.alarm_after_s if config.sync.url else None,
         )
         self.bus: AlarmBus | None = None  # attached by the gateway when MQTT is up
         self._risk_pending: set[str] = set()

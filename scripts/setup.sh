@@ -41,6 +41,9 @@ fi
 apt_wanted=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_wanted+=(mosquitto)
 "$python" -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_wanted+=(python3-venv)
+# The demo and the tests run a real FHIR server (tools/fhir-server: Medplum's, on Node).
+command -v node >/dev/null 2>&1 || apt_wanted+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_wanted+=(npm)
 # The tests drive the dashboard in a real (headless) Chromium.
 if [ -n "$extras" ] && ! command -v chromium >/dev/null 2>&1; then apt_wanted+=(chromium); fi
 if [ "${#apt_wanted[@]}" -gt 0 ]; then
@@ -63,5 +66,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".${extras}"
   touch "$stamp"
+fi
+# --- The FHIR test server's Node packages (pinned by its package-lock.json) ------
+fhir=tools/fhir-server
+if [ ! -f "$fhir/node_modules/.edge-twin-installed" ] \
+   || [ "$fhir/package-lock.json" -nt "$fhir/node_modules/.edge-twin-installed" ]; then
+  say "installing the FHIR test server's packages ($fhir)"
+  # Medplum 5 declares Node >= 22; server.js runs on Node 20 (see its header).
+  npm ci --prefix "$fhir" --no-audit --no-fund --loglevel=error --engine-strict=false >/dev/null
+  touch "$fhir/node_modules/.edge-twin-installed"
 fi
 say "ready: $(.venv/bin/edge-twin --version)"

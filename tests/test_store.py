@@ -22,6 +22,7 @@ ALL_MIGRATIONS = [
     "0008_log_consumers",
     "0009_device_bindings_version",
     "0010_alarm_settings_version",
+    "0011_upstream_sync",
 ]
 
 

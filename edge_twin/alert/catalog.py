@@ -105,6 +105,16 @@ CATALOG: dict[str, AlarmType] = {
             0.0,
             "a CGM's sensor session ends soon (or has ended): a new sensor is needed",
         ),
+        # A distributed alarm system reports its own failure (IEC 60601-1-8): the care
+        # team's copy of the data is the other half of the distributed system.
+        AlarmType(
+            "upstream_sync_failing",
+            Priority.MEDIUM,
+            True,
+            0.0,
+            "the care team's FHIR server has not received this patient's data for longer than"
+            " sync.alarm_after_s, or refused some of it",
+        ),
         AlarmType(
             "gateway_storage",
             Priority.MEDIUM,

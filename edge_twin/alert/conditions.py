@@ -23,6 +23,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from edge_twin.alert.catalog import AlarmSettings
 from edge_twin.assess import fit_line
@@ -285,6 +286,32 @@ def stale_glucose(
         + ("; glucose alarms cannot be raised until data returns" if present else ""),
         {"age_s": round(age), "last_reading_at": last_reading_t},
         (f"/patients/{patient_id}/readings?signal=glucose&limit=12",),
+    )
+
+
+def upstream_sync(
+    patient_id: str, now: float, oldest_unsent_at: float | None, parked: int, alarm_after_s: float
+) -> Observation:
+    """The care team's copy of this patient falls behind: data waiting longer than
+    ``sync.alarm_after_s`` (upstream down, credentials wrong) or refused by the server."""
+    waiting = None if oldest_unsent_at is None else max(0.0, now - oldest_unsent_at)
+    late = waiting is not None and waiting > alarm_after_s
+    present = late or parked > 0
+    problems = []
+    if late:
+        assert oldest_unsent_at is not None
+        since = datetime.fromtimestamp(oldest_unsent_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        problems.append(f"care team is not receiving this patient's data since {since}")
+    if parked:
+        problems.append(f"{parked} resource(s) refused by the FHIR server (edge-twin sync parked)")
+    return Observation(
+        patient_id,
+        "upstream_sync_failing",
+        now,
+        present,
+        "; ".join(problems) if problems else "upstream sync is current",
+        {"waiting_s": None if waiting is None else round(waiting), "parked": parked},
+        ("/health", "/sync"),
     )
 
 

@@ -32,13 +32,25 @@ from edge_twin.domain import (
     Signal,
 )
 from edge_twin.estimate import baseline_level, estimate_at, runs_current_model
-from edge_twin.store import Store, alarms, devices, forecasts, readings, risks, twin_state
+from edge_twin.store import (
+    Store,
+    alarms,
+    consumers,
+    devices,
+    forecasts,
+    readings,
+    risks,
+    twin_state,
+    upstream,
+)
 
 DAY_S = 86400.0
 BP_MIN_MEASUREMENTS = 3
 BP_MAX_AGE_S = 3 * DAY_S  # a multi-day level needs recent cuff readings
 RISK_MAX_AGE_S = 2 * DAY_S
 STORAGE_EVERY_S = 60.0
+# The upstream check reads the readings the sync has not sent yet: once a minute.
+UPSTREAM_EVERY_S = 60.0
 # A slow technical alarm (it needs days of scored forecasts): checked every half hour, so
 # its aggregate over the forecast log stays off the per-reading path.
 FORECAST_FIT_EVERY_S = 1800.0
@@ -57,10 +69,20 @@ ALARM_SIGNALS = frozenset(s for s, spec in SIGNALS.items() if spec.clinical)
 
 
 class AlertStage:
-    def __init__(self, store: Store, engine: AlarmEngine, stale_glucose_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine: AlarmEngine,
+        stale_glucose_s: float,
+        upstream_alarm_after_s: float | None = None,
+    ) -> None:
+        """``upstream_alarm_after_s``: FHIR sync is on, and a patient's data waiting this
+        long upstream raises ``upstream_sync_failing``."""
         self._store = store
         self.engine = engine
         self._stale_glucose_s = stale_glucose_s
+        self._upstream_after_s = upstream_alarm_after_s
+        self._upstream_checked = -math.inf
         self._storage_checked = -math.inf
         self._fit_checked = -math.inf
         self._ticked = -math.inf
@@ -136,6 +158,19 @@ class AlertStage:
             out.append(conditions.forecast_fit(pid, now, skills, present.__contains__))
         return out
 
+    def _upstream(self, now: float, after_s: float) -> list[Observation]:
+        conn = self._store.conn
+        position = consumers.position(conn, upstream.READINGS_CONSUMER)
+        waiting = upstream.oldest_unsent(conn, position)
+        parked = upstream.parked_by_patient(conn)
+        engaged = {pid for pid, kind in alarms.engaged(conn) if kind == "upstream_sync_failing"}
+        return [
+            conditions.upstream_sync(
+                pid, now, waiting.get(pid), parked.get(pid, (0, now))[0], after_s
+            )
+            for pid in sorted(waiting.keys() | parked.keys() | engaged)
+        ]
+
     def _devices(self) -> list[Device]:
         """The provisioned devices, re-read when a binding changed (every 5 s otherwise)."""
         version = devices.bindings_version(self._store)
@@ -176,6 +211,9 @@ class AlertStage:
         if now - self._fit_checked >= FORECAST_FIT_EVERY_S:
             self._fit_checked = now
             observations += self._forecast_fit(now)
+        if self._upstream_after_s is not None and now - self._upstream_checked >= UPSTREAM_EVERY_S:
+            self._upstream_checked = now
+            observations += self._upstream(now, self._upstream_after_s)
         if now - self._storage_checked >= STORAGE_EVERY_S:
             self._storage_checked = now
             usage = shutil.disk_usage(self._store.path.parent)

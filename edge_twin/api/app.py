@@ -40,6 +40,7 @@ from edge_twin.store import (
     readings,
     risks,
 )
+from edge_twin.sync import sync_status
 
 
 def _open_store(request: Request) -> Iterator[Store]:
@@ -96,7 +97,14 @@ def create_app(
             "quarantined": quarantine.counts_by_reason(store),
             "ingest": ingest_status() if ingest_status else None,
             "consumers": [consumer_json(c, clock.now()) for c in consumers.statuses(store.conn)],
+            "sync": sync_status(store, clock.now()) if config.sync.url else None,
         }
+
+    @app.get("/sync")
+    def sync(store: StoreDep) -> dict[str, Any]:
+        """FHIR upstream sync: on or off, backlog, failures, per patient consent, oldest
+        unsent data and refused (parked) resources."""
+        return {"enabled": bool(config.sync.url), **sync_status(store, clock.now())}
 
     @app.get("/patients")
     def list_patients(store: StoreDep) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@ risks, alarms, the forecast log.
 
 Modules: ``database`` (open + migrate), ``migrations`` (the schema's history),
 ``devices``, ``readings``, ``quarantine``, ``twin_state``, ``risks``, ``alarms``,
-``forecasts``, ``consumers`` (durable positions in the logs). See ``docs/schema.md``.
+``forecasts``, ``consumers`` (durable positions in the logs), ``upstream`` (FHIR sync's
+consent, parked resources and summary windows). See ``docs/schema.md``.
 """
 
 from edge_twin.store import (
@@ -15,6 +16,7 @@ from edge_twin.store import (
     readings,
     risks,
     twin_state,
+    upstream,
 )
 from edge_twin.store.database import PipelineLock, Store
 
@@ -30,4 +32,5 @@ __all__ = [
     "readings",
     "risks",
     "twin_state",
+    "upstream",
 ]

@@ -324,3 +324,36 @@ def _alarm_settings_version(db: Database) -> None:
         END;
         """
     )
+
+
+@MIGRATIONS(name="0011_upstream_sync")
+def _upstream_sync(db: Database) -> None:
+    """FHIR upstream sync (sync/): each patient's consent, resources the upstream refused
+    (parked with its OperationOutcome, never retried blindly, never lost), and the wrist
+    streams' hourly summaries that have readings the upstream has not seen yet."""
+    db.executescript(
+        """
+        ALTER TABLE patients ADD COLUMN upstream_consent INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE patients ADD COLUMN consent_changed_at REAL;
+        ALTER TABLE patients ADD COLUMN consent_changed_by TEXT;
+        CREATE TABLE sync_parked (
+            id INTEGER PRIMARY KEY,
+            patient_id TEXT NOT NULL,
+            resource_type TEXT NOT NULL,
+            identifier TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            parked_at REAL NOT NULL,
+            UNIQUE (identifier)
+        );
+        CREATE TABLE sync_windows (
+            patient_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            signal TEXT NOT NULL,
+            start REAL NOT NULL,
+            dirty_at REAL NOT NULL,
+            PRIMARY KEY (device_id, signal, start)
+        ) WITHOUT ROWID;
+        """
+    )

@@ -149,3 +149,24 @@ def sum_between(
         (*device_ids, signal.value, t0, t1),
     ).fetchone()
     return float(total), int(n)
+
+
+def in_window(
+    store: Store, device_id: str, signal: Signal, start: float, end: float
+) -> list[Reading]:
+    """One device's signal with start <= t < end, in time order."""
+    rows = store.conn.execute(
+        f"SELECT {_COLUMNS} FROM readings WHERE device_id = ? AND signal = ? AND t >= ?"
+        " AND t < ? ORDER BY t, id",
+        (device_id, signal.value, start, end),
+    )
+    return [_reading(row) for row in rows]
+
+
+def at(store: Store, device_id: str, signal: Signal, t: float) -> Reading | None:
+    """The reading a device took of a signal at time ``t``, if stored."""
+    row = store.conn.execute(
+        f"SELECT {_COLUMNS} FROM readings WHERE device_id = ? AND signal = ? AND t = ?",
+        (device_id, signal.value, t),
+    ).fetchone()
+    return None if row is None else _reading(row)

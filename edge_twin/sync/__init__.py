@@ -1,7 +1,12 @@
-"""Stage 5, sync: FHIR R4 upload of readings, estimates, risks and alerts, surviving days
-offline (store-and-forward with conditional create). See docs/architecture.md.
+"""Stage 5, sync: FHIR R4 upload of what the gateway stored, surviving days offline.
 
-Not built yet; the demo's summary says so.
+A consumer of the readings log (store/upstream.py): transaction Bundles with conditional
+create, refused resources parked, outages retried with back-off and alarmed by the alert
+stage (``upstream_sync_failing``). See docs/sync.md.
 """
 
-__all__: list[str] = []
+from edge_twin.sync.client import FhirClient
+from edge_twin.sync.status import sync_status
+from edge_twin.sync.worker import FhirSync, SyncWorker
+
+__all__ = ["FhirClient", "FhirSync", "SyncWorker", "sync_status"]

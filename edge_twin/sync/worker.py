@@ -1,0 +1,356 @@
+"""FHIR upstream sync: a consumer of the readings log (store/upstream.py).
+
+Each step reads a bounded batch after the consumer's position, maps the consenting
+patients' readings to resources (sync/mapping.py) and sends them as one transaction
+Bundle with conditional create on each resource's identifier; the position moves only
+when the server has accepted the batch, so a crash mid-batch re-sends it and the server
+creates nothing twice. Readings go up in log order, so each patient's in time of arrival.
+
+Wrist streams are not sent per reading: the step marks their hourly windows, which go up
+as SampledData once the hour is over (plus ``summary_grace_s``), by conditional update,
+so a reading that comes later updates its hour instead of being lost.
+
+A batch the server refuses (a 4xx) is split in halves until the refused resource is
+alone; that one is parked with the server's OperationOutcome (``edge-twin sync parked``,
+``sync retry-parked``) and the rest goes on. If the server refuses even the gateway's
+Patient and Device resources, nothing is parked: that is a deployment problem, retried
+and alarmed like an outage. An outage (connection refused, timeouts, 5xx, 429) is retried
+with exponential back-off and jitter, Retry-After honoured; the alert stage raises
+``upstream_sync_failing`` when a patient's data waits longer than ``sync.alarm_after_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_twin.config import SyncSection
+from edge_twin.domain import SIGNALS, Device, DeviceType, Reading, Signal
+from edge_twin.errors import EdgeTwinError, UpstreamError, UpstreamRefused
+from edge_twin.store import Store, consumers, devices, readings, upstream
+from edge_twin.store.upstream import READINGS_CONSUMER, Window
+from edge_twin.sync import mapping
+from edge_twin.sync.client import FhirClient, Resource
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 300.0
+IDLE_WAIT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One resource to send, with what the bundle must carry for its references."""
+
+    patient_id: str
+    device: Device
+    resource: Resource
+    update: bool = False  # conditional update (a summary) rather than conditional create
+
+    @property
+    def identifier(self) -> str:
+        ident = self.resource["identifier"][0]
+        return f"{ident['system']}|{ident['value']}"
+
+
+class FhirSync:
+    """One upstream's sync, step by step (the worker's thread, or a test, drives it)."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: FhirClient,
+        gateway_id: str,
+        cfg: SyncSection,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._cfg = cfg
+        self._now = now
+        self._gateway = Device(gateway_id, "", DeviceType.CGM)  # type unused for the gateway
+        self._gateway_url = mapping.device_url(gateway_id)
+        self._bindings: tuple[int, dict[str, Device]] = (-1, {})
+        self.accepted = 0
+        self.parked = 0
+        with store.transaction() as conn:
+            consumers.register(conn, READINGS_CONSUMER)
+
+    def step(self) -> int:
+        """Send one batch of readings and the summaries that are due; returns how many
+        log entries and windows it handled (0: nothing to do; the resources the server
+        accepted are counted in ``accepted``). Raises UpstreamError."""
+        return self._readings() + self._summaries()
+
+    # --- readings -----------------------------------------------------------------------
+
+    def _readings(self) -> int:
+        position = consumers.position(self._store.conn, READINGS_CONSUMER)
+        batch = readings.after(self._store, position, self._cfg.batch_max)
+        if not batch:
+            return 0
+        consenting = upstream.consenting(self._store.conn)
+        items: dict[str, Item] = {}
+        windows: list[Window] = []
+        now = self._now()
+        for r in batch:
+            if r.patient_id not in consenting:
+                continue  # never leaves the gateway
+            d = self._device(r)
+            if mapping.summarised(d):
+                start = mapping.window_start(r.t)
+                windows.append(Window(r.patient_id, d.device_id, r.signal, start, now))
+                continue
+            item = self._item(r, d)
+            items.setdefault(item.identifier, item)
+        self._send(list(items.values()))
+        last_id = batch[-1].id
+        assert last_id is not None
+        with self._store.transaction() as conn:
+            upstream.mark_windows(conn, windows)
+            consumers.advance(conn, READINGS_CONSUMER, last_id, now)
+        return len(batch)
+
+    def _item(self, r: Reading, d: Device) -> Item:
+        if r.signal in (Signal.SYSTOLIC, Signal.DIASTOLIC) and d.device_type is DeviceType.BP_CUFF:
+            # One panel per cuff measurement, whichever of its two readings comes first;
+            # the other maps to the same identifier and is not sent again.
+            systolic = readings.at(self._store, d.device_id, Signal.SYSTOLIC, r.t)
+            diastolic = readings.at(self._store, d.device_id, Signal.DIASTOLIC, r.t)
+            return Item(
+                r.patient_id, d, mapping.blood_pressure(systolic, diastolic, d, self._gateway_url)
+            )
+        return Item(r.patient_id, d, mapping.reading_observation(r, d, self._gateway_url))
+
+    def _device(self, r: Reading) -> Device:
+        version = devices.bindings_version(self._store)
+        if version != self._bindings[0]:
+            self._bindings = (version, {d.device_id: d for d in devices.all_devices(self._store)})
+        d = self._bindings[1].get(r.device_id)
+        if d is None or d.patient_id != r.patient_id:
+            # Unprovisioned (or moved) since the reading was stored: the reading still
+            # belongs to the patient it was bound to; its type from what sends the signal.
+            kind = min(SIGNALS[r.signal].devices, key=lambda k: k.value)
+            d = Device(r.device_id, r.patient_id, kind)
+        return d
+
+    # --- summaries ----------------------------------------------------------------------
+
+    def _summaries(self) -> int:
+        due = upstream.due_windows(
+            self._store.conn,
+            self._now() - self._cfg.summary_grace_s,
+            mapping.SUMMARY_S,
+            self._cfg.batch_max,
+        )
+        if not due:
+            return 0
+        items = []
+        for w in due:
+            d = self._device_of(w)
+            samples = readings.in_window(
+                self._store, w.device_id, w.signal, w.start, w.start + mapping.SUMMARY_S
+            )
+            resource = mapping.summary(
+                w.patient_id, d, w.signal, w.start, samples, self._gateway_url
+            )
+            items.append(Item(w.patient_id, d, resource, update=True))
+        self._send(items)
+        with self._store.transaction() as conn:
+            for w in due:
+                upstream.clear_window(conn, w)
+        return len(due)
+
+    def _device_of(self, w: Window) -> Device:
+        return self._device(Reading(w.patient_id, w.device_id, w.signal, w.start, 0.0, w.start))
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _send(self, items: list[Item]) -> int:
+        """Send ``items`` (split on refusal, refused ones parked); returns how many the
+        server accepted."""
+        if not items:
+            return 0
+        try:
+            self._client.transaction(self._bundle(items))
+        except UpstreamRefused as exc:
+            if len(items) == 1:
+                self._check_support(items)
+                self._park(items[0], exc)
+                return 0
+            half = len(items) // 2
+            return self._send(items[:half]) + self._send(items[half:])
+        self.accepted += len(items)
+        return len(items)
+
+    def _check_support(self, items: list[Item]) -> None:
+        """Before parking a resource: does the server take the Patient and Device it
+        references? If not, nothing of this patient can go up: an outage, not a refusal."""
+        try:
+            self._client.transaction(self._support(items))
+        except UpstreamRefused as exc:
+            raise UpstreamError(
+                f"the upstream refuses the gateway's Patient/Device resources ({exc.status}):"
+                f" {exc.outcome[:300]}"
+            ) from exc
+
+    def _park(self, item: Item, exc: UpstreamRefused) -> None:
+        log.error(
+            "upstream refused a %s (%s): parked, see edge-twin sync parked",
+            item.resource["resourceType"],
+            exc.status,
+        )
+        with self._store.transaction() as conn:
+            upstream.park(
+                conn,
+                item.patient_id,
+                item.resource["resourceType"],
+                item.identifier,
+                json.dumps(item.resource),
+                exc.status,
+                exc.outcome,
+                self._now(),
+            )
+        self.parked += 1
+
+    def _support(self, items: Iterable[Item]) -> list[Resource]:
+        """The Patient and Device entries the items reference (conditional create: the
+        server resolves each urn:uuid fullUrl to the resource it already holds)."""
+        entries: dict[str, Resource] = {}
+        gateway = mapping.device(self._gateway, gateway_id=self._gateway.device_id)
+        entries[self._gateway_url] = _create(self._gateway_url, gateway)
+        for item in items:
+            url = mapping.patient_url(item.patient_id)
+            if url not in entries:
+                entries[url] = _create(url, mapping.patient(item.patient_id))
+            url = mapping.device_url(item.device.device_id)
+            if url not in entries:
+                entries[url] = _create(url, mapping.device(item.device))
+        return list(entries.values())
+
+    def _bundle(self, items: list[Item]) -> list[Resource]:
+        entries = self._support(items)
+        for item in items:
+            query = mapping.identifier_query(item.resource)
+            if item.update:
+                request = {"method": "PUT", "url": f"Observation?{query}"}
+            else:
+                request = {"method": "POST", "url": "Observation", "ifNoneExist": query}
+            entries.append({"resource": item.resource, "request": request})
+        return entries
+
+    # --- parked -------------------------------------------------------------------------
+
+    def retry_parked(self) -> tuple[int, int]:
+        """Send every parked resource again as it was (after a fix on the server's side);
+        returns (accepted, still refused)."""
+        accepted = refused = 0
+        for p in upstream.parked(self._store.conn):
+            resource = json.loads(p.resource)
+            d = self._device_from(resource, p.patient_id)
+            item = Item(p.patient_id, d, resource, update="effectivePeriod" in resource)
+            try:
+                self._client.transaction(self._bundle([item]))
+            except UpstreamRefused as exc:
+                self._park(item, exc)
+                self.parked -= 1  # the same one, not a new one
+                refused += 1
+                continue
+            with self._store.transaction() as conn:
+                upstream.unpark(conn, [p.id])
+            accepted += 1
+        return accepted, refused
+
+    def _device_from(self, resource: Resource, patient_id: str) -> Device:
+        for d in devices.all_devices(self._store):
+            if mapping.device_url(d.device_id) == resource.get("device", {}).get("reference"):
+                return d
+        raise UpstreamError(f"the device of a parked {resource['resourceType']} is unknown")
+
+
+def _create(url: str, resource: Resource) -> Resource:
+    return {
+        "fullUrl": url,
+        "resource": resource,
+        "request": {
+            "method": "POST",
+            "url": resource["resourceType"],
+            "ifNoneExist": mapping.identifier_query(resource),
+        },
+    }
+
+
+class SyncWorker:
+    """Runs FhirSync on its own thread and store connection, forever: an outage is
+    retried with back-off (Retry-After honoured) and recorded on the consumer, so
+    ``/health``, ``edge-twin sync status`` and the technical alarm see it."""
+
+    def __init__(self, db_path: Path, cfg: SyncSection, gateway_id: str) -> None:
+        self._db_path = db_path
+        self._cfg = cfg
+        self._gateway_id = gateway_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fhir-sync", daemon=True)
+        self.client = FhirClient(cfg)  # validates the URL at start, not in the thread
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=max(10.0, self._cfg.timeout_s + 5))
+        self.client.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        backoff = BACKOFF_MIN_S
+        store = Store(self._db_path, migrate=False)
+        try:
+            sync = FhirSync(store, self.client, self._gateway_id, self._cfg)
+            while not self._stop.is_set():
+                try:
+                    handled = sync.step()
+                except Exception as exc:  # any failure: retried, recorded
+                    wait = _backoff_wait(backoff, exc)
+                    backoff = min(BACKOFF_MAX_S, backoff * 2)
+                    _record(store, exc)
+                    self._stop.wait(wait)
+                    continue
+                backoff = BACKOFF_MIN_S
+                if not handled:
+                    self._stop.wait(IDLE_WAIT_S)
+        finally:
+            store.close()
+
+
+def _backoff_wait(backoff: float, exc: Exception) -> float:
+    """Full jitter (a fleet of gateways back online at once does not march in step), but
+    never sooner than the server asked."""
+    wait = random.uniform(BACKOFF_MIN_S, backoff)  # jitter, not security
+    if isinstance(exc, UpstreamError) and exc.retry_after_s is not None:
+        wait = max(wait, min(exc.retry_after_s, BACKOFF_MAX_S * 4))
+    return wait
+
+
+def _record(store: Store, exc: Exception) -> None:
+    message = str(exc) if isinstance(exc, EdgeTwinError) else f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, EdgeTwinError):
+        log.exception("FHIR sync failed unexpectedly; retried")
+    try:
+        with store.transaction() as conn:
+            failures = consumers.record_failure(conn, READINGS_CONSUMER, message, time.time())
+    except EdgeTwinError:
+        log.error("FHIR sync: %s (and the failure could not be recorded)", message)
+        return
+    if failures == 1 or failures % 100 == 0:
+        log.warning("FHIR sync: %s (%d in a row)", message, failures)

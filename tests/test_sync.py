@@ -1,0 +1,413 @@
+"""FHIR upstream sync against a real FHIR server (Medplum's router on Node, started by the
+test: edge_twin_demo/fhir_server.py), with a fault proxy in front of it for the outages a
+real upstream has: every resource conformant and accepted, nothing duplicated after a
+crash mid-batch, nothing lost through an outage, refused resources parked, consent kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.device import Device as FhirDevice
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
+
+from edge_twin.alert import AlarmEngine, AlertStage
+from edge_twin.broker import PrivateBroker
+from edge_twin.clock import ManualClock, SystemClock
+from edge_twin.config import Config, SyncSection, load_config
+from edge_twin.domain import SIGNALS, Alarm, AlarmState, Device, DeviceType, Reading, Signal
+from edge_twin.errors import UpstreamError, UpstreamRefused
+from edge_twin.ingest import RawMessage, replay
+from edge_twin.pipeline import Pipeline
+from edge_twin.store import Store, alarms, consumers, upstream
+from edge_twin.store.upstream import READINGS_CONSUMER
+from edge_twin.sync import FhirClient, FhirSync, mapping
+from edge_twin_demo.fhir_server import FhirTestServer
+from firmware_sim.home import Home
+from tests.conftest import T0, cgm_home, fed_gateway, provision_home, wait_until
+from tests.fault_proxy import FaultProxy
+
+HOURS = 30.0
+VALIDATORS = {"Observation": Observation, "Patient": Patient, "Device": FhirDevice}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FhirTestServer]:
+    with FhirTestServer() as s:
+        yield s
+
+
+@pytest.fixture
+def fhir(server: FhirTestServer) -> FhirTestServer:
+    server.reset()
+    return server
+
+
+@pytest.fixture(scope="module")
+def home_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two patients' home (CGM, wrist, cuff, scale) for HOURS, lived through the real
+    ingest path once for the module; each test syncs a copy."""
+    db = tmp_path_factory.mktemp("home") / "home.sqlite"
+    home = Home(2, T0, HOURS, seed=5)
+    provision_home(db, home)
+    cfg = load_config(env={})
+    cfg = replace(
+        cfg,
+        store=replace(cfg.store, path=db),
+        assess=replace(cfg.assess, model_dir=db.parent / "models"),
+    )
+    messages = sorted(home.messages(), key=lambda m: m.t)
+    with Store(db, "NORMAL") as store:
+        clock = ManualClock(T0)
+        replay(
+            Pipeline(store, cfg, clock),
+            [RawMessage(m.topic, m.payload, m.t) for m in messages],
+            clock,
+        )
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return db
+
+
+@pytest.fixture
+def lived(home_db: Path, db_path: Path) -> Callable[..., None]:
+    def copy(consent: tuple[str, ...] = ("pt-001", "pt-002")) -> None:
+        """The home's store at ``db_path``; the patients in ``consent`` agreed to sharing."""
+        shutil.copyfile(home_db, db_path)
+        with Store(db_path) as store:
+            for pid in consent:
+                upstream.set_consent(store, pid, True, T0, "test")
+
+    return copy
+
+
+def sync_cfg(url: str, **options: Any) -> SyncSection:
+    return replace(load_config(env={}).sync, url=url, timeout_s=2.0, **options)
+
+
+def drain(store: Store, url: str, now: float = T0 + 10 * 86400, **options: Any) -> FhirSync:
+    """Sync until nothing is left (summaries due: ``now`` is long after the home's hours)."""
+    client = FhirClient(sync_cfg(url, **options))
+    sync = FhirSync(store, client, "gw-test", sync_cfg(url, **options), now=lambda: now)
+    for _ in range(1000):
+        if not sync.step():
+            break
+    client.close()
+    return sync
+
+
+def stored_summary(db: Path) -> Counter[str]:
+    """What the gateway holds that the care team must receive, in resource terms."""
+    with Store(db) as store:
+        rows = store.conn.execute(
+            "SELECT r.patient_id, r.device_id, r.signal, r.t FROM readings r"
+            " JOIN patients p ON p.patient_id = r.patient_id AND p.upstream_consent"
+        ).fetchall()
+    out: Counter[str] = Counter()
+    bp: set[tuple[str, float]] = set()
+    hours: set[tuple[str, str, float]] = set()
+    for _pid, device, signal, t in rows:
+        if device.startswith("wr-"):
+            hours.add((device, signal, mapping.window_start(t)))
+        elif signal in ("systolic", "diastolic"):
+            bp.add((device, t))
+        else:
+            out[mapping.CODES[Signal(signal)].loinc] += 1
+    out[mapping.BP_PANEL.loinc] += len(bp)
+    for _device, signal, _start in hours:
+        out[mapping.CODES[Signal(signal)].loinc + "/summary"] += 1
+    return +out
+
+
+def on_server(fhir: FhirTestServer) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for obs in fhir.all("Observation"):
+        code = obs["code"]["coding"][0]["code"]
+        out[code + ("/summary" if "valueSampledData" in obs else "")] += 1
+    return out
+
+
+def identifiers(fhir: FhirTestServer, kind: str = "Observation") -> Counter[str]:
+    return Counter(r["identifier"][0]["value"] for r in fhir.all(kind))
+
+
+# --- mapping ---------------------------------------------------------------------------
+
+
+def test_every_signal_has_a_fhir_coding() -> None:
+    assert set(mapping.CODES) == set(SIGNALS)
+
+
+def test_every_resource_the_gateway_emits_validates_as_r4() -> None:
+    d = Device("cgm-1", "pt-1", DeviceType.CGM)
+    r = Reading("pt-1", "cgm-1", Signal.GLUCOSE, T0, 123.4, T0 + 5)
+    cuff = Device("bp-1", "pt-1", DeviceType.BP_CUFF)
+    sys_ = Reading("pt-1", "bp-1", Signal.SYSTOLIC, T0, 141.0, T0)
+    dia = Reading("pt-1", "bp-1", Signal.DIASTOLIC, T0, 88.0, T0)
+    wrist = Device("wr-1", "pt-1", DeviceType.WRIST)
+    hr = [Reading("pt-1", "wr-1", Signal.HEART_RATE, T0 + 60 * k, 70.0 + k, T0) for k in range(5)]
+    resources = [
+        mapping.patient("pt-1"),
+        mapping.device(d),
+        mapping.reading_observation(r, d, "urn:uuid:gw"),
+        mapping.blood_pressure(sys_, dia, cuff, "urn:uuid:gw"),
+        mapping.blood_pressure(sys_, None, cuff, "urn:uuid:gw"),
+        mapping.summary(
+            "pt-1", wrist, Signal.HEART_RATE, mapping.window_start(T0), hr, "urn:uuid:gw"
+        ),
+    ]
+    for resource in resources:
+        VALIDATORS[resource["resourceType"]].model_validate(resource)
+    obs = resources[2]
+    assert obs["effectiveDateTime"] == "2026-09-21T14:13:20.000Z"  # the device's own time
+    assert obs["valueQuantity"] == {
+        "value": 123.4,
+        "unit": "mg/dL",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg/dL",
+    }
+    # The identifier depends on what was measured, not on who sends it or when.
+    again = mapping.reading_observation(replace(r, received_at=T0 + 999), d, "urn:uuid:other")
+    assert again["identifier"] == obs["identifier"]
+    absent = resources[4]["component"][1]
+    assert "valueQuantity" not in absent
+    assert absent["dataAbsentReason"]
+
+
+# --- against the server ----------------------------------------------------------------
+
+
+def test_a_home_reaches_the_server_conformant_and_complete(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+    with Store(db_path) as store:
+        sync = drain(store, fhir.url)
+        assert upstream.parked(store.conn) == []
+        assert consumers.backlog(store.conn, READINGS_CONSUMER) == 0
+        assert upstream.pending_windows(store.conn) == 0
+    assert sync.accepted > 0
+    assert on_server(fhir) == stored_summary(db_path)
+    for kind in ("Observation", "Patient", "Device"):
+        for resource in fhir.all(kind):
+            VALIDATORS[kind].model_validate(resource)  # what the server holds is R4 too
+    assert fhir.count("Patient") == 2
+    # Every Observation references its patient and device by the server's ids.
+    patients = {p["id"]: p["identifier"][0]["value"] for p in fhir.all("Patient")}
+    for obs in fhir.all("Observation"):
+        assert obs["subject"]["reference"].removeprefix("Patient/") in patients
+        assert obs["device"]["reference"].startswith("Device/")
+    # Wrist streams went up as hourly SampledData, not one resource per sample.
+    summaries = [o for o in fhir.all("Observation") if "valueSampledData" in o]
+    assert summaries
+    assert all(len(o["valueSampledData"]["data"].split()) == 60 for o in summaries)
+
+
+def test_resending_after_a_crash_mid_batch_duplicates_nothing(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+    with Store(db_path) as store:
+        drain(store, fhir.url)
+        first = identifiers(fhir)
+        # The server accepted everything, then the gateway died before its position moved
+        # (and before its windows were cleared): it sends it all again.
+        store.conn.execute(
+            "UPDATE consumers SET position = 0 WHERE name = ?", (READINGS_CONSUMER.name,)
+        )
+        drain(store, fhir.url)
+    assert identifiers(fhir) == first
+    assert max(first.values()) == 1
+    assert identifiers(fhir, "Patient") == Counter({"pt-001": 1, "pt-002": 1})
+
+
+def test_a_patient_without_consent_never_leaves_the_gateway(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived(consent=("pt-002",))
+    with Store(db_path) as store:
+        drain(store, fhir.url)
+    assert identifiers(fhir, "Patient") == Counter({"pt-002": 1})
+    assert fhir.all("Observation")
+    assert on_server(fhir) == stored_summary(db_path)
+
+
+def test_an_outage_of_every_kind_ends_with_exactly_what_the_gateway_stored(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+    with FaultProxy(fhir.url) as proxy, Store(db_path) as store:
+        cfg = sync_cfg(proxy.url, batch_max=20)
+        client = FhirClient(cfg)
+        sync = FhirSync(store, client, "gw-test", cfg, now=lambda: T0 + 10 * 86400)
+        sync.step()
+        for mode in ("reset", "503", "429", "slow", "redirect"):
+            proxy.mode = mode
+            with pytest.raises(UpstreamError) as caught:
+                sync.step()
+            if mode == "429":
+                assert caught.value.retry_after_s == 1.0
+            assert not isinstance(caught.value, UpstreamRefused)  # nothing parked, retried
+        proxy.mode = "pass"
+        while sync.step():
+            pass
+        client.close()
+        assert upstream.parked(store.conn) == []
+    assert on_server(fhir) == stored_summary(db_path)
+    assert max(identifiers(fhir).values()) == 1
+
+
+def test_a_refused_resource_is_parked_with_its_reason_and_the_rest_goes_on(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+
+    def high_glucose(bundle: dict[str, Any]) -> str | None:
+        for e in bundle["entry"]:
+            q = e["resource"].get("valueQuantity", {})
+            if q.get("code") == "mg/dL" and q["value"] > 150:
+                return "this server takes no glucose above 150 mg/dL"
+        return None
+
+    with FaultProxy(fhir.url) as proxy, Store(db_path) as store:
+        proxy.refuse = high_glucose
+        drain(store, proxy.url, batch_max=50)
+        parked = upstream.parked(store.conn)
+        high = store.conn.execute(
+            "SELECT count(*) FROM readings WHERE signal = 'glucose' AND value > 150"
+        ).fetchone()[0]
+        assert high > 0
+        assert len(parked) == high
+        assert {p.status for p in parked} == {422}
+        assert "no glucose above 150" in parked[0].outcome
+        assert json.loads(parked[0].resource)["valueQuantity"]["value"] > 150
+        # Everything else arrived.
+        expected = stored_summary(db_path)
+        expected[mapping.CODES[Signal.GLUCOSE].loinc] -= high
+        assert on_server(fhir) == expected
+        # The server's rule is lifted: retry-parked sends them.
+        proxy.refuse = None
+        client = FhirClient(sync_cfg(fhir.url))
+        accepted, refused = FhirSync(store, client, "gw-test", sync_cfg(fhir.url)).retry_parked()
+        client.close()
+        assert (accepted, refused) == (high, 0)
+        assert upstream.parked(store.conn) == []
+    assert on_server(fhir) == stored_summary(db_path)
+
+
+def test_a_server_refusing_the_gateways_own_resources_is_an_outage_not_parking(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+
+    def no_devices(bundle: dict[str, Any]) -> str | None:
+        kinds = {e["resource"]["resourceType"] for e in bundle["entry"]}
+        return "Device is not allowed here" if "Device" in kinds else None
+
+    with FaultProxy(fhir.url) as proxy, Store(db_path) as store:
+        proxy.refuse = no_devices
+        client = FhirClient(sync_cfg(proxy.url))
+        sync = FhirSync(store, client, "gw-test", sync_cfg(proxy.url))
+        with pytest.raises(UpstreamError, match="refuses the gateway's Patient/Device"):
+            sync.step()
+        client.close()
+        assert upstream.parked(store.conn) == []
+        assert consumers.position(store.conn, READINGS_CONSUMER) == 0
+
+
+def test_bearer_token_is_sent_and_a_wrong_one_is_an_outage(
+    db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+    with FhirTestServer(token="s3cret") as fhir, Store(db_path) as store:
+        bad = FhirClient(sync_cfg(fhir.url, token="wrong"))
+        with pytest.raises(UpstreamError, match="401"):
+            FhirSync(store, bad, "gw-test", sync_cfg(fhir.url)).step()
+        bad.close()
+        drain(store, fhir.url, token="s3cret")
+        assert fhir.count("Patient") == 2
+
+
+def test_sync_trouble_raises_a_technical_alarm_that_clears_when_data_flows(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived(consent=("pt-001",))
+
+    def upstream_alarms(store: Store) -> list[Alarm]:
+        listed = alarms.listing(store.conn, None, False)
+        return [a for a in listed if a.alarm_type == "upstream_sync_failing"]
+
+    with Store(db_path) as store:
+        oldest = store.conn.execute(
+            "SELECT min(received_at) FROM readings WHERE patient_id = 'pt-001'"
+        ).fetchone()[0]
+        stage = AlertStage(store, AlarmEngine(store, lambda: oldest), 900.0, 3600.0)
+        stage.tick(oldest + 1800)  # waiting half an hour: nothing yet
+        assert upstream_alarms(store) == []
+        stage.tick(oldest + 2 * 3600)
+        (alarm,) = upstream_alarms(store)
+        assert alarm.patient_id == "pt-001"  # pt-002 did not consent: nothing waits for them
+        assert alarm.technical
+        assert alarm.state is AlarmState.ACTIVE
+        assert "care team is not receiving this patient's data since" in alarm.reason
+        drain(store, fhir.url)
+        stage.tick(oldest + 3 * 3600)
+        (alarm,) = upstream_alarms(store)
+        assert alarm.state is AlarmState.RESOLVED
+
+
+@pytest.mark.broker
+def test_a_running_gateway_syncs_what_it_ingests_and_reports_it(
+    fhir: FhirTestServer,
+    broker: PrivateBroker,
+    db_path: Path,
+    make_config: Callable[..., Config],
+) -> None:
+    home = cgm_home(1, 2.0, seed=3)
+    provision_home(db_path, home)
+    with Store(db_path) as store:
+        upstream.set_consent(store, "pt-001", True, T0, "test")
+    cfg = make_config(broker, sync={"url": fhir.url, "timeout_s": 5.0})
+    with fed_gateway(broker, cfg, home, SystemClock()) as gw:
+        with Store(db_path) as store:
+            stored = store.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        wait_until(lambda: fhir.count("Observation") == stored, 30, "the server to hold it all")
+        assert gw.api is not None
+        health = httpx.get(f"{gw.api.url}/health").json()
+        assert health["sync"]["backlog"] == 0
+        assert health["sync"]["patients"][0]["consent"] is True
+        assert "fhir-readings" in {c["name"] for c in health["consumers"]}
+        assert gw.status()["sync_worker_alive"] is True
+
+
+@pytest.mark.broker
+def test_a_gateway_whose_upstream_is_down_records_the_failure_and_runs_on(
+    broker: PrivateBroker, db_path: Path, make_config: Callable[..., Config]
+) -> None:
+    home = cgm_home(1, 1.0, seed=3)
+    provision_home(db_path, home)
+    with Store(db_path) as store:
+        upstream.set_consent(store, "pt-001", True, T0, "test")
+    with FaultProxy("http://127.0.0.1:9/fhir") as proxy:
+        proxy.mode = "503"
+        cfg = make_config(broker, sync={"url": proxy.url, "timeout_s": 2.0})
+        with fed_gateway(broker, cfg, home, SystemClock()) as gw:
+            wait_until(lambda: proxy.faults >= 1, 10, "a sync attempt")
+            assert gw.api is not None
+            wait_until(
+                lambda: httpx.get(f"{gw.api.url}/sync").json()["failures"] >= 1,  # type: ignore[union-attr]
+                10,
+                "the failure recorded",
+            )
+            status = httpx.get(f"{gw.api.url}/sync").json()
+            assert "503" in status["last_error"]
+            assert status["backlog"] > 0
+            assert gw.status()["sync_worker_alive"] is True
