@@ -85,7 +85,15 @@ class FhirTestServer:
 
     def counts(self) -> dict[str, int]:
         """Resources held, by type (those the gateway sends)."""
-        kinds = ("Patient", "Device", "Observation")
+        kinds = (
+            "Patient",
+            "Device",
+            "Observation",
+            "CommunicationRequest",
+            "Communication",
+            "Flag",
+            "RiskAssessment",
+        )
         return {k: self.count(k) for k in kinds}
 
     def reset(self) -> None:

@@ -16,19 +16,39 @@ from typing import Any
 
 import httpx
 import pytest
+from fhir.resources.R4B.communication import Communication
+from fhir.resources.R4B.communicationrequest import CommunicationRequest
 from fhir.resources.R4B.device import Device as FhirDevice
+from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from edge_twin.alert import AlarmEngine, AlertStage
 from edge_twin.broker import PrivateBroker
 from edge_twin.clock import ManualClock, SystemClock
 from edge_twin.config import Config, SyncSection, load_config
-from edge_twin.domain import SIGNALS, Alarm, AlarmState, Device, DeviceType, Reading, Signal
+from edge_twin.domain import (
+    SIGNALS,
+    Alarm,
+    AlarmState,
+    Contribution,
+    DecompensationRisk,
+    Device,
+    DeviceType,
+    ModelProvenance,
+    Priority,
+    Reading,
+    Signal,
+)
+from edge_twin.domain import (
+    Observation as Condition,
+)
 from edge_twin.errors import UpstreamError, UpstreamRefused
 from edge_twin.ingest import RawMessage, replay
 from edge_twin.pipeline import Pipeline
-from edge_twin.store import Store, alarms, consumers, upstream
+from edge_twin.store import Store, alarms, consumers, risks, upstream
+from edge_twin.store.alarms import AlarmEvent
 from edge_twin.store.upstream import READINGS_CONSUMER
 from edge_twin.sync import FhirClient, FhirSync, mapping
 from edge_twin_demo.fhir_server import FhirTestServer
@@ -37,7 +57,15 @@ from tests.conftest import T0, cgm_home, fed_gateway, provision_home, wait_until
 from tests.fault_proxy import FaultProxy
 
 HOURS = 30.0
-VALIDATORS = {"Observation": Observation, "Patient": Patient, "Device": FhirDevice}
+VALIDATORS = {
+    "Observation": Observation,
+    "Patient": Patient,
+    "Device": FhirDevice,
+    "CommunicationRequest": CommunicationRequest,
+    "Communication": Communication,
+    "Flag": Flag,
+    "RiskAssessment": RiskAssessment,
+}
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +192,47 @@ def test_every_resource_the_gateway_emits_validates_as_r4() -> None:
             "pt-1", wrist, Signal.HEART_RATE, mapping.window_start(T0), hr, "urn:uuid:gw"
         ),
     ]
+    alarm = Alarm(
+        7,
+        "pt-1",
+        "decompensation_risk",
+        Priority.MEDIUM,
+        False,
+        AlarmState.ACTIVE,
+        T0,
+        T0,
+        True,
+        "risk 0.41 >= 0.30",
+        {"probability": 0.41, "threshold": 0.3},
+        ("/x",),
+    )
+    raised = AlarmEvent(11, 7, T0, T0 + 1, "raised", "gateway", "risk 0.41", AlarmState.ACTIVE)
+    acked = AlarmEvent(
+        12, 7, T0 + 60, T0 + 61, "acknowledged", "nurse-1", "", AlarmState.ACKNOWLEDGED
+    )
+    risk = DecompensationRisk(
+        "pt-1",
+        T0,
+        14.0,
+        0.41,
+        0.3,
+        "medium",
+        ("weight_slope_7d beyond training",),
+        (Contribution("weight_slope_7d", 0.3, 0.0, 0.12),),
+        (("weight_slope_7d", 0.3), ("hr_mean_7d", None)),
+        ModelProvenance("hf-risk", "1.2.0", "ab" * 32, T0 - 28 * 86400, T0, ("weight",)),
+    )
+    resources += [
+        mapping.alarm_request("gw", alarm, raised, "urn:uuid:gw"),
+        mapping.alarm_communication("gw", alarm, raised, "urn:uuid:gw"),
+        mapping.alarm_communication("gw", alarm, acked, "urn:uuid:gw"),
+        mapping.high_risk_flag("gw", alarm, raised, "urn:uuid:gw"),
+        mapping.risk_assessment(risk, ["urn:uuid:1"], "urn:uuid:gw"),
+    ]
     for resource in resources:
         VALIDATORS[resource["resourceType"]].model_validate(resource)
+    assert resources[-5]["priority"] == "urgent"  # IEC 60601-1-8 medium
+    assert resources[-3]["sender"] == {"display": "nurse-1"}
     obs = resources[2]
     assert obs["effectiveDateTime"] == "2026-09-21T14:13:20.000Z"  # the device's own time
     assert obs["valueQuantity"] == {
@@ -196,7 +263,7 @@ def test_a_home_reaches_the_server_conformant_and_complete(
         assert upstream.pending_windows(store.conn) == 0
     assert sync.accepted > 0
     assert on_server(fhir) == stored_summary(db_path)
-    for kind in ("Observation", "Patient", "Device"):
+    for kind in VALIDATORS:
         for resource in fhir.all(kind):
             VALIDATORS[kind].model_validate(resource)  # what the server holds is R4 too
     assert fhir.count("Patient") == 2
@@ -411,3 +478,73 @@ def test_a_gateway_whose_upstream_is_down_records_the_failure_and_runs_on(
             assert "503" in status["last_error"]
             assert status["backlog"] > 0
             assert gw.status()["sync_worker_alive"] is True
+
+
+def test_alarms_and_risks_reach_the_server_as_the_gateway_believed_them(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+    with Store(db_path) as store:
+        drain(store, fhir.url)
+        conn = store.conn
+        raised = alarms.listing(conn, None, False, 10_000)
+        history = {a.id: alarms.events(conn, a.id) for a in raised}
+        stored_risks = {
+            (r.patient_id, mapping.instant(r.t)): r for _, r in risks.after(conn, 0, 10**6)
+        }
+    assert raised, "the home raised no alarm: the test would prove nothing"
+    assert stored_risks, "the home has no risk assessment: the test would prove nothing"
+    patients = {p["id"]: p["identifier"][0]["value"] for p in fhir.all("Patient")}
+
+    def patient_of(resource: dict[str, Any]) -> str:
+        return patients[resource["subject"]["reference"].removeprefix("Patient/")]
+
+    requests = {r["identifier"][0]["value"]: r for r in fhir.all("CommunicationRequest")}
+    assert len(requests) == len(raised)
+    for a in raised:
+        r = requests[mapping.alarm_url("gw-test", a)]
+        final = history[a.id][-1].state.value
+        assert r["status"] == {"resolved": "completed", "paused": "on-hold"}.get(final, "active")
+        assert r["priority"] == mapping.REQUEST_PRIORITY[a.priority.value]
+        assert r["reasonCode"][0]["text"] == a.reason
+        if a.patient_id != mapping.GATEWAY_PATIENT:
+            assert patient_of(r) == a.patient_id
+    # Every audit event, once, as a Communication based on its alarm's request.
+    sent = fhir.all("Communication")
+    assert len(sent) == sum(len(events) for events in history.values())
+    assert {c["basedOn"][0]["identifier"]["value"] for c in sent} <= requests.keys()
+    on_server = fhir.all("RiskAssessment")
+    assert len(on_server) == len(stored_risks)
+    observations = identifiers(fhir)
+    for ra in on_server:
+        stored = stored_risks[(patient_of(ra), ra["occurrenceDateTime"])]
+        assert ra["prediction"][0]["probabilityDecimal"] == round(stored.probability, 4)
+        assert ra["method"]["coding"][0]["version"] == stored.provenance.version
+        assert ra["basis"], "a risk names the observations it used"
+        for ref in ra["basis"]:
+            assert observations[ref["identifier"]["value"]] == 1  # and they are on the server
+
+
+def test_a_high_risk_state_is_a_flag_upstream_while_it_lasts(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+    t = T0 + HOURS * 3600
+
+    def risk(at: float, present: bool) -> Condition:
+        return Condition(
+            "pt-001", "decompensation_risk", at, present, f"risk at {at}", {"probability": 0.4}
+        )
+
+    with Store(db_path) as store:
+        engine = AlarmEngine(store, lambda: t)
+        engine.observe([risk(t, True)])
+        drain(store, fhir.url)
+        (flag,) = fhir.all("Flag")
+        assert flag["status"] == "active"
+        assert "end" not in flag["period"]
+        engine.observe([risk(t + 3600, False)])
+        drain(store, fhir.url)
+    (flag,) = fhir.all("Flag")  # the same flag, updated
+    assert flag["status"] == "inactive"
+    assert flag["period"]["end"] == mapping.instant(t + 3600)

@@ -160,8 +160,11 @@ class AlertStage:
 
     def _upstream(self, now: float, after_s: float) -> list[Observation]:
         conn = self._store.conn
-        position = consumers.position(conn, upstream.READINGS_CONSUMER)
-        waiting = upstream.oldest_unsent(conn, position)
+        waiting = upstream.oldest_unsent(
+            conn,
+            consumers.position(conn, upstream.READINGS_CONSUMER),
+            consumers.position(conn, upstream.ALARMS_CONSUMER),
+        )
         parked = upstream.parked_by_patient(conn)
         engaged = {pid for pid, kind in alarms.engaged(conn) if kind == "upstream_sync_failing"}
         return [

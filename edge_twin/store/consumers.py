@@ -1,10 +1,10 @@
 """Durable positions in the store's append-only logs: one log, many consumers.
 
-The readings log (``readings.id``) and the alarm event log (``alarm_events.id``) only grow,
-their ids in commit order. Each consumer (the twin, alarm delivery over MQTT and to the
-webhook; next FHIR sync, the dashboard's live feed) has a name and a position: the id of
-the last entry it has finished with. It reads a bounded batch after its position and
-advances the position in the same transaction as its own writes, so after a crash it
+The readings log (``readings.id``), the alarm event log (``alarm_events.id``) and the risk
+log (``risk_assessments.id``) only grow, their ids in commit order. Each consumer (the
+twin, alarm delivery over MQTT and to the webhook, FHIR sync; next the dashboard's live
+feed) has a name and a position: the id of the last entry it has finished with. It reads
+a bounded batch after its position and advances the position in the same transaction as its own writes, so after a crash it
 resumes exactly where its last commit left off: every entry is applied once to what the
 consumer writes in the store, and at least once to what it sends outside (receivers
 deduplicate by the entry's id).
@@ -25,11 +25,14 @@ from edge_twin.errors import StoreError
 class Log(StrEnum):
     READINGS = "readings"
     ALARM_EVENTS = "alarm_events"
+    RISKS = "risk_assessments"
 
     @property
     def _entry_time(self) -> str:
         # When an entry was appended: what "behind since" means for a consumer.
-        return "received_at" if self is Log.READINGS else "recorded_at"
+        return {"readings": "received_at", "alarm_events": "recorded_at"}.get(
+            self.value, "computed_at"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ def register(conn: sqlite3.Connection, consumer: Consumer, start: int = 0) -> in
     row = conn.execute(
         "SELECT log, position FROM consumers WHERE name = ?", (consumer.name,)
     ).fetchone()
+    if row is None:  # the INSERT was ignored: the schema does not know this log
+        raise StoreError(f"consumer {consumer.name!r}: the store has no {consumer.log} log")
     if row[0] != consumer.log.value:
         raise StoreError(f"consumer {consumer.name!r} reads the {row[0]} log, not {consumer.log}")
     return int(row[1])

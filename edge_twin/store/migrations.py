@@ -329,8 +329,9 @@ def _alarm_settings_version(db: Database) -> None:
 @MIGRATIONS(name="0011_upstream_sync")
 def _upstream_sync(db: Database) -> None:
     """FHIR upstream sync (sync/): each patient's consent, resources the upstream refused
-    (parked with its OperationOutcome, never retried blindly, never lost), and the wrist
-    streams' hourly summaries that have readings the upstream has not seen yet."""
+    (parked with its OperationOutcome, never retried blindly, never lost), the wrist
+    streams' hourly summaries that have readings the upstream has not seen yet, and the
+    risk assessments as a log consumers may follow."""
     db.executescript(
         """
         ALTER TABLE patients ADD COLUMN upstream_consent INTEGER NOT NULL DEFAULT 0;
@@ -347,6 +348,21 @@ def _upstream_sync(db: Database) -> None:
             parked_at REAL NOT NULL,
             UNIQUE (identifier)
         );
+        -- The risk assessments become a log too (FHIR sync follows it): the table is
+        -- rebuilt with the wider CHECK (SQLite cannot alter a constraint).
+        CREATE TABLE consumers_new (
+            name TEXT PRIMARY KEY,
+            log TEXT NOT NULL CHECK (log IN ('readings', 'alarm_events', 'risk_assessments')),
+            position INTEGER NOT NULL,
+            updated_at REAL,
+            failures INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            last_error_at REAL
+        );
+        INSERT INTO consumers_new SELECT name, log, position, updated_at, failures,
+            last_error, last_error_at FROM consumers;
+        DROP TABLE consumers;
+        ALTER TABLE consumers_new RENAME TO consumers;
         CREATE TABLE sync_windows (
             patient_id TEXT NOT NULL,
             device_id TEXT NOT NULL,

@@ -170,3 +170,21 @@ def at(store: Store, device_id: str, signal: Signal, t: float) -> Reading | None
         (device_id, signal.value, t),
     ).fetchone()
     return None if row is None else _reading(row)
+
+
+def latest_of(
+    store: Store, device_ids: Sequence[str], signal: Signal, until: float
+) -> Reading | None:
+    """The newest reading of a signal from these devices at or before event time ``until``
+    (one index probe per device)."""
+    newest: Reading | None = None
+    for device_id in device_ids:
+        row = store.conn.execute(
+            f"SELECT {_COLUMNS} FROM readings WHERE device_id = ? AND signal = ? AND t <= ?"
+            " ORDER BY t DESC LIMIT 1",
+            (device_id, signal.value, until),
+        ).fetchone()
+        if row is not None:
+            r = _reading(row)
+            newest = r if newest is None or r.t > newest.t else newest
+    return newest

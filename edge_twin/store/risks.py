@@ -72,6 +72,18 @@ def between(
     return _risks(rows)
 
 
+def after(
+    conn: sqlite3.Connection, after_id: int, limit: int
+) -> list[tuple[int, DecompensationRisk]]:
+    """Assessments with id > ``after_id`` in commit order, with their ids (a log)."""
+    rows = conn.execute(
+        "SELECT id, patient_id, t, probability, confidence, model, model_version, model_sha256,"
+        " details FROM risk_assessments WHERE id > ? AND kind = ? ORDER BY id LIMIT ?",
+        (after_id, KIND, limit),
+    ).fetchall()
+    return list(zip((int(r[0]) for r in rows), _risks(r[1:] for r in rows), strict=True))
+
+
 def _risks(rows: Iterable[tuple[Any, ...]]) -> list[DecompensationRisk]:
     out = []
     for patient, t, p, confidence, model, version, sha, details_json in rows:

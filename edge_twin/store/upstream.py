@@ -2,9 +2,9 @@
 the resources the upstream refused (parked), and the wrist streams' hourly windows that
 hold readings the upstream has not received yet.
 
-Sync is a consumer of the readings log (``READINGS_CONSUMER``): its position says what
-was handed to the upstream; the alert stage reads the same position to tell the care team
-when their data stops arriving.
+Sync follows three logs (``CONSUMERS``): readings, alarm events, risk assessments; each
+position says what the upstream has accepted. The alert stage reads the readings
+position to tell the care team when their data stops arriving.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from edge_twin.store.consumers import Consumer, Log
 from edge_twin.store.database import Store
 
 READINGS_CONSUMER = Consumer("fhir-readings", Log.READINGS)
+ALARMS_CONSUMER = Consumer("fhir-alarms", Log.ALARM_EVENTS)
+RISKS_CONSUMER = Consumer("fhir-risks", Log.RISKS)
+CONSUMERS = (READINGS_CONSUMER, ALARMS_CONSUMER, RISKS_CONSUMER)
 # An OperationOutcome is kept up to this size (a server may answer with megabytes).
 OUTCOME_MAX = 4096
 
@@ -145,19 +148,29 @@ def pending_windows(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM sync_windows").fetchone()[0])
 
 
-def oldest_unsent(conn: sqlite3.Connection, position: int) -> dict[str, float]:
-    """Per consenting patient: when the oldest reading not yet handed to the upstream
-    arrived (readings after the consumer's position, and readings in pending windows)."""
+def oldest_unsent(
+    conn: sqlite3.Connection, readings_position: int, alarms_position: int
+) -> dict[str, float]:
+    """Per consenting patient: when the oldest of their data not yet accepted upstream
+    was stored (readings and alarm events after the consumers' positions, readings in
+    pending windows)."""
     out: dict[str, float] = {}
     rows = conn.execute(
         "SELECT r.patient_id, min(r.received_at) FROM readings r JOIN patients p"
         " ON p.patient_id = r.patient_id AND p.upstream_consent WHERE r.id > ?"
         " GROUP BY r.patient_id",
-        (position,),
+        (readings_position,),
     ).fetchall()
     rows += conn.execute(
         "SELECT w.patient_id, min(w.dirty_at) FROM sync_windows w JOIN patients p"
         " ON p.patient_id = w.patient_id AND p.upstream_consent GROUP BY w.patient_id"
+    ).fetchall()
+    rows += conn.execute(
+        "SELECT a.patient_id, min(e.recorded_at) FROM alarm_events e"
+        " JOIN alarms a ON a.id = e.alarm_id"
+        " JOIN patients p ON p.patient_id = a.patient_id AND p.upstream_consent"
+        " WHERE e.id > ? GROUP BY a.patient_id",
+        (alarms_position,),
     ).fetchall()
     for pid, at in rows:
         out[pid] = min(float(at), out.get(pid, float(at)))

@@ -9,6 +9,13 @@ references, the gateway named by an extension, a deterministic identifier per re
                                          the samples as SampledData (one a minute; "E"
                                          where none): not one resource per sample
 
+    an alarm                          -> CommunicationRequest (the request to act), its
+                                         audit events -> Communication (raised, acknowledged,
+                                         escalated, resolved: who, when)
+    decompensation alarm open         -> Flag (active; inactive once resolved)
+    a risk assessment                 -> RiskAssessment (model and version, the
+                                         Observations it used, probability over its horizon)
+
 The identifier is a name-based UUID (RFC 4122 v5) of patient, device, code and device
 time, so every gateway that sees a reading computes the same one, and the upload is a
 conditional create on it: a resend never duplicates.
@@ -16,6 +23,7 @@ conditional create on it: a resend never duplicates.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -23,7 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_twin.domain import Device, DeviceType, Reading, Signal
+from edge_twin.domain import Alarm, DecompensationRisk, Device, DeviceType, Reading, Signal
+from edge_twin.store.alarms import AlarmEvent
 
 Resource = dict[str, Any]
 
@@ -139,16 +148,22 @@ def _observation(code: Coding, d: Device, ident: str, gateway_url: str, profile:
     return obs
 
 
+def observation_identifier(r: Reading, d: Device) -> str:
+    """The identifier of the Observation that carries reading ``r`` upstream: its own,
+    its cuff measurement's panel, or its wrist stream's hour."""
+    if summarised(d):
+        return derived_id(
+            r.patient_id, d.device_id, CODES[r.signal].loinc, "summary", window_start(r.t)
+        )
+    if r.signal in (Signal.SYSTOLIC, Signal.DIASTOLIC) and d.device_type is DeviceType.BP_CUFF:
+        return derived_id(r.patient_id, d.device_id, BP_PANEL.loinc, r.t)
+    return derived_id(r.patient_id, r.device_id, CODES[r.signal].loinc, r.t)
+
+
 def reading_observation(r: Reading, d: Device, gateway_url: str) -> Resource:
     """One reading as an Observation, at the device's own time."""
     code = CODES[r.signal]
-    obs = _observation(
-        code,
-        d,
-        derived_id(r.patient_id, r.device_id, code.loinc, r.t),
-        gateway_url,
-        "PhdNumericObservation",
-    )
+    obs = _observation(code, d, observation_identifier(r, d), gateway_url, "PhdNumericObservation")
     obs["effectiveDateTime"] = instant(r.t)
     obs["issued"] = instant(r.received_at)
     obs["valueQuantity"] = _quantity(r.value, code)
@@ -163,11 +178,7 @@ def blood_pressure(
     first = systolic or diastolic
     assert first is not None
     obs = _observation(
-        BP_PANEL,
-        d,
-        derived_id(first.patient_id, first.device_id, BP_PANEL.loinc, first.t),
-        gateway_url,
-        "PhdCompoundNumericObservation",
+        BP_PANEL, d, observation_identifier(first, d), gateway_url, "PhdCompoundNumericObservation"
     )
     obs["effectiveDateTime"] = instant(first.t)
     obs["issued"] = instant(first.received_at)
@@ -214,13 +225,8 @@ def summary(
         k = int((r.t - start) // SAMPLE_PERIOD_S)
         if 0 <= k < len(slots):
             slots[k] = r.value
-    obs = _observation(
-        code,
-        d,
-        derived_id(patient_id, d.device_id, code.loinc, "summary", start),
-        gateway_url,
-        "PhdRtsaObservation",
-    )
+    ident = observation_identifier(Reading(patient_id, d.device_id, signal, start, 0.0, start), d)
+    obs = _observation(code, d, ident, gateway_url, "PhdRtsaObservation")
     obs["effectivePeriod"] = {"start": instant(start), "end": instant(start + SUMMARY_S)}
     obs["valueSampledData"] = {
         "origin": {"value": 0, "unit": code.ucum, "system": UCUM, "code": code.ucum},
@@ -229,3 +235,145 @@ def summary(
         "data": " ".join("E" if v is None else f"{v:g}" for v in slots),
     }
     return obs
+
+
+# --- the twin's outputs: alarms, flags, risks ---------------------------------------------
+
+ALARM_SYSTEM = "urn:edge-twin:alarm-type"
+MODEL_SYSTEM = "urn:edge-twin:model"
+# IEC 60601-1-8 priorities as FHIR request priorities.
+REQUEST_PRIORITY = {"high": "stat", "medium": "urgent", "low": "routine", "info": "routine"}
+GATEWAY_PATIENT = "gateway"  # the patient id of the gateway's own technical alarms
+HIGH_RISK_ALARM = "decompensation_risk"
+
+
+def _subject(patient_id: str) -> dict[str, Any]:
+    return (
+        {} if patient_id == GATEWAY_PATIENT else {"subject": {"reference": patient_url(patient_id)}}
+    )
+
+
+def alarm_url(gateway_id: str, alarm: Alarm) -> str:
+    return derived_id(gateway_id, "alarm", alarm.id)
+
+
+def alarm_request(gateway_id: str, alarm: Alarm, event: AlarmEvent, gateway_url: str) -> Resource:
+    """The alarm as the request to the care team to act (CommunicationRequest), in the
+    state the event left it: active, on-hold while paused, completed once resolved."""
+    status = {"paused": "on-hold", "resolved": "completed"}.get(event.state.value, "active")
+    kind = "technical" if alarm.technical else "clinical"
+    values = json.dumps(alarm.values, sort_keys=True)
+    return {
+        "resourceType": "CommunicationRequest",
+        "identifier": [{"system": URI, "value": alarm_url(gateway_id, alarm)}],
+        "status": status,
+        "category": [
+            {
+                "coding": [{"system": ALARM_SYSTEM, "code": alarm.alarm_type}],
+                "text": f"{kind} alarm",
+            }
+        ],
+        "priority": REQUEST_PRIORITY[alarm.priority.value],
+        **_subject(alarm.patient_id),
+        "authoredOn": instant(alarm.raised_at),
+        "occurrenceDateTime": instant(alarm.raised_at),
+        "requester": {"reference": gateway_url},
+        "reasonCode": [{"text": alarm.reason}],
+        "payload": [
+            {"contentString": alarm.reason},
+            {"contentString": f"values (with their uncertainty): {values}"},
+        ],
+    }
+
+
+def alarm_communication(
+    gateway_id: str, alarm: Alarm, event: AlarmEvent, gateway_url: str
+) -> Resource:
+    """One event of the alarm's audit log (raised, acknowledged, escalated, resolved, ...)
+    as a Communication based on its request: who did what, when (event time)."""
+    by_gateway = event.actor == "gateway"
+    sender = {"reference": gateway_url} if by_gateway else {"display": event.actor}
+    text = f"{alarm.alarm_type} {event.event}" + (f": {event.reason}" if event.reason else "")
+    return {
+        "resourceType": "Communication",
+        "identifier": [{"system": URI, "value": derived_id(gateway_id, "alarm-event", event.id)}],
+        # By identifier: the request may have gone up in an earlier bundle.
+        "basedOn": [{"identifier": {"system": URI, "value": alarm_url(gateway_id, alarm)}}],
+        "status": "completed",
+        "category": [{"coding": [{"system": ALARM_SYSTEM, "code": alarm.alarm_type}]}],
+        "priority": REQUEST_PRIORITY[alarm.priority.value],
+        **_subject(alarm.patient_id),
+        "topic": {"text": event.event},
+        "sent": instant(event.at),
+        "sender": sender,
+        "payload": [{"contentString": text}],
+    }
+
+
+def high_risk_flag(gateway_id: str, alarm: Alarm, event: AlarmEvent, gateway_url: str) -> Resource:
+    """A persistent "high risk" banner while the decompensation alarm is open."""
+    period = {"start": instant(alarm.raised_at)}
+    if event.state.value == "resolved":
+        period["end"] = instant(event.at)
+    return {
+        "resourceType": "Flag",
+        "identifier": [{"system": URI, "value": derived_id(gateway_id, "flag", alarm.id)}],
+        "status": "inactive" if "end" in period else "active",
+        "code": {
+            "coding": [{"system": ALARM_SYSTEM, "code": alarm.alarm_type}],
+            "text": "High risk of heart-failure decompensation",
+        },
+        **_subject(alarm.patient_id),
+        "period": period,
+        "author": {"reference": gateway_url},
+    }
+
+
+def risk_assessment(risk: DecompensationRisk, basis: Sequence[str], gateway_url: str) -> Resource:
+    """The model's prediction as the gateway believed it: probability, horizon, the model
+    and version that made it (method), the Observations it used (basis, by identifier),
+    its confidence and largest contributions (note)."""
+    prov = risk.provenance
+    top = "; ".join(
+        f"{c.feature} {c.value:.3g} (typical {c.typical:.3g}): {c.effect:+.3f}"
+        for c in risk.contributions[:5]
+    )
+    reasons = "; ".join(risk.confidence_reasons) or "none"
+    return {
+        "resourceType": "RiskAssessment",
+        "identifier": [
+            {
+                "system": URI,
+                "value": derived_id(risk.patient_id, "risk", prov.model, prov.version, risk.t),
+            }
+        ],
+        "status": "final",
+        "method": {
+            "coding": [{"system": MODEL_SYSTEM, "code": prov.model, "version": prov.version}],
+            "text": f"{prov.model} {prov.version} (sha256 {prov.sha256[:16]})",
+        },
+        "code": {"text": "heart-failure decompensation risk"},
+        **_subject(risk.patient_id),
+        "occurrenceDateTime": instant(risk.t),
+        "performer": {"reference": gateway_url},
+        "basis": [{"identifier": {"system": URI, "value": ident}} for ident in basis],
+        "prediction": [
+            {
+                "outcome": {"text": "heart-failure decompensation"},
+                "probabilityDecimal": round(risk.probability, 4),
+                "whenPeriod": {
+                    "start": instant(risk.t),
+                    "end": instant(risk.t + risk.horizon_days * 86400.0),
+                },
+                "rationale": f"alert threshold {risk.threshold:.3f}; confidence {risk.confidence}"
+                f" (reasons: {reasons})",
+            }
+        ],
+        "note": [
+            {
+                "text": f"inputs {', '.join(prov.inputs) or 'none'} from"
+                f" {instant(prov.window_start)} to {instant(prov.window_end)};"
+                f" largest contributions: {top or 'none'}"
+            }
+        ],
+    }

@@ -7,14 +7,20 @@ from typing import Any
 
 from edge_twin.clock import to_iso
 from edge_twin.store import Store, consumers, devices, upstream
-from edge_twin.store.upstream import READINGS_CONSUMER
+from edge_twin.store.upstream import ALARMS_CONSUMER, CONSUMERS, READINGS_CONSUMER
+
+_NAMES = {c.name for c in CONSUMERS}
 
 
 def sync_status(store: Store, now: float) -> dict[str, Any]:
     conn = store.conn
-    status = next((c for c in consumers.statuses(conn) if c.name == READINGS_CONSUMER.name), None)
-    position = 0 if status is None else status.position
-    waiting = upstream.oldest_unsent(conn, position)
+    mine = {c.name: c for c in consumers.statuses(conn) if c.name in _NAMES}
+    status = mine.get(READINGS_CONSUMER.name)
+    waiting = upstream.oldest_unsent(
+        conn,
+        consumers.position(conn, READINGS_CONSUMER),
+        consumers.position(conn, ALARMS_CONSUMER),
+    )
     parked = upstream.parked_by_patient(conn)
     consenting = upstream.consenting(conn)
     patients = []
@@ -31,14 +37,19 @@ def sync_status(store: Store, now: float) -> dict[str, Any]:
                 "parked_since": None if parked_since is None else to_iso(parked_since),
             }
         )
+    failing = [c for c in mine.values() if c.failures]
+    last = max(failing, key=lambda c: c.last_error_at or 0.0, default=None)
     return {
-        "position": position,
         "backlog": 0 if status is None else status.backlog,
-        "failures": 0 if status is None else status.failures,
-        "last_error": None if status is None else status.last_error,
+        "logs": {
+            c.name: {"position": c.position, "backlog": c.backlog, "failures": c.failures}
+            for c in mine.values()
+        },
+        "failures": max((c.failures for c in mine.values()), default=0),
+        "last_error": None if last is None else last.last_error,
         "last_error_at": None
-        if status is None or status.last_error_at is None
-        else to_iso(status.last_error_at),
+        if last is None or last.last_error_at is None
+        else to_iso(last.last_error_at),
         "pending_summaries": upstream.pending_windows(conn),
         "parked": sum(n for n, _ in parked.values()),
         "patients": patients,

@@ -1,10 +1,13 @@
-"""FHIR upstream sync: a consumer of the readings log (store/upstream.py).
+"""FHIR upstream sync: a consumer of the alarm event, readings and risk logs
+(store/upstream.py).
 
-Each step reads a bounded batch after the consumer's position, maps the consenting
-patients' readings to resources (sync/mapping.py) and sends them as one transaction
-Bundle with conditional create on each resource's identifier; the position moves only
-when the server has accepted the batch, so a crash mid-batch re-sends it and the server
-creates nothing twice. Readings go up in log order, so each patient's in time of arrival.
+Each step reads a bounded batch of each log after its consumer's position, maps the
+consenting patients' entries to resources (sync/mapping.py) and sends them as one
+transaction Bundle with conditional create on each resource's identifier (conditional
+update for what changes: an alarm's state, a flag, an hour's samples); a position moves
+only when the server has accepted the batch, so a crash mid-batch re-sends it and the
+server creates nothing twice. Each log goes up in its order, so each patient's in time of
+arrival; alarm events first, as the most urgent.
 
 Wrist streams are not sent per reading: the step marks their hourly windows, which go up
 as SampledData once the hour is over (plus ``summary_grace_s``), by conditional update,
@@ -31,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_twin.config import SyncSection
-from edge_twin.domain import SIGNALS, Device, DeviceType, Reading, Signal
+from edge_twin.domain import SIGNALS, DecompensationRisk, Device, DeviceType, Reading, Signal
 from edge_twin.errors import EdgeTwinError, UpstreamError, UpstreamRefused
-from edge_twin.store import Store, consumers, devices, readings, upstream
-from edge_twin.store.upstream import READINGS_CONSUMER, Window
+from edge_twin.store import Store, alarms, consumers, devices, readings, risks, upstream
+from edge_twin.store.upstream import ALARMS_CONSUMER, READINGS_CONSUMER, RISKS_CONSUMER, Window
 from edge_twin.sync import mapping
 from edge_twin.sync.client import FhirClient, Resource
 
@@ -47,12 +50,14 @@ IDLE_WAIT_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One resource to send, with what the bundle must carry for its references."""
+    """One resource to send, with what the bundle must carry for its references: its
+    patient (unless it is the gateway's own) and its device (a reading's)."""
 
     patient_id: str
-    device: Device
+    device: Device | None
     resource: Resource
-    update: bool = False  # conditional update (a summary) rather than conditional create
+    # Conditional update (a summary, an alarm's state) rather than conditional create.
+    update: bool = False
 
     @property
     def identifier(self) -> str:
@@ -80,14 +85,26 @@ class FhirSync:
         self._bindings: tuple[int, dict[str, Device]] = (-1, {})
         self.accepted = 0
         self.parked = 0
+        self.current = READINGS_CONSUMER  # the log being handled: a failure is its
         with store.transaction() as conn:
-            consumers.register(conn, READINGS_CONSUMER)
+            for consumer in upstream.CONSUMERS:
+                consumers.register(conn, consumer)
 
     def step(self) -> int:
-        """Send one batch of readings and the summaries that are due; returns how many
-        log entries and windows it handled (0: nothing to do; the resources the server
-        accepted are counted in ``accepted``). Raises UpstreamError."""
-        return self._readings() + self._summaries()
+        """Send one batch of each log (readings, alarm events, risks) and the summaries
+        that are due; returns how many entries and windows it handled (0: nothing to do;
+        the resources the server accepted are counted in ``accepted``). Raises
+        UpstreamError."""
+        handled = 0
+        for consumer, run in (
+            (ALARMS_CONSUMER, self._alarm_events),  # the most urgent first
+            (READINGS_CONSUMER, self._readings),
+            (READINGS_CONSUMER, self._summaries),
+            (RISKS_CONSUMER, self._risks),
+        ):
+            self.current = consumer
+            handled += run()
+        return handled
 
     # --- readings -----------------------------------------------------------------------
 
@@ -129,11 +146,14 @@ class FhirSync:
             )
         return Item(r.patient_id, d, mapping.reading_observation(r, d, self._gateway_url))
 
-    def _device(self, r: Reading) -> Device:
+    def _bindings_now(self) -> dict[str, Device]:
         version = devices.bindings_version(self._store)
         if version != self._bindings[0]:
             self._bindings = (version, {d.device_id: d for d in devices.all_devices(self._store)})
-        d = self._bindings[1].get(r.device_id)
+        return self._bindings[1]
+
+    def _device(self, r: Reading) -> Device:
+        d = self._bindings_now().get(r.device_id)
         if d is None or d.patient_id != r.patient_id:
             # Unprovisioned (or moved) since the reading was stored: the reading still
             # belongs to the patient it was bound to; its type from what sends the signal.
@@ -170,6 +190,80 @@ class FhirSync:
 
     def _device_of(self, w: Window) -> Device:
         return self._device(Reading(w.patient_id, w.device_id, w.signal, w.start, 0.0, w.start))
+
+    # --- alarms and risks ----------------------------------------------------------------
+
+    def _alarm_events(self) -> int:
+        conn = self._store.conn
+        position = consumers.position(conn, ALARMS_CONSUMER)
+        batch = alarms.events_after(conn, position, self._cfg.batch_max)
+        if not batch:
+            return 0
+        consenting = upstream.consenting(conn) | {mapping.GATEWAY_PATIENT}
+        by_id = alarms.get_many(conn, {e.alarm_id for e in batch})
+        items: dict[str, Item] = {}
+        gw, url = self._gateway.device_id, self._gateway_url
+        for e in batch:
+            a = by_id.get(e.alarm_id)
+            if a is None or a.patient_id not in consenting:
+                continue
+            # The alarm's state as this event left it (later events of the batch win),
+            # and the event itself.
+            for resource, update in (
+                (mapping.alarm_request(gw, a, e, url), True),
+                (mapping.alarm_communication(gw, a, e, url), False),
+                *(
+                    [(mapping.high_risk_flag(gw, a, e, url), True)]
+                    if a.alarm_type == mapping.HIGH_RISK_ALARM
+                    else []
+                ),
+            ):
+                item = Item(a.patient_id, None, resource, update)
+                if update:
+                    items.pop(item.identifier, None)  # keep the order of the states
+                    items[item.identifier] = item
+                else:
+                    items.setdefault(item.identifier, item)
+        self._send(list(items.values()))
+        with self._store.transaction() as conn:
+            consumers.advance(conn, ALARMS_CONSUMER, batch[-1].id, self._now())
+        return len(batch)
+
+    def _risks(self) -> int:
+        conn = self._store.conn
+        position = consumers.position(conn, RISKS_CONSUMER)
+        batch = risks.after(conn, position, self._cfg.batch_max)
+        if not batch:
+            return 0
+        consenting = upstream.consenting(conn)
+        items = []
+        for _, risk in batch:
+            if risk.patient_id in consenting:
+                resource = mapping.risk_assessment(risk, self._basis(risk), self._gateway_url)
+                items.append(Item(risk.patient_id, None, resource))
+        self._send(items)
+        with self._store.transaction() as conn:
+            consumers.advance(conn, RISKS_CONSUMER, batch[-1][0], self._now())
+        return len(batch)
+
+    def _basis(self, risk: DecompensationRisk) -> list[str]:
+        """The Observations a risk was computed from, by identifier: for each signal the
+        model read, the newest one in its window (the twin's state there carries all the
+        readings before it)."""
+        prov = risk.provenance
+        mine = [d for d in self._bindings_now().values() if d.patient_id == risk.patient_id]
+        out = []
+        for name in prov.inputs:
+            try:
+                signal = Signal(name)
+            except ValueError:
+                continue
+            kinds = SIGNALS[signal].devices
+            ids = [d.device_id for d in mine if d.device_type in kinds]
+            r = readings.latest_of(self._store, ids, signal, prov.window_end)
+            if r is not None and r.t >= prov.window_start:
+                out.append(mapping.observation_identifier(r, self._device(r)))
+        return sorted(set(out))
 
     # --- sending ------------------------------------------------------------------------
 
@@ -227,22 +321,25 @@ class FhirSync:
         gateway = mapping.device(self._gateway, gateway_id=self._gateway.device_id)
         entries[self._gateway_url] = _create(self._gateway_url, gateway)
         for item in items:
-            url = mapping.patient_url(item.patient_id)
-            if url not in entries:
-                entries[url] = _create(url, mapping.patient(item.patient_id))
-            url = mapping.device_url(item.device.device_id)
-            if url not in entries:
-                entries[url] = _create(url, mapping.device(item.device))
+            if item.patient_id != mapping.GATEWAY_PATIENT:
+                url = mapping.patient_url(item.patient_id)
+                if url not in entries:
+                    entries[url] = _create(url, mapping.patient(item.patient_id))
+            if item.device is not None:
+                url = mapping.device_url(item.device.device_id)
+                if url not in entries:
+                    entries[url] = _create(url, mapping.device(item.device))
         return list(entries.values())
 
     def _bundle(self, items: list[Item]) -> list[Resource]:
         entries = self._support(items)
         for item in items:
+            kind = item.resource["resourceType"]
             query = mapping.identifier_query(item.resource)
             if item.update:
-                request = {"method": "PUT", "url": f"Observation?{query}"}
+                request = {"method": "PUT", "url": f"{kind}?{query}"}
             else:
-                request = {"method": "POST", "url": "Observation", "ifNoneExist": query}
+                request = {"method": "POST", "url": kind, "ifNoneExist": query}
             entries.append({"resource": item.resource, "request": request})
         return entries
 
@@ -254,8 +351,8 @@ class FhirSync:
         accepted = refused = 0
         for p in upstream.parked(self._store.conn):
             resource = json.loads(p.resource)
-            d = self._device_from(resource, p.patient_id)
-            item = Item(p.patient_id, d, resource, update="effectivePeriod" in resource)
+            d = self._device_from(resource)
+            item = Item(p.patient_id, d, resource, update=_updated(resource))
             try:
                 self._client.transaction(self._bundle([item]))
             except UpstreamRefused as exc:
@@ -268,11 +365,21 @@ class FhirSync:
             accepted += 1
         return accepted, refused
 
-    def _device_from(self, resource: Resource, patient_id: str) -> Device:
-        for d in devices.all_devices(self._store):
-            if mapping.device_url(d.device_id) == resource.get("device", {}).get("reference"):
+    def _device_from(self, resource: Resource) -> Device | None:
+        reference = resource.get("device", {}).get("reference")
+        if reference is None:
+            return None  # not a reading's: it references no device
+        for d in self._bindings_now().values():
+            if mapping.device_url(d.device_id) == reference:
                 return d
         raise UpstreamError(f"the device of a parked {resource['resourceType']} is unknown")
+
+
+def _updated(resource: Resource) -> bool:
+    """Whether a resource goes up by conditional update: one whose content changes as the
+    gateway learns more (an hour's samples, an alarm's state, a flag)."""
+    kind = resource["resourceType"]
+    return kind in ("CommunicationRequest", "Flag") or "valueSampledData" in resource
 
 
 def _create(url: str, resource: Resource) -> Resource:
@@ -323,7 +430,7 @@ class SyncWorker:
                 except Exception as exc:  # any failure: retried, recorded
                     wait = _backoff_wait(backoff, exc)
                     backoff = min(BACKOFF_MAX_S, backoff * 2)
-                    _record(store, exc)
+                    _record(store, sync.current, exc)
                     self._stop.wait(wait)
                     continue
                 backoff = BACKOFF_MIN_S
@@ -342,13 +449,13 @@ def _backoff_wait(backoff: float, exc: Exception) -> float:
     return wait
 
 
-def _record(store: Store, exc: Exception) -> None:
+def _record(store: Store, consumer: consumers.Consumer, exc: Exception) -> None:
     message = str(exc) if isinstance(exc, EdgeTwinError) else f"{type(exc).__name__}: {exc}"
     if not isinstance(exc, EdgeTwinError):
         log.exception("FHIR sync failed unexpectedly; retried")
     try:
         with store.transaction() as conn:
-            failures = consumers.record_failure(conn, READINGS_CONSUMER, message, time.time())
+            failures = consumers.record_failure(conn, consumer, message, time.time())
     except EdgeTwinError:
         log.error("FHIR sync: %s (and the failure could not be recorded)", message)
         return
