@@ -45,7 +45,9 @@ def test_every_alarm_type_is_documented() -> None:
 
 def test_every_table_is_documented() -> None:
     migrations = read("edge_twin/store/migrations.py")
-    tables = re.findall(r"CREATE TABLE (\w+)", migrations)
+    # A table rebuilt under a temporary name and renamed back is documented by its name.
+    renamed = set(re.findall(r"ALTER TABLE (\w+) RENAME TO", migrations))
+    tables = set(re.findall(r"CREATE TABLE (\w+)", migrations)) - renamed
     schema = read("docs/schema.md")
     for table in tables:
         assert f"`{table}`" in schema, table
