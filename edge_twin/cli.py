@@ -516,8 +516,10 @@ def sync_retry_parked(config: ConfigOpt = None) -> None:
         raise EdgeTwinError("sync.url is empty: there is no upstream to retry")
     client = FhirClient(cfg.sync)
     try:
-        with Store(cfg.store.path, cfg.store.synchronous) as store:
-            sync = FhirSync(store, client, cfg.gateway.id, cfg.sync)
+        with (
+            Store(cfg.store.path, cfg.store.synchronous) as store,
+            FhirSync(store, client, cfg.gateway.id, cfg.sync) as sync,
+        ):
             accepted, refused = sync.retry_parked()
     finally:
         client.close()

@@ -1,8 +1,8 @@
 """A loopback HTTP proxy in front of the FHIR test server that plays the faults a real
 upstream has and the test server cannot produce on demand: down (connection refused or
-reset), 503, 429 with Retry-After, a reply slower than the client's timeout, a redirect,
-and a server-side business rule that refuses some resources (422 with an
-OperationOutcome). Everything else is forwarded unchanged."""
+reset), 503, 429 with Retry-After, a reply slower than the client's timeout (after the
+server did the work), a redirect, and a server-side business rule that refuses some
+resources (422 with an OperationOutcome). Everything else is forwarded unchanged."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Rule = Callable[[dict[str, Any]], str | None]  # a bundle -> why it is refused, or None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that gave up on a slow answer: expected here
 
 
 class FaultProxy:
@@ -39,7 +44,7 @@ class FaultProxy:
             def do_POST(self) -> None:
                 proxy._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/fhir"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -63,8 +68,6 @@ class FaultProxy:
             h.close_connection = True
             h.connection.close()
             return
-        if mode == "slow":
-            time.sleep(self.slow_s)
         if mode in ("503", "429"):
             extra = {"Retry-After": self.retry_after} if mode == "429" else {}
             return self._reply(h, int(mode), {"resourceType": "OperationOutcome"}, extra)
@@ -90,6 +93,10 @@ class FaultProxy:
                 status, payload = response.status, response.read()
         except urllib.error.HTTPError as exc:
             status, payload = exc.code, exc.read()
+        if mode == "slow":
+            # The server did the work; its answer comes after the client gave up (a
+            # resend must then create nothing twice).
+            time.sleep(self.slow_s)
         h.send_response(status)
         h.send_header("Content-Type", "application/fhir+json")
         h.send_header("Content-Length", str(len(payload)))

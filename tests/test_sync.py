@@ -124,12 +124,18 @@ def sync_cfg(url: str, **options: Any) -> SyncSection:
 def drain(store: Store, url: str, now: float = T0 + 10 * 86400, **options: Any) -> FhirSync:
     """Sync until nothing is left (summaries due: ``now`` is long after the home's hours)."""
     client = FhirClient(sync_cfg(url, **options))
-    sync = FhirSync(store, client, "gw-test", sync_cfg(url, **options), now=lambda: now)
-    for _ in range(1000):
-        if not sync.step():
-            break
+    with FhirSync(store, client, "gw-test", sync_cfg(url, **options), now=lambda: now) as sync:
+        for _ in range(1000):
+            if not sync.step():
+                break
     client.close()
     return sync
+
+
+def steps(sync: FhirSync, n: int = 3) -> None:
+    """A few steps: a bundle's failure shows at the step after it was sent (pipelined)."""
+    for _ in range(n):
+        sync.step()
 
 
 def stored_summary(db: Path) -> Counter[str]:
@@ -181,7 +187,7 @@ def test_every_resource_the_gateway_emits_validates_as_r4() -> None:
     sys_ = Reading("pt-1", "bp-1", Signal.SYSTOLIC, T0, 141.0, T0)
     dia = Reading("pt-1", "bp-1", Signal.DIASTOLIC, T0, 88.0, T0)
     wrist = Device("wr-1", "pt-1", DeviceType.WRIST)
-    hr = [Reading("pt-1", "wr-1", Signal.HEART_RATE, T0 + 60 * k, 70.0 + k, T0) for k in range(5)]
+    hr = [(T0 + 60 * k, 70.0 + k) for k in range(5)]
     resources = [
         mapping.patient("pt-1"),
         mapping.device(d),
@@ -314,18 +320,18 @@ def test_an_outage_of_every_kind_ends_with_exactly_what_the_gateway_stored(
     with FaultProxy(fhir.url) as proxy, Store(db_path) as store:
         cfg = sync_cfg(proxy.url, batch_max=20)
         client = FhirClient(cfg)
-        sync = FhirSync(store, client, "gw-test", cfg, now=lambda: T0 + 10 * 86400)
-        sync.step()
-        for mode in ("reset", "503", "429", "slow", "redirect"):
-            proxy.mode = mode
-            with pytest.raises(UpstreamError) as caught:
-                sync.step()
-            if mode == "429":
-                assert caught.value.retry_after_s == 1.0
-            assert not isinstance(caught.value, UpstreamRefused)  # nothing parked, retried
-        proxy.mode = "pass"
-        while sync.step():
-            pass
+        with FhirSync(store, client, "gw-test", cfg, now=lambda: T0 + 10 * 86400) as sync:
+            sync.step()
+            for mode in ("reset", "503", "429", "slow", "redirect"):
+                proxy.mode = mode
+                with pytest.raises(UpstreamError) as caught:
+                    steps(sync)
+                if mode == "429":
+                    assert caught.value.retry_after_s == 1.0
+                assert not isinstance(caught.value, UpstreamRefused)  # nothing parked, retried
+            proxy.mode = "pass"
+            while sync.step():
+                pass
         client.close()
         assert upstream.parked(store.conn) == []
     assert on_server(fhir) == stored_summary(db_path)
@@ -363,7 +369,8 @@ def test_a_refused_resource_is_parked_with_its_reason_and_the_rest_goes_on(
         # The server's rule is lifted: retry-parked sends them.
         proxy.refuse = None
         client = FhirClient(sync_cfg(fhir.url))
-        accepted, refused = FhirSync(store, client, "gw-test", sync_cfg(fhir.url)).retry_parked()
+        with FhirSync(store, client, "gw-test", sync_cfg(fhir.url)) as sync:
+            accepted, refused = sync.retry_parked()
         client.close()
         assert (accepted, refused) == (high, 0)
         assert upstream.parked(store.conn) == []
@@ -382,9 +389,11 @@ def test_a_server_refusing_the_gateways_own_resources_is_an_outage_not_parking(
     with FaultProxy(fhir.url) as proxy, Store(db_path) as store:
         proxy.refuse = no_devices
         client = FhirClient(sync_cfg(proxy.url))
-        sync = FhirSync(store, client, "gw-test", sync_cfg(proxy.url))
-        with pytest.raises(UpstreamError, match="refuses the gateway's Patient/Device"):
-            sync.step()
+        with (
+            FhirSync(store, client, "gw-test", sync_cfg(proxy.url)) as sync,
+            pytest.raises(UpstreamError, match="refuses the gateway's Patient/Device"),
+        ):
+            steps(sync)
         client.close()
         assert upstream.parked(store.conn) == []
         assert consumers.position(store.conn, READINGS_CONSUMER) == 0
@@ -396,8 +405,11 @@ def test_bearer_token_is_sent_and_a_wrong_one_is_an_outage(
     lived()
     with FhirTestServer(token="s3cret") as fhir, Store(db_path) as store:
         bad = FhirClient(sync_cfg(fhir.url, token="wrong"))
-        with pytest.raises(UpstreamError, match="401"):
-            FhirSync(store, bad, "gw-test", sync_cfg(fhir.url)).step()
+        with (
+            FhirSync(store, bad, "gw-test", sync_cfg(fhir.url)) as sync,
+            pytest.raises(UpstreamError, match="401"),
+        ):
+            steps(sync)
         bad.close()
         drain(store, fhir.url, token="s3cret")
         assert fhir.count("Patient") == 2

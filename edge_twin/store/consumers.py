@@ -4,10 +4,10 @@ The readings log (``readings.id``), the alarm event log (``alarm_events.id``) an
 log (``risk_assessments.id``) only grow, their ids in commit order. Each consumer (the
 twin, alarm delivery over MQTT and to the webhook, FHIR sync; next the dashboard's live
 feed) has a name and a position: the id of the last entry it has finished with. It reads
-a bounded batch after its position and advances the position in the same transaction as its own writes, so after a crash it
-resumes exactly where its last commit left off: every entry is applied once to what the
-consumer writes in the store, and at least once to what it sends outside (receivers
-deduplicate by the entry's id).
+a bounded batch after its position and advances the position in the same transaction as
+its own writes, so after a crash it resumes exactly where its last commit left off: every
+entry is applied once to what the consumer writes in the store, and at least once to what
+it sends outside (receivers deduplicate by the entry's id).
 
 Consumers know nothing of each other; the pipeline and the gateway schedule them. Adding
 one is a name, a log, and a loop of read -> handle -> ``advance`` (docs/architecture.md).

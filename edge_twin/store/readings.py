@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from edge_twin.domain import Reading, ReadingFlag, Signal
 from edge_twin.store.database import Store
@@ -121,18 +122,25 @@ def max_id(store: Store) -> int:
     return int(store.conn.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()[0])
 
 
-def _reading(row: tuple[object, ...]) -> Reading:
+# Enum lookups by value are a dict away; calling the enum cost a third of reading a row.
+_SIGNALS = {s.value: s for s in Signal}
+_FLAGS = {int(f): f for f in (ReadingFlag(v) for v in range(2 ** len(ReadingFlag)))}
+
+
+def _reading(row: tuple[Any, ...]) -> Reading:
     rid, patient, device, signal, t, value, seq, received, flags = row
+    # Positional, in Reading's field order: patient_id, device_id, signal, t, value,
+    # received_at, seq, flags, id (SQLite gives TEXT as str, REAL as float).
     return Reading(
-        patient_id=str(patient),
-        device_id=str(device),
-        signal=Signal(str(signal)),
-        t=float(t),  # type: ignore[arg-type]
-        value=float(value),  # type: ignore[arg-type]
-        seq=None if seq is None else int(seq),  # type: ignore[call-overload]
-        received_at=float(received),  # type: ignore[arg-type]
-        flags=ReadingFlag(int(flags)),  # type: ignore[call-overload]
-        id=int(rid),  # type: ignore[call-overload]
+        patient,
+        device,
+        _SIGNALS[signal],
+        float(t),
+        float(value),
+        float(received),
+        None if seq is None else int(seq),
+        _FLAGS[flags] if flags in _FLAGS else ReadingFlag(flags),  # NONE is falsy
+        rid,
     )
 
 
@@ -151,16 +159,16 @@ def sum_between(
     return float(total), int(n)
 
 
-def in_window(
+def samples(
     store: Store, device_id: str, signal: Signal, start: float, end: float
-) -> list[Reading]:
-    """One device's signal with start <= t < end, in time order."""
+) -> list[tuple[float, float]]:
+    """One device's signal with start <= t < end as (t, value), in time order."""
     rows = store.conn.execute(
-        f"SELECT {_COLUMNS} FROM readings WHERE device_id = ? AND signal = ? AND t >= ?"
+        "SELECT t, value FROM readings WHERE device_id = ? AND signal = ? AND t >= ?"
         " AND t < ? ORDER BY t, id",
         (device_id, signal.value, start, end),
     )
-    return [_reading(row) for row in rows]
+    return [(float(t), float(v)) for t, v in rows]
 
 
 def at(store: Store, device_id: str, signal: Signal, t: float) -> Reading | None:

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from edge_twin.domain import Alarm, DecompensationRisk, Device, DeviceType, Reading, Signal
@@ -93,11 +94,13 @@ def derived_id(*parts: object) -> str:
     return f"urn:uuid:{uuid.uuid5(NAMESPACE, '|'.join(str(p) for p in parts))}"
 
 
+@lru_cache(maxsize=4096)
 def patient_url(patient_id: str) -> str:
     """The fullUrl a bundle gives a patient's entry; other entries reference it."""
     return derived_id("Patient", patient_id)
 
 
+@lru_cache(maxsize=4096)
 def device_url(device_id: str) -> str:
     return derived_id("Device", device_id)
 
@@ -213,7 +216,7 @@ def summary(
     d: Device,
     signal: Signal,
     start: float,
-    samples: Sequence[Reading],
+    samples: Sequence[tuple[float, float]],
     gateway_url: str,
 ) -> Resource:
     """A wrist stream's hour as SampledData: slot k holds the newest sample taken in
@@ -221,10 +224,10 @@ def summary(
     as summaries or SampledData, not a resource per sample)."""
     code = CODES[signal]
     slots: list[float | None] = [None] * int(SUMMARY_S / SAMPLE_PERIOD_S)
-    for r in samples:
-        k = int((r.t - start) // SAMPLE_PERIOD_S)
+    for t, value in samples:  # (device time, value), in time order
+        k = int((t - start) // SAMPLE_PERIOD_S)
         if 0 <= k < len(slots):
-            slots[k] = r.value
+            slots[k] = value
     ident = observation_identifier(Reading(patient_id, d.device_id, signal, start, 0.0, start), d)
     obs = _observation(code, d, ident, gateway_url, "PhdRtsaObservation")
     obs["effectivePeriod"] = {"start": instant(start), "end": instant(start + SUMMARY_S)}

@@ -27,9 +27,12 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,7 @@ from edge_twin.config import SyncSection
 from edge_twin.domain import SIGNALS, DecompensationRisk, Device, DeviceType, Reading, Signal
 from edge_twin.errors import EdgeTwinError, UpstreamError, UpstreamRefused
 from edge_twin.store import Store, alarms, consumers, devices, readings, risks, upstream
+from edge_twin.store.consumers import Consumer
 from edge_twin.store.upstream import ALARMS_CONSUMER, READINGS_CONSUMER, RISKS_CONSUMER, Window
 from edge_twin.sync import mapping
 from edge_twin.sync.client import FhirClient, Resource
@@ -46,6 +50,10 @@ log = logging.getLogger(__name__)
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 300.0
 IDLE_WAIT_S = 1.0
+# A step reads at most this many times sync.batch_max readings to fill one bundle.
+SCAN_FACTOR = 20
+# Bundles queued for the sender thread at most: the next ones are prepared meanwhile.
+PIPELINE_DEPTH = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,27 @@ class Item:
     def identifier(self) -> str:
         ident = self.resource["identifier"][0]
         return f"{ident['system']}|{ident['value']}"
+
+
+Refusals = list[tuple[Item, UpstreamRefused]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One bundle prepared from one log (or the due summaries), and what to write in the
+    store once the server has it."""
+
+    consumer: Consumer  # whose failure it is
+    items: list[Item]
+    handled: int  # log entries (or windows) it covers
+    commit: Callable[[sqlite3.Connection], None]  # position, windows: after acceptance
+    read_to: int | None = None  # the log read this far for it (None: not a log)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    batch: _Batch
+    outcome: Future[tuple[int, Refusals]]
 
 
 class FhirSync:
@@ -83,57 +112,173 @@ class FhirSync:
         self._gateway = Device(gateway_id, "", DeviceType.CGM)  # type unused for the gateway
         self._gateway_url = mapping.device_url(gateway_id)
         self._bindings: tuple[int, dict[str, Device]] = (-1, {})
+        self._known: dict[str, Device] = {}
         self.accepted = 0
         self.parked = 0
         self.current = READINGS_CONSUMER  # the log being handled: a failure is its
+        # The pipeline: one bundle at the server on the sender thread while the next is
+        # prepared; how far each log was read for the bundles sent (by consumer name;
+        # absent: from its durable position).
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="fhir-send")
+        self._inflight: deque[_InFlight] = deque()
+        self._broken = False  # a bundle failed: the sender sends nothing after it
+        self._read_pos: dict[str, int] = {}
         with store.transaction() as conn:
             for consumer in upstream.CONSUMERS:
                 consumers.register(conn, consumer)
 
     def step(self) -> int:
-        """Send one batch of each log (readings, alarm events, risks) and the summaries
-        that are due; returns how many entries and windows it handled (0: nothing to do;
-        the resources the server accepted are counted in ``accepted``). Raises
-        UpstreamError."""
+        """Send one bundle of each log (alarm events first, the most urgent; readings;
+        risks) and of the summaries that are due; returns how many entries and windows
+        it handled (0: nothing to do; the resources the server accepted are counted in
+        ``accepted``). Raises UpstreamError.
+
+        Pipelined: bundles are prepared (logs read, mapped) while the ones before them
+        are at the server, sent in order by the sender thread, PIPELINE_DEPTH at most
+        waiting; each one's outcome is committed in order (its position moved, its hours
+        marked, its refusals parked). After a failure nothing after it is sent, whatever
+        was prepared is dropped and each log is read again from its durable position."""
         handled = 0
-        for consumer, run in (
-            (ALARMS_CONSUMER, self._alarm_events),  # the most urgent first
+        self._known = self._bindings_now()  # the device bindings, read once a step
+        for consumer, prepare in (
+            (ALARMS_CONSUMER, self._alarm_events),
             (READINGS_CONSUMER, self._readings),
             (READINGS_CONSUMER, self._summaries),
             (RISKS_CONSUMER, self._risks),
         ):
             self.current = consumer
-            handled += run()
+            try:
+                handled += self._pipe(prepare())
+            except BaseException:
+                self._settle_inflight()  # nothing stale is left to fail a later step
+                raise
+        if not handled and self._inflight:
+            # Nothing new to send: finish what is out (its commits may make more due).
+            handled = len(self._inflight)
+            try:
+                while self._inflight:
+                    self._settle_oldest()
+            except BaseException:
+                self._settle_inflight()
+                raise
         return handled
+
+    def _pipe(self, batch: _Batch | None) -> int:
+        """Send ``batch`` (prepared while the ones before it were at the server), first
+        settling the oldest in flight if the pipeline is full."""
+        if batch is None:
+            return 0
+        handled = 0
+        while len(self._inflight) >= PIPELINE_DEPTH:
+            handled += self._settle_oldest()
+        self._inflight.append(_InFlight(batch, self._sender.submit(self._in_order, batch.items)))
+        if batch.read_to is not None:
+            self._read_pos[batch.consumer.name] = batch.read_to
+        return handled + batch.handled
+
+    def _in_order(self, items: list[Item]) -> tuple[int, Refusals]:
+        """On the sender thread: once a bundle failed, the ones queued after it are not
+        sent (they would overtake it)."""
+        if self._broken:
+            raise UpstreamError("not sent: an earlier bundle failed")
+        try:
+            return self._deliver(items)
+        except BaseException:
+            self._broken = True
+            raise
+
+    def _settle_oldest(self) -> int:
+        """Wait for the oldest bundle in flight and commit it; on its failure, drop
+        everything queued after it and raise."""
+        done = self._inflight.popleft()
+        try:
+            accepted, refused = done.outcome.result()
+        except BaseException:
+            self.current = done.batch.consumer
+            self._settle_inflight()
+            raise
+        self._commit(done.batch, accepted, refused)
+        return 0  # its entries were counted when it was sent
+
+    def _commit(self, batch: _Batch, accepted: int, refused: Refusals) -> None:
+        self._settle(accepted, refused)
+        with self._store.transaction() as conn:
+            batch.commit(conn)
+
+    def _position(self, consumer: Consumer) -> int:
+        """Where to read ``consumer``'s log from: after what was last sent."""
+        known = self._read_pos.get(consumer.name)
+        return consumers.position(self._store.conn, consumer) if known is None else known
+
+    def finish(self) -> None:
+        """Settle the bundles in flight and stop the sender thread."""
+        self._settle_inflight()
+        self._sender.shutdown(wait=True)
+
+    def _settle_inflight(self) -> None:
+        """Wait for every bundle in flight: commit those the server took, in order, up to
+        the first that failed; drop the rest (each log is read again from its durable
+        position: they are sent again)."""
+        failed = False
+        while self._inflight:
+            done = self._inflight.popleft()
+            try:
+                accepted, refused = done.outcome.result()
+            except Exception:  # not committed: sent again next time
+                failed = True
+                continue
+            if not failed:
+                self._commit(done.batch, accepted, refused)
+        self._read_pos.clear()
+        self._broken = False
+
+    def __enter__(self) -> FhirSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
 
     # --- readings -----------------------------------------------------------------------
 
-    def _readings(self) -> int:
-        position = consumers.position(self._store.conn, READINGS_CONSUMER)
-        batch = readings.after(self._store, position, self._cfg.batch_max)
-        if not batch:
-            return 0
+    def _readings(self) -> _Batch | None:
+        """Up to ``batch_max`` resources from the readings log: it is read on until there
+        are that many (most readings of a wrist only mark their hour), at most
+        SCAN_FACTOR x ``batch_max`` readings, so memory stays bounded."""
+        position = self._position(READINGS_CONSUMER)
         consenting = upstream.consenting(self._store.conn)
         items: dict[str, Item] = {}
-        windows: list[Window] = []
+        windows: dict[tuple[str, Signal, float], Window] = {}
         now = self._now()
-        for r in batch:
-            if r.patient_id not in consenting:
-                continue  # never leaves the gateway
-            d = self._device(r)
-            if mapping.summarised(d):
-                start = mapping.window_start(r.t)
-                windows.append(Window(r.patient_id, d.device_id, r.signal, start, now))
-                continue
-            item = self._item(r, d)
-            items.setdefault(item.identifier, item)
-        self._send(list(items.values()))
-        last_id = batch[-1].id
-        assert last_id is not None
-        with self._store.transaction() as conn:
-            upstream.mark_windows(conn, windows)
-            consumers.advance(conn, READINGS_CONSUMER, last_id, now)
-        return len(batch)
+        scanned = 0
+        limit = self._cfg.batch_max
+        while len(items) < limit and scanned < SCAN_FACTOR * limit:
+            batch = readings.after(self._store, position, limit)
+            if not batch:
+                break
+            for r in batch:
+                if r.patient_id not in consenting:
+                    continue  # never leaves the gateway
+                d = self._device(r)
+                if mapping.summarised(d):
+                    start = mapping.window_start(r.t)
+                    key = (d.device_id, r.signal, start)
+                    windows[key] = Window(r.patient_id, d.device_id, r.signal, start, now)
+                    continue
+                item = self._item(r, d)
+                items.setdefault(item.identifier, item)
+            scanned += len(batch)
+            last_id = batch[-1].id
+            assert last_id is not None
+            position = last_id
+        if not scanned:
+            return None
+        last = position
+
+        def commit(conn: sqlite3.Connection) -> None:
+            upstream.mark_windows(conn, windows.values())
+            consumers.advance(conn, READINGS_CONSUMER, last, self._now())
+
+        return _Batch(READINGS_CONSUMER, list(items.values()), scanned, commit, last)
 
     def _item(self, r: Reading, d: Device) -> Item:
         if r.signal in (Signal.SYSTOLIC, Signal.DIASTOLIC) and d.device_type is DeviceType.BP_CUFF:
@@ -153,7 +298,7 @@ class FhirSync:
         return self._bindings[1]
 
     def _device(self, r: Reading) -> Device:
-        d = self._bindings_now().get(r.device_id)
+        d = self._known.get(r.device_id)
         if d is None or d.patient_id != r.patient_id:
             # Unprovisioned (or moved) since the reading was stored: the reading still
             # belongs to the patient it was bound to; its type from what sends the signal.
@@ -163,7 +308,12 @@ class FhirSync:
 
     # --- summaries ----------------------------------------------------------------------
 
-    def _summaries(self) -> int:
+    def _summaries(self) -> _Batch | None:
+        """The wrist hours that ended ``summary_grace_s`` ago, by conditional update
+        (not while a bundle of them is in flight: their windows are cleared when it is
+        committed)."""
+        if any(f.batch.read_to is None for f in self._inflight):
+            return None
         due = upstream.due_windows(
             self._store.conn,
             self._now() - self._cfg.summary_grace_s,
@@ -171,34 +321,34 @@ class FhirSync:
             self._cfg.batch_max,
         )
         if not due:
-            return 0
+            return None
         items = []
         for w in due:
             d = self._device_of(w)
-            samples = readings.in_window(
+            samples = readings.samples(
                 self._store, w.device_id, w.signal, w.start, w.start + mapping.SUMMARY_S
             )
             resource = mapping.summary(
                 w.patient_id, d, w.signal, w.start, samples, self._gateway_url
             )
             items.append(Item(w.patient_id, d, resource, update=True))
-        self._send(items)
-        with self._store.transaction() as conn:
+
+        def commit(conn: sqlite3.Connection) -> None:
             for w in due:
                 upstream.clear_window(conn, w)
-        return len(due)
+
+        return _Batch(READINGS_CONSUMER, items, len(due), commit)
 
     def _device_of(self, w: Window) -> Device:
         return self._device(Reading(w.patient_id, w.device_id, w.signal, w.start, 0.0, w.start))
 
     # --- alarms and risks ----------------------------------------------------------------
 
-    def _alarm_events(self) -> int:
+    def _alarm_events(self) -> _Batch | None:
         conn = self._store.conn
-        position = consumers.position(conn, ALARMS_CONSUMER)
-        batch = alarms.events_after(conn, position, self._cfg.batch_max)
+        batch = alarms.events_after(conn, self._position(ALARMS_CONSUMER), self._cfg.batch_max)
         if not batch:
-            return 0
+            return None
         consenting = upstream.consenting(conn) | {mapping.GATEWAY_PATIENT}
         by_id = alarms.get_many(conn, {e.alarm_id for e in batch})
         items: dict[str, Item] = {}
@@ -224,34 +374,33 @@ class FhirSync:
                     items[item.identifier] = item
                 else:
                     items.setdefault(item.identifier, item)
-        self._send(list(items.values()))
-        with self._store.transaction() as conn:
-            consumers.advance(conn, ALARMS_CONSUMER, batch[-1].id, self._now())
-        return len(batch)
+        return self._log_batch(ALARMS_CONSUMER, list(items.values()), len(batch), batch[-1].id)
 
-    def _risks(self) -> int:
+    def _log_batch(self, consumer: Consumer, items: list[Item], handled: int, last: int) -> _Batch:
+        def commit(conn: sqlite3.Connection) -> None:
+            consumers.advance(conn, consumer, last, self._now())
+
+        return _Batch(consumer, items, handled, commit, last)
+
+    def _risks(self) -> _Batch | None:
         conn = self._store.conn
-        position = consumers.position(conn, RISKS_CONSUMER)
-        batch = risks.after(conn, position, self._cfg.batch_max)
+        batch = risks.after(conn, self._position(RISKS_CONSUMER), self._cfg.batch_max)
         if not batch:
-            return 0
+            return None
         consenting = upstream.consenting(conn)
         items = []
         for _, risk in batch:
             if risk.patient_id in consenting:
                 resource = mapping.risk_assessment(risk, self._basis(risk), self._gateway_url)
                 items.append(Item(risk.patient_id, None, resource))
-        self._send(items)
-        with self._store.transaction() as conn:
-            consumers.advance(conn, RISKS_CONSUMER, batch[-1][0], self._now())
-        return len(batch)
+        return self._log_batch(RISKS_CONSUMER, items, len(batch), batch[-1][0])
 
     def _basis(self, risk: DecompensationRisk) -> list[str]:
         """The Observations a risk was computed from, by identifier: for each signal the
         model read, the newest one in its window (the twin's state there carries all the
         readings before it)."""
         prov = risk.provenance
-        mine = [d for d in self._bindings_now().values() if d.patient_id == risk.patient_id]
+        mine = [d for d in self._known.values() if d.patient_id == risk.patient_id]
         out = []
         for name in prov.inputs:
             try:
@@ -267,22 +416,27 @@ class FhirSync:
 
     # --- sending ------------------------------------------------------------------------
 
-    def _send(self, items: list[Item]) -> int:
-        """Send ``items`` (split on refusal, refused ones parked); returns how many the
-        server accepted."""
+    def _deliver(self, items: list[Item]) -> tuple[int, Refusals]:
+        """Network only (it runs on the sender thread too): send ``items``, splitting a
+        refused bundle down to the refused resources; returns how many the server took
+        and the refused ones with the server's answer."""
         if not items:
-            return 0
+            return 0, []
         try:
             self._client.transaction(self._bundle(items))
         except UpstreamRefused as exc:
             if len(items) == 1:
                 self._check_support(items)
-                self._park(items[0], exc)
-                return 0
+                return 0, [(items[0], exc)]
             half = len(items) // 2
-            return self._send(items[:half]) + self._send(items[half:])
-        self.accepted += len(items)
-        return len(items)
+            first, second = self._deliver(items[:half]), self._deliver(items[half:])
+            return first[0] + second[0], first[1] + second[1]
+        return len(items), []
+
+    def _settle(self, accepted: int, refused: Refusals) -> None:
+        self.accepted += accepted
+        for item, exc in refused:
+            self._park(item, exc)
 
     def _check_support(self, items: list[Item]) -> None:
         """Before parking a resource: does the server take the Patient and Device it
@@ -353,16 +507,15 @@ class FhirSync:
             resource = json.loads(p.resource)
             d = self._device_from(resource)
             item = Item(p.patient_id, d, resource, update=_updated(resource))
-            try:
-                self._client.transaction(self._bundle([item]))
-            except UpstreamRefused as exc:
-                self._park(item, exc)
+            took, refusals = self._deliver([item])
+            if refusals:
+                self._settle(0, refusals)
                 self.parked -= 1  # the same one, not a new one
                 refused += 1
                 continue
             with self._store.transaction() as conn:
                 upstream.unpark(conn, [p.id])
-            accepted += 1
+            accepted += took
         return accepted, refused
 
     def _device_from(self, resource: Resource) -> Device | None:
@@ -422,6 +575,7 @@ class SyncWorker:
     def _run(self) -> None:
         backoff = BACKOFF_MIN_S
         store = Store(self._db_path, migrate=False)
+        sync: FhirSync | None = None
         try:
             sync = FhirSync(store, self.client, self._gateway_id, self._cfg)
             while not self._stop.is_set():
@@ -437,6 +591,8 @@ class SyncWorker:
                 if not handled:
                     self._stop.wait(IDLE_WAIT_S)
         finally:
+            if sync is not None:
+                sync.finish()
             store.close()
 
 
@@ -449,7 +605,7 @@ def _backoff_wait(backoff: float, exc: Exception) -> float:
     return wait
 
 
-def _record(store: Store, consumer: consumers.Consumer, exc: Exception) -> None:
+def _record(store: Store, consumer: Consumer, exc: Exception) -> None:
     message = str(exc) if isinstance(exc, EdgeTwinError) else f"{type(exc).__name__}: {exc}"
     if not isinstance(exc, EdgeTwinError):
         log.exception("FHIR sync failed unexpectedly; retried")
