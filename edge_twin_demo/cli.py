@@ -17,7 +17,7 @@ from rich.table import Table
 
 from edge_twin.cli import ConfigOpt, run_console
 from edge_twin.config import load_config
-from edge_twin_demo.run import DemoOptions, run_demo
+from edge_twin_demo.run import DemoOptions, DemoSummary, run_demo
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 console = Console()
@@ -43,19 +43,28 @@ def demo(
         str | None,
         typer.Option(help="Use this broker HOST:PORT instead of starting a private mosquitto."),
     ] = None,
+    fhir: Annotated[
+        bool,
+        typer.Option(
+            "--fhir/--no-fhir",
+            help="Start a FHIR test server and sync the home to it (unless sync.url is set:"
+            " then sync goes there).",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Simulate a home of patients through the whole pipeline at accelerated time.
 
-    Starts a private mosquitto, the gateway and its API, publishes the simulated devices'
-    readings, and prints what flowed. The SQLite file is left for inspection."""
+    Starts a private mosquitto, the gateway and its API, and a FHIR test server the
+    gateway syncs to; publishes the simulated devices' readings, and prints what flowed and
+    what reached the FHIR server. The SQLite file is left for inspection."""
     broker_addr = None
     if broker is not None:
         host, _, port = broker.rpartition(":")
         if not host or not port.isdigit():
             raise typer.BadParameter("use HOST:PORT", param_hint="--broker")
         broker_addr = (host, int(port))
-    options = DemoOptions(patients, hours, speed, seed, db, api_port, broker_addr)
+    options = DemoOptions(patients, hours, speed, seed, db, api_port, broker_addr, fhir)
     cfg = load_config(config)
     with Progress(
         TextColumn("[bold]simulating"),
@@ -121,8 +130,21 @@ def demo(
         f" quarantined {quarantined}; twin estimates {summary.estimates}\n"
         "alarms: "
         + (", ".join(f"{k} {v}" for k, v in sorted(summary.alarms.items())) or "none")
-        + f"; sync: {summary.sync}\n"
-        f"wall time {summary.wall_s:g} s; SQLite left at {summary.db}"
+        + "\n"
+        + _sync_line(summary)
+        + f"\nwall time {summary.wall_s:g} s; SQLite left at {summary.db}"
+    )
+
+
+def _sync_line(summary: DemoSummary) -> str:
+    if not summary.sync_url:
+        return "FHIR sync: off"
+    held = ", ".join(f"{k} {n}" for k, n in summary.sync.items())
+    pending = ", ".join(f"{k} {n}" for k, n in summary.sync_pending.items())
+    return (
+        f"FHIR sync to {summary.sync_url}: "
+        + (f"the server holds {held}" if held else "sent (server counts not shown)")
+        + (f"; still to send: {pending}" if pending else "")
     )
 
 

@@ -2,9 +2,12 @@
 
     private mosquitto  <- firmware_sim devices publish (QoS 1, paced by simulated time)
          |
-    Gateway (ingest -> estimate -> assess; API + dashboard on a loopback port)
-         |
-    summary: what flowed, each patient's twin against the simulator's truth
+    Gateway (ingest -> estimate -> assess -> alert -> sync; API + dashboard on a loopback
+         |   port)
+         +--> a FHIR test server (tools/fhir-server: Medplum's router, in memory) on a
+         |    loopback port, every patient consenting: the care team's side
+    summary: what flowed, each patient's twin against the simulator's truth, and the
+             resources that reached the FHIR server by type
 
 The SQLite file is left behind for inspection.
 """
@@ -26,7 +29,9 @@ from edge_twin.domain import Signal
 from edge_twin.errors import EdgeTwinError
 from edge_twin.estimate import is_stale, patient_estimates
 from edge_twin.gateway import Gateway
-from edge_twin.store import Store, alarms, devices, quarantine, readings, risks
+from edge_twin.store import Store, alarms, devices, quarantine, readings, risks, upstream
+from edge_twin.sync import SUMMARY_S, sync_status
+from edge_twin_demo.fhir_server import FhirTestServer
 from firmware_sim.home import Home
 from firmware_sim.publisher import HomePublisher, paced_by
 
@@ -42,6 +47,7 @@ class DemoOptions:
     db: Path = Path("var/demo.sqlite")
     api_port: int = 8080
     broker: tuple[str, int] | None = None  # None: start a private mosquitto
+    fhir: bool = True  # start the FHIR test server and sync to it (unless sync.url is set)
 
 
 SUMMARY_SIGNALS = (Signal.GLUCOSE, Signal.HEART_RATE, Signal.SYSTOLIC, Signal.WEIGHT)
@@ -81,7 +87,10 @@ class DemoSummary:
     db: str
     patients: list[PatientSummary] = field(default_factory=list)
     alarms: dict[str, int] = field(default_factory=dict)  # "type (state)" -> count
-    sync: str = "not built yet (FHIR upstream)"
+    # What reached the FHIR server, by resource type (empty: no sync).
+    sync: dict[str, int] = field(default_factory=dict)
+    sync_url: str = ""
+    sync_pending: dict[str, int] = field(default_factory=dict)  # left when the demo ended
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,7 +120,14 @@ def run_demo(
         Path(f"{options.db}{suffix}").unlink(missing_ok=True)
 
     broker = PrivateBroker() if options.broker is None else None
+    fhir = FhirTestServer() if options.fhir and not config.sync.url else None
     try:
+        if fhir is not None:
+            fhir.start()
+            # Hours of wrist data go up as soon as they are over: the demo compresses
+            # time, so the grace a home needs for late readings would hide them all.
+            sync = replace(config.sync, url=fhir.url, summary_grace_s=0.0)
+            config = replace(config, sync=sync)
         if options.broker is not None:
             host, port = options.broker
         else:
@@ -127,6 +143,9 @@ def run_demo(
         with Store(cfg.store.path, cfg.store.synchronous) as store:
             for d in home.devices:
                 devices.provision(store, d.device_id, d.patient_id, d.device_type, start)
+            if cfg.sync.url:
+                for pid in devices.patient_ids(store):
+                    upstream.set_consent(store, pid, True, start, "demo")
         gateway = _start_gateway(cfg, clock)
         try:
             assert gateway.api is not None
@@ -147,14 +166,49 @@ def run_demo(
             if on_progress is not None:
                 on_progress(1.0)
             _wait_until_settled(gateway, len(messages))
-            return _summarise(
+            if cfg.sync.url:
+                _wait_until_synced(cfg)
+            summary = _summarise(
                 gateway, cfg, home, clock.now(), len(messages), time.monotonic() - wall0
             )
+            if cfg.sync.url:
+                summary.sync_url = cfg.sync.url
+                summary.sync_pending = _sync_pending(cfg)
+            if fhir is not None:
+                summary.sync = {k: n for k, n in fhir.counts().items() if n}
+            return summary
         finally:
             gateway.stop()
     finally:
+        if fhir is not None:
+            fhir.stop()
         if broker is not None:
             broker.cleanup()
+
+
+def _sync_pending(cfg: Config) -> dict[str, int]:
+    with Store(cfg.store.path, migrate=False) as store:
+        status = sync_status(store, time.time())
+    pending = {name: log["backlog"] for name, log in status["logs"].items() if log["backlog"]}
+    if status["pending_summaries"]:
+        # An hour goes up once it is over (and sync.summary_grace_s after).
+        pending["wrist hours not over"] = status["pending_summaries"]
+    return pending
+
+
+def _wait_until_synced(cfg: Config) -> None:
+    """Until the sync has sent every log to its end (the hours of wrist data still in
+    progress wait for their end, as in the field)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        pending = _sync_pending(cfg)
+        pending.pop("wrist hours not over", None)
+        with Store(cfg.store.path, migrate=False) as store:
+            ended = time.time() - cfg.sync.summary_grace_s
+            due = upstream.due_windows(store.conn, ended, SUMMARY_S, 1)
+        if not pending and not due:
+            return
+        time.sleep(0.1)
 
 
 def _start_gateway(cfg: Config, clock: AcceleratedClock) -> Gateway:

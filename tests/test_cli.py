@@ -125,6 +125,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     for patient in summary["patients"]:
         for s in patient["signals"].values():
             assert s["sd"] > 0  # every estimate carries its uncertainty
+    # The care team's side: a real FHIR server the demo started holds what was sent,
+    # and nothing is left to send but the hour of wrist data not over yet.
+    assert summary["sync_url"].startswith("http://127.0.0.1:")
+    assert summary["sync"]["Observation"] > 0
+    assert 1 <= summary["sync"]["Patient"] <= 2
+    assert set(summary["sync_pending"]) <= {"wrist hours not over"}
     assert db.exists()
 
 

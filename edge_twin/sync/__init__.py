@@ -6,7 +6,8 @@ stage (``upstream_sync_failing``). See docs/sync.md.
 """
 
 from edge_twin.sync.client import FhirClient
+from edge_twin.sync.mapping import SUMMARY_S
 from edge_twin.sync.status import sync_status
 from edge_twin.sync.worker import FhirSync, SyncWorker
 
-__all__ = ["FhirClient", "FhirSync", "SyncWorker", "sync_status"]
+__all__ = ["SUMMARY_S", "FhirClient", "FhirSync", "SyncWorker", "sync_status"]
