@@ -96,11 +96,17 @@ class AlertSection:
 class SyncSection:
     # The FHIR R4 server's base URL (empty: no upstream sync).
     url: str = ""
-    # Authentication: a static bearer token, or OAuth2 client credentials at token_url.
+    # Authentication: a static bearer token, or OAuth2 client credentials at token_url,
+    # the client authenticated by its secret or, SMART Backend Services style, by a JWT
+    # signed with its private key (PEM file; RS384 or ES384; key_id names the public key
+    # the server knows).
     token: str = ""
     token_url: str = ""
     client_id: str = ""
     client_secret: str = ""
+    private_key_file: str = ""
+    key_id: str = ""
+    jwt_alg: str = _rule("RS384", choices=("RS384", "ES384"))
     scope: str = ""
     # A private CA's certificate file for the server's TLS (verification is always on).
     ca_file: str = ""

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fhir.resources.R4B.communication import Communication
 from fhir.resources.R4B.communicationrequest import CommunicationRequest
 from fhir.resources.R4B.device import Device as FhirDevice
@@ -44,7 +46,7 @@ from edge_twin.domain import (
 from edge_twin.domain import (
     Observation as Condition,
 )
-from edge_twin.errors import UpstreamError, UpstreamRefused
+from edge_twin.errors import ConfigError, UpstreamError, UpstreamRefused
 from edge_twin.ingest import RawMessage, replay
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import Store, alarms, consumers, risks, upstream
@@ -55,6 +57,7 @@ from edge_twin_demo.fhir_server import FhirTestServer
 from firmware_sim.home import Home
 from tests.conftest import T0, cgm_home, fed_gateway, provision_home, wait_until
 from tests.fault_proxy import FaultProxy
+from tests.token_server import TokenServer
 
 HOURS = 30.0
 VALIDATORS = {
@@ -560,3 +563,63 @@ def test_a_high_risk_state_is_a_flag_upstream_while_it_lasts(
     (flag,) = fhir.all("Flag")  # the same flag, updated
     assert flag["status"] == "inactive"
     assert flag["period"]["end"] == mapping.instant(t + 3600)
+
+
+def _rsa_key_pair(tmp_path: Path) -> tuple[Path, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "gateway-key.pem"
+    path.write_bytes(pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return path, public
+
+
+@pytest.mark.parametrize("proof", ["client_secret", "jwt_assertion"])
+def test_oauth2_client_credentials_get_the_token_and_renew_it(
+    proof: str, db_path: Path, tmp_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+    key_file, public = _rsa_key_pair(tmp_path)
+    tokens = TokenServer(
+        "t0k3n",
+        "gateway-7",
+        secret="s3cret" if proof == "client_secret" else None,
+        public_key=public if proof == "jwt_assertion" else None,
+        expires_in=60,  # renewed at every request (a minute's margin)
+    )
+    with FhirTestServer(token="t0k3n") as fhir, tokens, Store(db_path) as store:
+        options: dict[str, Any] = {"token_url": tokens.url, "client_id": "gateway-7"}
+        if proof == "client_secret":
+            options["client_secret"] = "s3cret"
+        else:
+            options.update(private_key_file=str(key_file), key_id="k1", scope="system/*.write")
+        drain(store, fhir.url, **options)
+        assert tokens.refused == []
+        assert tokens.issued > 1  # renewed before it expired
+        assert fhir.count("Patient") == 2
+        # A wrong proof is refused by the token endpoint: an outage, nothing parked.
+        wrong = {**options, "client_secret": "nope"} if proof == "client_secret" else options
+        if proof == "jwt_assertion":
+            other, _ = _rsa_key_pair(tmp_path / "other")
+            wrong = {**options, "private_key_file": str(other)}
+        store.conn.execute("UPDATE consumers SET position = 0 WHERE name LIKE 'fhir-%'")
+        client = FhirClient(sync_cfg(fhir.url, **wrong))
+        with (
+            FhirSync(store, client, "gw-test", sync_cfg(fhir.url)) as sync,
+            pytest.raises(UpstreamError, match="token endpoint"),
+        ):
+            steps(sync)
+        client.close()
+        assert tokens.refused
+
+
+def test_oauth2_without_a_proof_of_identity_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match=r"client_secret or sync\.private_key_file"):
+        FhirClient(sync_cfg("https://fhir.example.org", token_url="https://x/token", client_id="a"))

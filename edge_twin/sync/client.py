@@ -18,13 +18,16 @@ TLS certificates are always verified (``sync.ca_file`` adds a private CA).
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 
 from edge_twin.config import SyncSection
 from edge_twin.errors import ConfigError, UpstreamError, UpstreamRefused
@@ -32,11 +35,15 @@ from edge_twin.errors import ConfigError, UpstreamError, UpstreamRefused
 Resource = dict[str, Any]
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 TOKEN_MARGIN_S = 60.0  # a token is renewed this long before it expires
+ASSERTION_LIFETIME_S = 300.0  # SMART Backend Services: at most five minutes
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 class TokenSource:
-    """Where the bearer token comes from: a static one, or OAuth2 client credentials
-    (client id + secret at ``token_url``), renewed before it expires."""
+    """Where the bearer token comes from: a static one, or OAuth2 client credentials at
+    ``token_url``, renewed before it expires. The client proves itself with its secret
+    (HTTP basic auth) or, as SMART Backend Services asks, with a short-lived JWT signed
+    by its private key (``client_assertion``)."""
 
     def __init__(self, cfg: SyncSection, http: httpx.Client, now: Callable[[], float]) -> None:
         self._cfg = cfg
@@ -45,6 +52,19 @@ class TokenSource:
         self._token = cfg.token
         self._expires = float("inf") if cfg.token else 0.0
         self._lock = threading.Lock()
+        self._key: Any = None
+        if cfg.token_url and cfg.private_key_file:
+            try:
+                self._key = Path(cfg.private_key_file).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"sync.private_key_file: cannot read it ({exc})") from exc
+        elif cfg.token_url and not cfg.client_secret:
+            raise ConfigError(
+                "sync.token_url needs sync.client_secret or sync.private_key_file to prove"
+                " the gateway's identity"
+            )
+        if cfg.token_url and not cfg.client_id:
+            raise ConfigError("sync.token_url needs sync.client_id")
 
     @property
     def enabled(self) -> bool:
@@ -65,25 +85,50 @@ class TokenSource:
 
     def _fetch(self) -> None:
         cfg = self._cfg
+        form = {"grant_type": "client_credentials"}
+        if cfg.scope:
+            form["scope"] = cfg.scope
         try:
-            response = self._http.post(
-                cfg.token_url,
-                data={
-                    "grant_type": "client_credentials",
-                    **({"scope": cfg.scope} if cfg.scope else {}),
-                },
-                auth=(cfg.client_id, cfg.client_secret),
-            )
+            if self._key is not None:
+                form["client_assertion_type"] = JWT_BEARER
+                form["client_assertion"] = self._assertion()
+                response = self._http.post(cfg.token_url, data=form)
+            else:
+                secret = (cfg.client_id, cfg.client_secret)
+                response = self._http.post(cfg.token_url, data=form, auth=secret)
         except httpx.HTTPError as exc:
             raise UpstreamError(f"token endpoint {cfg.token_url}: {exc}") from exc
         if response.status_code != 200:
-            raise UpstreamError(f"token endpoint {cfg.token_url} answered {response.status_code}")
+            raise UpstreamError(
+                f"token endpoint {cfg.token_url} answered {response.status_code}:"
+                f" {_brief(response.text)}"
+            )
         try:
             doc = response.json()
             self._token = str(doc["access_token"])
             self._expires = self._now() + float(doc.get("expires_in", 300))
         except (ValueError, KeyError, TypeError) as exc:
             raise UpstreamError(f"token endpoint {cfg.token_url}: no access_token ({exc})") from exc
+
+    def _assertion(self) -> str:
+        """The signed JWT: issuer and subject the client id, audience the token endpoint,
+        valid five minutes, a unique id (SMART Backend Services)."""
+        cfg = self._cfg
+        now = self._now()
+        claims = {
+            "iss": cfg.client_id,
+            "sub": cfg.client_id,
+            "aud": cfg.token_url,
+            "exp": int(now + ASSERTION_LIFETIME_S),
+            "jti": secrets.token_hex(16),
+        }
+        headers = {"kid": cfg.key_id} if cfg.key_id else None
+        try:
+            return jwt.encode(claims, self._key, algorithm=cfg.jwt_alg, headers=headers)
+        except (ValueError, TypeError, jwt.PyJWTError) as exc:
+            raise ConfigError(
+                f"sync.private_key_file cannot sign a {cfg.jwt_alg} JWT: {exc}"
+            ) from exc
 
 
 class FhirClient:
