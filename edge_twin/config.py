@@ -118,6 +118,9 @@ class SyncSection:
     alarm_after_s: float = _rule(3600.0, 60, 30 * 86400)
     # A wrist stream's hourly summary goes up this long after its hour ends.
     summary_grace_s: float = _rule(600.0, 0, 86400)
+    # Readings the upstream has confirmed are deleted from the gateway this many days
+    # after they arrived (0: kept for good). At least 35 days: the risk model reads 29.
+    retain_days: float = _rule(0.0, 0, 3650)
 
 
 @dataclass(frozen=True)

@@ -49,10 +49,10 @@ from edge_twin.domain import (
 from edge_twin.errors import ConfigError, UpstreamError, UpstreamRefused
 from edge_twin.ingest import RawMessage, replay
 from edge_twin.pipeline import Pipeline
-from edge_twin.store import Store, alarms, consumers, risks, upstream
+from edge_twin.store import Store, alarms, consumers, readings, risks, upstream
 from edge_twin.store.alarms import AlarmEvent
 from edge_twin.store.upstream import READINGS_CONSUMER
-from edge_twin.sync import FhirClient, FhirSync, mapping
+from edge_twin.sync import FhirClient, FhirSync, SyncWorker, mapping
 from edge_twin_demo.fhir_server import FhirTestServer
 from firmware_sim.home import Home
 from tests.conftest import T0, cgm_home, fed_gateway, provision_home, wait_until
@@ -623,3 +623,64 @@ def test_oauth2_client_credentials_get_the_token_and_renew_it(
 def test_oauth2_without_a_proof_of_identity_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match=r"client_secret or sync\.private_key_file"):
         FhirClient(sync_cfg("https://fhir.example.org", token_url="https://x/token", client_id="a"))
+
+
+def test_retention_deletes_only_what_the_upstream_confirmed(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived(consent=("pt-001",))
+    later = T0 + 40 * 86400
+
+    def count(store: Store, pid: str) -> int:
+        return int(
+            store.conn.execute(
+                "SELECT count(*) FROM readings WHERE patient_id = ?", (pid,)
+            ).fetchone()[0]
+        )
+
+    with Store(db_path) as store:
+        kept = {pid: count(store, pid) for pid in ("pt-001", "pt-002")}
+        cfg = sync_cfg(fhir.url, retain_days=35.0)
+        client = FhirClient(cfg)
+        with FhirSync(store, client, "gw-test", cfg, now=lambda: later) as sync:
+            assert sync.purge() == 0  # nothing confirmed yet: nothing goes
+            assert {pid: count(store, pid) for pid in kept} == kept
+            while sync.step():
+                pass
+            cfg_soon = sync_cfg(fhir.url, retain_days=35.0)
+            with FhirSync(store, client, "gw-test", cfg_soon, now=lambda: T0 + 86400) as early:
+                assert early.purge() == 0  # confirmed, but not 35 days old yet
+            purged = sync.purge()
+        client.close()
+        assert count(store, "pt-001") <= 1  # the newest reading of the store stays
+        assert purged == kept["pt-001"] - count(store, "pt-001")
+        assert count(store, "pt-002") == kept["pt-002"]  # never sent: never purged
+    # The server still holds what was deleted locally.
+    assert fhir.count("Observation") > 0
+
+
+def test_a_retention_shorter_than_the_risk_models_history_is_refused(db_path: Path) -> None:
+    with pytest.raises(ConfigError, match="too short"):
+        SyncWorker(db_path, sync_cfg("https://fhir.example.org", retain_days=7.0), "gw")
+
+
+def test_retention_keeps_the_newest_reading_so_ids_never_go_back(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+    with Store(db_path) as store:
+        newest = readings.max_id(store)
+        cfg = sync_cfg(fhir.url, retain_days=35.0)
+        client = FhirClient(cfg)
+        with FhirSync(store, client, "gw-test", cfg, now=lambda: T0 + 40 * 86400) as sync:
+            while sync.step():
+                pass
+            sync.purge()
+        client.close()
+        assert readings.count(store) == 1
+        assert readings.max_id(store) == newest
+        with store.transaction() as conn:
+            readings.insert(
+                conn, [Reading("pt-001", "cgm-001", Signal.GLUCOSE, T0 + 9e5, 99.0, T0)]
+            )
+        assert readings.max_id(store) == newest + 1  # consumers will read it

@@ -116,6 +116,13 @@ def backlog(conn: sqlite3.Connection, consumer: Consumer) -> int:
     return max(0, int(newest or 0) - position(conn, consumer))
 
 
+def slowest(conn: sqlite3.Connection, log: Log) -> int:
+    """The lowest position of the log's consumers: every entry up to it has been handled
+    by all of them (0 if it has none)."""
+    row = conn.execute("SELECT min(position) FROM consumers WHERE log = ?", (log.value,))
+    return int(row.fetchone()[0] or 0)
+
+
 def statuses(conn: sqlite3.Connection) -> list[ConsumerStatus]:
     """Every registered consumer: how far it is and how far behind, for /health."""
     out = []

@@ -175,3 +175,25 @@ def oldest_unsent(
     for pid, at in rows:
         out[pid] = min(float(at), out.get(pid, float(at)))
     return out
+
+
+def purge_confirmed(
+    conn: sqlite3.Connection, arrived_before: float, safe_position: int, window_s: float, limit: int
+) -> int:
+    """Delete up to ``limit`` readings the upstream has confirmed: sent while their patient
+    consented (arrived at or after the consent), at or before ``safe_position`` (the
+    lowest position of every consumer of the readings log), arrived before
+    ``arrived_before``, and not in a wrist hour (``window_s`` long) still to be sent.
+    Returns how many."""
+    return conn.execute(
+        "DELETE FROM readings WHERE id IN (SELECT r.id FROM readings r"
+        " JOIN patients p ON p.patient_id = r.patient_id AND p.upstream_consent"
+        # The newest row always stays: SQLite gives a new row max(id) + 1, and ids
+        # behind the consumers' positions would never be read.
+        " WHERE r.id <= ? AND r.id < (SELECT max(id) FROM readings)"
+        " AND r.received_at < ? AND r.received_at >= p.consent_changed_at"
+        " AND NOT EXISTS (SELECT 1 FROM sync_windows w WHERE w.device_id = r.device_id"
+        " AND w.signal = r.signal AND r.t >= w.start AND r.t < w.start + ?)"
+        " ORDER BY r.id LIMIT ?)",
+        (safe_position, arrived_before, window_s, limit),
+    ).rowcount

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from edge_twin.config import SyncSection
 from edge_twin.domain import SIGNALS, DecompensationRisk, Device, DeviceType, Reading, Signal
-from edge_twin.errors import EdgeTwinError, UpstreamError, UpstreamRefused
+from edge_twin.errors import ConfigError, EdgeTwinError, UpstreamError, UpstreamRefused
 from edge_twin.store import Store, alarms, consumers, devices, readings, risks, upstream
 from edge_twin.store.consumers import Consumer
 from edge_twin.store.upstream import ALARMS_CONSUMER, READINGS_CONSUMER, RISKS_CONSUMER, Window
@@ -54,6 +54,11 @@ IDLE_WAIT_S = 1.0
 SCAN_FACTOR = 20
 # Bundles queued for the sender thread at most: the next ones are prepared meanwhile.
 PIPELINE_DEPTH = 2
+# Retention runs this often, deleting this many readings a transaction.
+PURGE_EVERY_S = 3600.0
+PURGE_BATCH = 10_000
+# The shortest retention allowed: the risk model reads 29 days of history.
+MIN_RETAIN_DAYS = 35.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,6 +502,26 @@ class FhirSync:
             entries.append({"resource": item.resource, "request": request})
         return entries
 
+    # --- retention ----------------------------------------------------------------------
+
+    def purge(self) -> int:
+        """Delete the readings the upstream confirmed more than ``sync.retain_days`` ago
+        (nothing with 0), in short transactions; returns how many."""
+        if not self._cfg.retain_days:
+            return 0
+        before = self._now() - self._cfg.retain_days * 86400.0
+        total = 0
+        while True:
+            with self._store.transaction() as conn:
+                safe = consumers.slowest(conn, consumers.Log.READINGS)
+                n = upstream.purge_confirmed(conn, before, safe, mapping.SUMMARY_S, PURGE_BATCH)
+            total += n
+            if n < PURGE_BATCH:
+                break
+        if total:
+            log.info("retention: %d readings the upstream confirmed were deleted", total)
+        return total
+
     # --- parked -------------------------------------------------------------------------
 
     def retry_parked(self) -> tuple[int, int]:
@@ -558,6 +583,11 @@ class SyncWorker:
         self._gateway_id = gateway_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fhir-sync", daemon=True)
+        if 0 < cfg.retain_days < MIN_RETAIN_DAYS:
+            raise ConfigError(
+                f"sync.retain_days {cfg.retain_days:g} is too short: use 0 (keep) or at"
+                f" least {MIN_RETAIN_DAYS:g} (the risk model reads 29 days of history)"
+            )
         self.client = FhirClient(cfg)  # validates the URL at start, not in the thread
 
     def start(self) -> None:
@@ -578,9 +608,13 @@ class SyncWorker:
         sync: FhirSync | None = None
         try:
             sync = FhirSync(store, self.client, self._gateway_id, self._cfg)
+            purged_at = -float("inf")
             while not self._stop.is_set():
                 try:
                     handled = sync.step()
+                    if time.monotonic() - purged_at >= PURGE_EVERY_S:
+                        purged_at = time.monotonic()
+                        sync.purge()
                 except Exception as exc:  # any failure: retried, recorded
                     wait = _backoff_wait(backoff, exc)
                     backoff = min(BACKOFF_MAX_S, backoff * 2)
