@@ -108,6 +108,9 @@ class SyncSection:
     key_id: str = ""
     jwt_alg: str = _rule("RS384", choices=("RS384", "ES384"))
     scope: str = ""
+    # The identifier system of the gateway's patient ids upstream (e.g. the hospital's MRN
+    # system when they are MRNs); empty: urn:edge-twin:gateway:<gateway.id>:patient.
+    patient_system: str = ""
     # A private CA's certificate file for the server's TLS (verification is always on).
     ca_file: str = ""
     timeout_s: float = _rule(30.0, 1, 600)

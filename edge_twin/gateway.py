@@ -62,7 +62,7 @@ class Gateway:
                 )
                 self.webhook.start()
             if cfg.sync.url:
-                self.sync = SyncWorker(cfg.store.path, cfg.sync, cfg.gateway.id)
+                self.sync = SyncWorker(cfg.store.path, cfg.sync, cfg.gateway.id, self.clock.now)
                 self.sync.start()
             self.ingest = MqttIngest(
                 cfg.mqtt,

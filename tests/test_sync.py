@@ -46,10 +46,10 @@ from edge_twin.domain import (
 from edge_twin.domain import (
     Observation as Condition,
 )
-from edge_twin.errors import ConfigError, UpstreamError, UpstreamRefused
+from edge_twin.errors import ConfigError, StoreError, UpstreamError, UpstreamRefused
 from edge_twin.ingest import RawMessage, replay
 from edge_twin.pipeline import Pipeline
-from edge_twin.store import Store, alarms, consumers, readings, risks, upstream
+from edge_twin.store import Store, alarms, consumers, devices, readings, risks, upstream
 from edge_twin.store.alarms import AlarmEvent
 from edge_twin.store.upstream import READINGS_CONSUMER
 from edge_twin.sync import FhirClient, FhirSync, SyncWorker, mapping
@@ -135,6 +135,13 @@ def drain(store: Store, url: str, now: float = T0 + 10 * 86400, **options: Any) 
     return sync
 
 
+def drive(sync: FhirSync) -> None:
+    """Step until there is nothing left (or a step raises)."""
+    for _ in range(1000):
+        if not sync.step():
+            return
+
+
 def steps(sync: FhirSync, n: int = 3) -> None:
     """A few steps: a bundle's failure shows at the step after it was sent (pipelined)."""
     for _ in range(n):
@@ -172,6 +179,23 @@ def on_server(fhir: FhirTestServer) -> Counter[str]:
     return out
 
 
+def high_glucose(bundle: dict[str, Any]) -> str | None:
+    """A server's business rule: it takes no glucose above 150 mg/dL (422)."""
+    for e in bundle["entry"]:
+        q = e["resource"].get("valueQuantity", {})
+        if q.get("code") == "mg/dL" and q["value"] > 150:
+            return "this server takes no glucose above 150 mg/dL"
+    return None
+
+
+def high_glucose_readings(store: Store) -> int:
+    return int(
+        store.conn.execute(
+            "SELECT count(*) FROM readings WHERE signal = 'glucose' AND value > 150"
+        ).fetchone()[0]
+    )
+
+
 def identifiers(fhir: FhirTestServer, kind: str = "Observation") -> Counter[str]:
     return Counter(r["identifier"][0]["value"] for r in fhir.all(kind))
 
@@ -192,7 +216,7 @@ def test_every_resource_the_gateway_emits_validates_as_r4() -> None:
     wrist = Device("wr-1", "pt-1", DeviceType.WRIST)
     hr = [(T0 + 60 * k, 70.0 + k) for k in range(5)]
     resources = [
-        mapping.patient("pt-1"),
+        mapping.patient("pt-1", mapping.patient_system("", "gw")),
         mapping.device(d),
         mapping.reading_observation(r, d, "urn:uuid:gw"),
         mapping.blood_pressure(sys_, dia, cuff, "urn:uuid:gw"),
@@ -346,20 +370,11 @@ def test_a_refused_resource_is_parked_with_its_reason_and_the_rest_goes_on(
 ) -> None:
     lived()
 
-    def high_glucose(bundle: dict[str, Any]) -> str | None:
-        for e in bundle["entry"]:
-            q = e["resource"].get("valueQuantity", {})
-            if q.get("code") == "mg/dL" and q["value"] > 150:
-                return "this server takes no glucose above 150 mg/dL"
-        return None
-
     with FaultProxy(fhir.url) as proxy, Store(db_path) as store:
         proxy.refuse = high_glucose
         drain(store, proxy.url, batch_max=50)
         parked = upstream.parked(store.conn)
-        high = store.conn.execute(
-            "SELECT count(*) FROM readings WHERE signal = 'glucose' AND value > 150"
-        ).fetchone()[0]
+        high = high_glucose_readings(store)
         assert high > 0
         assert len(parked) == high
         assert {p.status for p in parked} == {422}
@@ -465,7 +480,11 @@ def test_a_running_gateway_syncs_what_it_ingests_and_reports_it(
         assert gw.api is not None
         health = httpx.get(f"{gw.api.url}/health").json()
         assert health["sync"]["backlog"] == 0
-        assert health["sync"]["patients"][0]["consent"] is True
+        assert health["status"] == "ok"
+        assert "patients" not in health["sync"]  # no patient ids in /health
+        sync = httpx.get(f"{gw.api.url}/sync").json()
+        assert sync["patients"][0]["consent"] is True
+        assert sync["worker_alive"] is True
         assert "fhir-readings" in {c["name"] for c in health["consumers"]}
         assert gw.status()["sync_worker_alive"] is True
 
@@ -505,7 +524,7 @@ def test_alarms_and_risks_reach_the_server_as_the_gateway_believed_them(
         raised = alarms.listing(conn, None, False, 10_000)
         history = {a.id: alarms.events(conn, a.id) for a in raised}
         stored_risks = {
-            (r.patient_id, mapping.instant(r.t)): r for _, r in risks.after(conn, 0, 10**6)
+            (r.patient_id, mapping.instant(r.t)): r for _, _, r in risks.after(conn, 0, 10**6)
         }
     assert raised, "the home raised no alarm: the test would prove nothing"
     assert stored_risks, "the home has no risk assessment: the test would prove nothing"
@@ -684,3 +703,135 @@ def test_retention_keeps_the_newest_reading_so_ids_never_go_back(
                 conn, [Reading("pt-001", "cgm-001", Signal.GLUCOSE, T0 + 9e5, 99.0, T0)]
             )
         assert readings.max_id(store) == newest + 1  # consumers will read it
+
+
+def test_consent_given_late_or_withdrawn_sends_nothing_stored_without_it(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived(consent=())  # a day and more stored before anyone consented
+    with Store(db_path) as store:
+        newest = store.conn.execute("SELECT max(received_at) FROM readings").fetchone()[0]
+        upstream.set_consent(store, "pt-001", True, newest + 1, "nurse")
+        drain(store, fhir.url)
+        assert fhir.count("Observation") == 0  # everything arrived before the consent
+        # New data after the consent goes up.
+        with store.transaction() as conn:
+            readings.insert(
+                conn,
+                [Reading("pt-001", "cgm-001", Signal.GLUCOSE, newest + 60, 101.0, newest + 61)],
+            )
+        drain(store, fhir.url)
+        assert on_server(fhir) == Counter({mapping.CODES[Signal.GLUCOSE].loinc: 1})
+        # A wrist hour marked while consenting, then consent withdrawn: not sent.
+        with store.transaction() as conn:
+            readings.insert(
+                conn,
+                [Reading("pt-001", "wr-001", Signal.HEART_RATE, newest + 90, 70.0, newest + 91)],
+            )
+        drain(store, fhir.url, now=newest - 3600)  # marked, not due yet
+        assert upstream.pending_windows(store.conn) == 1
+        upstream.set_consent(store, "pt-001", False, newest + 120, "patient")
+        drain(store, fhir.url)
+        assert upstream.pending_windows(store.conn) == 0
+    assert on_server(fhir) == Counter({mapping.CODES[Signal.GLUCOSE].loinc: 1})
+
+
+def test_a_commit_that_fails_mid_pipeline_loses_nothing(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+
+    with FaultProxy(fhir.url) as proxy, Store(db_path) as store:
+        proxy.refuse = high_glucose
+        # The disk fills up as the first refusal is parked (a real SQLite error).
+        store.conn.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON sync_parked BEGIN"
+            " SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        cfg = sync_cfg(proxy.url, batch_max=20)
+        client = FhirClient(cfg)
+        with FhirSync(store, client, "gw-test", cfg, now=lambda: T0 + 10 * 86400) as sync:
+            with pytest.raises(StoreError):
+                drive(sync)
+            store.conn.execute("DROP TRIGGER full")
+            while sync.step():
+                pass
+        client.close()
+        parked = upstream.parked(store.conn, 10_000)
+        high = high_glucose_readings(store)
+        assert len(parked) == high > 0  # every refusal is parked, none skipped
+    expected = stored_summary(db_path)
+    expected[mapping.CODES[Signal.GLUCOSE].loinc] -= high
+    assert on_server(fhir) == expected  # and everything else arrived
+
+
+def test_an_unprovisioned_wrist_keeps_its_hours_and_its_type(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+    with Store(db_path) as store:
+        devices.unprovision(store, "wr-001")  # before any of it was sent
+        drain(store, fhir.url)
+    assert on_server(fhir) == stored_summary(db_path)  # still hourly SampledData
+    wrist = [d for d in fhir.all("Device") if d["identifier"][0]["value"] == "wr-001"]
+    assert [d["type"]["text"] for d in wrist] == ["wrist"]
+
+
+def test_a_parked_update_is_superseded_by_a_newer_accepted_one(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived()
+
+    def no_open_requests(bundle: dict[str, Any]) -> str | None:
+        for e in bundle["entry"]:
+            r = e["resource"]
+            if r["resourceType"] == "CommunicationRequest" and r["status"] == "active":
+                return "open requests go through the triage desk"
+        return None
+
+    t = T0 + HOURS * 3600
+    with FaultProxy(fhir.url) as proxy, Store(db_path) as store:
+        engine = AlarmEngine(store, lambda: t)
+        engine.observe([Condition("pt-001", "decompensation_risk", t, True, "risk high", {})])
+        alarm = alarms.open_alarm(store.conn, "pt-001", "decompensation_risk")
+        assert alarm is not None
+        mine = f"{mapping.URI}|{mapping.alarm_url('gw-test', alarm)}"
+        proxy.refuse = no_open_requests
+        drain(store, proxy.url)
+        assert mine in {p.identifier for p in upstream.parked(store.conn)}
+        engine.observe([Condition("pt-001", "decompensation_risk", t + 60, False, "clear", {})])
+        drain(store, proxy.url)
+        # The resolved state went up: the parked open one is superseded, not resent.
+        assert mine not in {p.identifier for p in upstream.parked(store.conn)}
+    (request,) = [
+        r
+        for r in fhir.all("CommunicationRequest")
+        if r["category"][0]["coding"][0]["code"] == "decompensation_risk"
+    ]
+    assert request["status"] == "completed"
+
+
+def test_retention_keeps_the_readings_of_parked_resources(
+    fhir: FhirTestServer, db_path: Path, lived: Callable[..., None]
+) -> None:
+    lived(consent=("pt-001",))
+
+    def no_weight(bundle: dict[str, Any]) -> str | None:
+        for e in bundle["entry"]:
+            if e["resource"].get("valueQuantity", {}).get("code") == "kg":
+                return "no weights here"
+        return None
+
+    with FaultProxy(fhir.url) as proxy, Store(db_path) as store:
+        proxy.refuse = no_weight
+        cfg = sync_cfg(proxy.url, retain_days=35.0)
+        client = FhirClient(cfg)
+        with FhirSync(store, client, "gw-test", cfg, now=lambda: T0 + 40 * 86400) as sync:
+            while sync.step():
+                pass
+            sync.purge()
+        client.close()
+        (parked,) = upstream.parked(store.conn)
+        kept = store.conn.execute("SELECT signal FROM readings WHERE patient_id = 'pt-001'")
+        assert "weight" in {r[0] for r in kept}  # the only copy of a refused reading stays
+        assert parked.resource_type == "Observation"

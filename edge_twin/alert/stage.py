@@ -35,7 +35,6 @@ from edge_twin.estimate import baseline_level, estimate_at, runs_current_model
 from edge_twin.store import (
     Store,
     alarms,
-    consumers,
     devices,
     forecasts,
     readings,
@@ -160,11 +159,7 @@ class AlertStage:
 
     def _upstream(self, now: float, after_s: float) -> list[Observation]:
         conn = self._store.conn
-        waiting = upstream.oldest_unsent(
-            conn,
-            consumers.position(conn, upstream.READINGS_CONSUMER),
-            consumers.position(conn, upstream.ALARMS_CONSUMER),
-        )
+        waiting = upstream.oldest_unsent(conn, upstream.positions(conn))
         parked = upstream.parked_by_patient(conn)
         engaged = {pid for pid, kind in alarms.engaged(conn) if kind == "upstream_sync_failing"}
         return [

@@ -86,25 +86,38 @@ def create_app(
 
     @app.get("/health")
     def health(store: StoreDep) -> dict[str, Any]:
-        """Liveness and what flowed: schema, counts, ingest connection."""
+        """Liveness and what flowed: schema, counts, ingest connection; "degraded" with
+        the reason when a worker the configuration asks for is not running."""
+        running = ingest_status() if ingest_status else None
+        problems = []
+        if config.sync.url and running is not None and running.get("sync_worker_alive") is False:
+            problems.append("the FHIR sync worker is not running")
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "gateway_id": config.gateway.id,
             "version": __version__,
             "now": to_iso(clock.now()),
             "schema": store.schema_version(),
             "readings": readings.count(store),
             "quarantined": quarantine.counts_by_reason(store),
-            "ingest": ingest_status() if ingest_status else None,
+            "ingest": running,
             "consumers": [consumer_json(c, clock.now()) for c in consumers.statuses(store.conn)],
-            "sync": sync_status(store, clock.now()) if config.sync.url else None,
+            # Counts only: which patients wait is for /sync (patient ids are patient data).
+            "sync": sync_status(store, clock.now(), per_patient=False) if config.sync.url else None,
         }
 
     @app.get("/sync")
     def sync(store: StoreDep) -> dict[str, Any]:
         """FHIR upstream sync: on or off, backlog, failures, per patient consent, oldest
         unsent data and refused (parked) resources."""
-        return {"enabled": bool(config.sync.url), **sync_status(store, clock.now())}
+        running = ingest_status() if ingest_status else None
+        alive = None if running is None else running.get("sync_worker_alive")
+        return {
+            "enabled": bool(config.sync.url),
+            "worker_alive": alive,
+            **sync_status(store, clock.now()),
+        }
 
     @app.get("/patients")
     def list_patients(store: StoreDep) -> list[dict[str, Any]]:

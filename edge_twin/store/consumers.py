@@ -109,6 +109,15 @@ def record_failure(conn: sqlite3.Connection, consumer: Consumer, error: str, at:
     )
 
 
+def clear_failures(conn: sqlite3.Connection, consumer: Consumer) -> None:
+    """The consumer works again (it handled something since): its failures are history."""
+    conn.execute(
+        "UPDATE consumers SET failures = 0, last_error = NULL, last_error_at = NULL"
+        " WHERE name = ? AND failures > 0",
+        (consumer.name,),
+    )
+
+
 def backlog(conn: sqlite3.Connection, consumer: Consumer) -> int:
     """Entries appended after the position (ids count up by one, and entries after any
     consumer's position are never deleted)."""

@@ -9,6 +9,7 @@ loss; ingest acknowledges MQTT messages only after that commit.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -110,14 +111,23 @@ class Store:
             raise StoreError(f"cannot begin a transaction on {self.path}: {exc}") from exc
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            self._rollback()
+            if isinstance(exc, sqlite3.Error):  # translated here, where SQLite is met
+                raise StoreError(f"write failed on {self.path}: {exc}") from exc
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"commit failed on {self.path}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open (SQLite may have ended it already,
+        e.g. on a full disk; a failing rollback must not hide the first error)."""
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
     def version(self, name: str) -> int:
         """A counter that every change of the named table bumps, from any process

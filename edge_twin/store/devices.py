@@ -123,6 +123,16 @@ def statuses(store: Store) -> dict[str, DeviceStatus]:
     }
 
 
+def retired(store: Store, device_id: str, patient_id: str) -> Device | None:
+    """The device as it was bound to ``patient_id`` before it was unprovisioned."""
+    row = store.conn.execute(
+        "SELECT device_id, patient_id, device_type FROM devices_retired"
+        " WHERE device_id = ? AND patient_id = ? ORDER BY retired_at DESC LIMIT 1",
+        (device_id, patient_id),
+    ).fetchone()
+    return Device(row[0], row[1], DeviceType(row[2])) if row else None
+
+
 def bindings_version(store: Store) -> int:
     """Bumped by every provision and unprovision, from any process (migration 0009)."""
     return store.version("devices")

@@ -346,8 +346,24 @@ def _upstream_sync(db: Database) -> None:
             status INTEGER NOT NULL,
             outcome TEXT NOT NULL,
             parked_at REAL NOT NULL,
+            -- the readings it carries (device time span), kept from retention
+            device_id TEXT,
+            t_from REAL,
+            t_to REAL,
             UNIQUE (identifier)
         );
+        -- Unprovisioned devices, so what they sent keeps its device type upstream.
+        CREATE TABLE devices_retired (
+            device_id TEXT NOT NULL,
+            patient_id TEXT NOT NULL,
+            device_type TEXT NOT NULL,
+            retired_at REAL NOT NULL
+        );
+        CREATE TRIGGER devices_retire AFTER DELETE ON devices BEGIN
+            INSERT INTO devices_retired VALUES
+                (old.device_id, old.patient_id, old.device_type,
+                 (julianday('now') - 2440587.5) * 86400.0);
+        END;
         -- The risk assessments become a log too (FHIR sync follows it): the table is
         -- rebuilt with the wider CHECK (SQLite cannot alter a constraint).
         CREATE TABLE consumers_new (
@@ -366,8 +382,10 @@ def _upstream_sync(db: Database) -> None:
         CREATE TABLE sync_windows (
             patient_id TEXT NOT NULL,
             device_id TEXT NOT NULL,
+            device_type TEXT NOT NULL,
             signal TEXT NOT NULL,
             start REAL NOT NULL,
+            first_dirty_at REAL NOT NULL,
             dirty_at REAL NOT NULL,
             PRIMARY KEY (device_id, signal, start)
         ) WITHOUT ROWID;

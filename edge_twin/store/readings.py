@@ -160,13 +160,14 @@ def sum_between(
 
 
 def samples(
-    store: Store, device_id: str, signal: Signal, start: float, end: float
+    store: Store, device_id: str, signal: Signal, start: float, end: float, received_since: float
 ) -> list[tuple[float, float]]:
-    """One device's signal with start <= t < end as (t, value), in time order."""
+    """One device's signal with start <= t < end as (t, value), in time order: those
+    that arrived at or after ``received_since``."""
     rows = store.conn.execute(
         "SELECT t, value FROM readings WHERE device_id = ? AND signal = ? AND t >= ?"
-        " AND t < ? ORDER BY t, id",
-        (device_id, signal.value, start, end),
+        " AND t < ? AND received_at >= ? ORDER BY t, id",
+        (device_id, signal.value, start, end, received_since),
     )
     return [(float(t), float(v)) for t, v in rows]
 

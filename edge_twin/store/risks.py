@@ -74,14 +74,17 @@ def between(
 
 def after(
     conn: sqlite3.Connection, after_id: int, limit: int
-) -> list[tuple[int, DecompensationRisk]]:
-    """Assessments with id > ``after_id`` in commit order, with their ids (a log)."""
+) -> list[tuple[int, float, DecompensationRisk]]:
+    """Assessments with id > ``after_id`` in commit order (a log): id, when computed
+    (gateway time), the assessment."""
     rows = conn.execute(
-        "SELECT id, patient_id, t, probability, confidence, model, model_version, model_sha256,"
-        " details FROM risk_assessments WHERE id > ? AND kind = ? ORDER BY id LIMIT ?",
+        "SELECT id, computed_at, patient_id, t, probability, confidence, model, model_version,"
+        " model_sha256, details FROM risk_assessments WHERE id > ? AND kind = ?"
+        " ORDER BY id LIMIT ?",
         (after_id, KIND, limit),
     ).fetchall()
-    return list(zip((int(r[0]) for r in rows), _risks(r[1:] for r in rows), strict=True))
+    assessed = _risks(r[2:] for r in rows)
+    return [(int(r[0]), float(r[1]), a) for r, a in zip(rows, assessed, strict=True)]
 
 
 def _risks(rows: Iterable[tuple[Any, ...]]) -> list[DecompensationRisk]:

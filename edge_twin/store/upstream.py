@@ -13,9 +13,9 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from edge_twin.domain import Signal
+from edge_twin.domain import DeviceType, Signal
 from edge_twin.errors import ProvisioningError
-from edge_twin.store.consumers import Consumer, Log
+from edge_twin.store.consumers import Consumer, Log, position
 from edge_twin.store.database import Store
 
 READINGS_CONSUMER = Consumer("fhir-readings", Log.READINGS)
@@ -36,15 +36,31 @@ class Parked:
     status: int  # the HTTP status of the refusal
     outcome: str  # the server's OperationOutcome (JSON), cut to OUTCOME_MAX
     parked_at: float
+    device_id: str | None = None  # the readings it carries: device, device time span
+    t_from: float | None = None
+    t_to: float | None = None
+
+    @property
+    def span(self) -> tuple[str, float, float] | None:
+        if self.device_id is None or self.t_from is None or self.t_to is None:
+            return None
+        return (self.device_id, self.t_from, self.t_to)
 
 
 @dataclass(frozen=True, slots=True)
 class Window:
     patient_id: str
     device_id: str
+    device_type: DeviceType
     signal: Signal
     start: float
-    dirty_at: float  # when a reading the upstream has not seen was added to it
+    first_dirty_at: float  # since when it holds readings the upstream has not seen
+    dirty_at: float  # when the last of them was added
+
+
+def positions(conn: sqlite3.Connection) -> dict[str, int]:
+    """How far the upstream has accepted each log, by consumer name."""
+    return {c.name: position(conn, c) for c in CONSUMERS}
 
 
 # --- consent ---------------------------------------------------------------------------
@@ -63,8 +79,13 @@ def set_consent(store: Store, patient_id: str, granted: bool, at: float, by: str
             raise ProvisioningError(f"patient {patient_id} is not provisioned")
 
 
-def consenting(conn: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT patient_id FROM patients WHERE upstream_consent")}
+def consenting(conn: sqlite3.Connection) -> dict[str, float]:
+    """The patients who consent, each with when they gave it: what the gateway stored
+    before (or while consent was withdrawn) never leaves it."""
+    rows = conn.execute(
+        "SELECT patient_id, coalesce(consent_changed_at, 0) FROM patients WHERE upstream_consent"
+    )
+    return {r[0]: float(r[1]) for r in rows}
 
 
 # --- parked resources ------------------------------------------------------------------
@@ -79,21 +100,36 @@ def park(
     status: int,
     outcome: str,
     at: float,
+    span: tuple[str, float, float] | None = None,
 ) -> None:
-    """Keep a refused resource with the server's reason (the same one again replaces it)."""
+    """Keep a refused resource with the server's reason (the same one again replaces it);
+    ``span`` (device, first and last device time): the readings it carries, which
+    retention then keeps."""
+    device_id, t_from, t_to = span or (None, None, None)
     conn.execute(
         "INSERT INTO sync_parked (patient_id, resource_type, identifier, resource, status,"
-        " outcome, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (identifier) DO UPDATE"
-        " SET resource = excluded.resource, status = excluded.status,"
-        " outcome = excluded.outcome, parked_at = excluded.parked_at",
-        (patient_id, resource_type, identifier, resource, status, outcome[:OUTCOME_MAX], at),
+        " outcome, parked_at, device_id, t_from, t_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (identifier) DO UPDATE SET resource = excluded.resource,"
+        " status = excluded.status, outcome = excluded.outcome, parked_at = excluded.parked_at",
+        (
+            patient_id,
+            resource_type,
+            identifier,
+            resource,
+            status,
+            outcome[:OUTCOME_MAX],
+            at,
+            device_id,
+            t_from,
+            t_to,
+        ),
     )
 
 
 def parked(conn: sqlite3.Connection, limit: int = 1000) -> list[Parked]:
     rows = conn.execute(
-        "SELECT id, patient_id, resource_type, identifier, resource, status, outcome, parked_at"
-        " FROM sync_parked ORDER BY id LIMIT ?",
+        "SELECT id, patient_id, resource_type, identifier, resource, status, outcome, parked_at,"
+        " device_id, t_from, t_to FROM sync_parked ORDER BY id LIMIT ?",
         (limit,),
     )
     return [Parked(*row) for row in rows]
@@ -101,6 +137,11 @@ def parked(conn: sqlite3.Connection, limit: int = 1000) -> list[Parked]:
 
 def unpark(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
     conn.executemany("DELETE FROM sync_parked WHERE id = ?", [(i,) for i in ids])
+
+
+def unpark_identifiers(conn: sqlite3.Connection, identifiers: Iterable[str]) -> None:
+    """A newer version of these resources was accepted: what was parked is superseded."""
+    conn.executemany("DELETE FROM sync_parked WHERE identifier = ?", [(i,) for i in identifiers])
 
 
 def parked_by_patient(conn: sqlite3.Connection) -> dict[str, tuple[int, float]]:
@@ -116,10 +157,21 @@ def parked_by_patient(conn: sqlite3.Connection) -> dict[str, tuple[int, float]]:
 
 def mark_windows(conn: sqlite3.Connection, windows: Iterable[Window]) -> None:
     conn.executemany(
-        "INSERT INTO sync_windows (patient_id, device_id, signal, start, dirty_at)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, signal, start) DO UPDATE"
-        " SET dirty_at = excluded.dirty_at",
-        [(w.patient_id, w.device_id, w.signal.value, w.start, w.dirty_at) for w in windows],
+        "INSERT INTO sync_windows (patient_id, device_id, device_type, signal, start,"
+        " first_dirty_at, dirty_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (device_id, signal, start) DO UPDATE SET dirty_at = excluded.dirty_at",
+        [
+            (
+                w.patient_id,
+                w.device_id,
+                w.device_type.value,
+                w.signal.value,
+                w.start,
+                w.first_dirty_at,
+                w.dirty_at,
+            )
+            for w in windows
+        ],
     )
 
 
@@ -128,11 +180,11 @@ def due_windows(
 ) -> list[Window]:
     """Windows whose hour ended before ``ended_before``, oldest first."""
     rows = conn.execute(
-        "SELECT patient_id, device_id, signal, start, dirty_at FROM sync_windows"
-        " WHERE start + ? <= ? ORDER BY start, device_id, signal LIMIT ?",
+        "SELECT patient_id, device_id, device_type, signal, start, first_dirty_at, dirty_at"
+        " FROM sync_windows WHERE start + ? <= ? ORDER BY start, device_id, signal LIMIT ?",
         (length_s, ended_before, limit),
     )
-    return [Window(r[0], r[1], Signal(r[2]), r[3], r[4]) for r in rows]
+    return [Window(r[0], r[1], DeviceType(r[2]), Signal(r[3]), r[4], r[5], r[6]) for r in rows]
 
 
 def clear_window(conn: sqlite3.Connection, w: Window) -> None:
@@ -148,29 +200,34 @@ def pending_windows(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM sync_windows").fetchone()[0])
 
 
-def oldest_unsent(
-    conn: sqlite3.Connection, readings_position: int, alarms_position: int
-) -> dict[str, float]:
+def oldest_unsent(conn: sqlite3.Connection, positions: dict[str, int]) -> dict[str, float]:
     """Per consenting patient: when the oldest of their data not yet accepted upstream
-    was stored (readings and alarm events after the consumers' positions, readings in
-    pending windows)."""
+    was stored (readings, alarm events and risks after the consumers' positions, stored
+    since the consent; readings in pending windows). ``positions`` by consumer name."""
     out: dict[str, float] = {}
     rows = conn.execute(
         "SELECT r.patient_id, min(r.received_at) FROM readings r JOIN patients p"
         " ON p.patient_id = r.patient_id AND p.upstream_consent WHERE r.id > ?"
-        " GROUP BY r.patient_id",
-        (readings_position,),
+        " AND r.received_at >= coalesce(p.consent_changed_at, 0) GROUP BY r.patient_id",
+        (positions[READINGS_CONSUMER.name],),
     ).fetchall()
     rows += conn.execute(
-        "SELECT w.patient_id, min(w.dirty_at) FROM sync_windows w JOIN patients p"
+        "SELECT w.patient_id, min(w.first_dirty_at) FROM sync_windows w JOIN patients p"
         " ON p.patient_id = w.patient_id AND p.upstream_consent GROUP BY w.patient_id"
     ).fetchall()
     rows += conn.execute(
         "SELECT a.patient_id, min(e.recorded_at) FROM alarm_events e"
         " JOIN alarms a ON a.id = e.alarm_id"
         " JOIN patients p ON p.patient_id = a.patient_id AND p.upstream_consent"
-        " WHERE e.id > ? GROUP BY a.patient_id",
-        (alarms_position,),
+        " WHERE e.id > ? AND e.recorded_at >= coalesce(p.consent_changed_at, 0)"
+        " GROUP BY a.patient_id",
+        (positions[ALARMS_CONSUMER.name],),
+    ).fetchall()
+    rows += conn.execute(
+        "SELECT k.patient_id, min(k.computed_at) FROM risk_assessments k JOIN patients p"
+        " ON p.patient_id = k.patient_id AND p.upstream_consent WHERE k.id > ?"
+        " AND k.computed_at >= coalesce(p.consent_changed_at, 0) GROUP BY k.patient_id",
+        (positions[RISKS_CONSUMER.name],),
     ).fetchall()
     for pid, at in rows:
         out[pid] = min(float(at), out.get(pid, float(at)))
@@ -183,8 +240,8 @@ def purge_confirmed(
     """Delete up to ``limit`` readings the upstream has confirmed: sent while their patient
     consented (arrived at or after the consent), at or before ``safe_position`` (the
     lowest position of every consumer of the readings log), arrived before
-    ``arrived_before``, and not in a wrist hour (``window_s`` long) still to be sent.
-    Returns how many."""
+    ``arrived_before``, not in a wrist hour (``window_s`` long) still to be sent, not in
+    a parked resource. Returns how many."""
     return conn.execute(
         "DELETE FROM readings WHERE id IN (SELECT r.id FROM readings r"
         " JOIN patients p ON p.patient_id = r.patient_id AND p.upstream_consent"
@@ -194,6 +251,8 @@ def purge_confirmed(
         " AND r.received_at < ? AND r.received_at >= p.consent_changed_at"
         " AND NOT EXISTS (SELECT 1 FROM sync_windows w WHERE w.device_id = r.device_id"
         " AND w.signal = r.signal AND r.t >= w.start AND r.t < w.start + ?)"
+        " AND NOT EXISTS (SELECT 1 FROM sync_parked k WHERE k.device_id = r.device_id"
+        " AND r.t >= k.t_from AND r.t <= k.t_to)"
         " ORDER BY r.id LIMIT ?)",
         (safe_position, arrived_before, window_s, limit),
     ).rowcount

@@ -2,7 +2,8 @@
 translation of every HTTP outcome into the one exception tree.
 
     2xx                        accepted (each entry's own status checked too)
-    429, 5xx, 408, timeouts,   UpstreamError: retried later (Retry-After honoured)
+    429, 5xx, 408, 409,        UpstreamError: retried later (Retry-After honoured)
+    timeouts,
     connection refused
     401 / 403                  UpstreamError: a fresh token is fetched once; then the
                                deployment's credentials are wrong (retried, alarmed)
@@ -33,7 +34,8 @@ from edge_twin.config import SyncSection
 from edge_twin.errors import ConfigError, UpstreamError, UpstreamRefused
 
 Resource = dict[str, Any]
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# 409: a concurrent write won (version conflict): the same request may pass next time.
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 TOKEN_MARGIN_S = 60.0  # a token is renewed this long before it expires
 ASSERTION_LIFETIME_S = 300.0  # SMART Backend Services: at most five minutes
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -99,10 +101,7 @@ class TokenSource:
         except httpx.HTTPError as exc:
             raise UpstreamError(f"token endpoint {cfg.token_url}: {exc}") from exc
         if response.status_code != 200:
-            raise UpstreamError(
-                f"token endpoint {cfg.token_url} answered {response.status_code}:"
-                f" {_brief(response.text)}"
-            )
+            raise UpstreamError(f"token endpoint {cfg.token_url} answered {response.status_code}")
         try:
             doc = response.json()
             self._token = str(doc["access_token"])
@@ -201,16 +200,12 @@ class FhirClient:
                     " set sync.url to the server's own address"
                 )
             if status in RETRY_STATUSES or status in (401, 403):
+                # The body is not quoted: a server's error text may echo patient data.
                 raise UpstreamError(
-                    f"{url} answered {status}: {_brief(response.text)}",
-                    _retry_after(response.headers.get("Retry-After")),
+                    f"{url} answered {status}", _retry_after(response.headers.get("Retry-After"))
                 )
             raise UpstreamRefused(f"{url} answered {status}", status, response.text)
         raise AssertionError("unreachable")
-
-
-def _brief(text: str) -> str:
-    return " ".join(text.split())[:200]
 
 
 def _retry_after(value: str | None) -> float | None:

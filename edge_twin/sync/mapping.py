@@ -2,9 +2,9 @@
 applies: the device's own timestamp, LOINC codes, UCUM units, Patient and Device
 references, the gateway named by an extension, a deterministic identifier per resource.
 
-    CGM, cuff, scale reading          -> one Observation each (PhdNumericObservation);
+    CGM, cuff, scale reading          -> one Observation each;
                                          a cuff's systolic + diastolic at one time -> one
-                                         blood-pressure panel (PhdCompoundNumericObservation)
+                                         blood-pressure panel
     wrist streams (HR, SpO2, RR, ...) -> one Observation per device, signal and hour with
                                          the samples as SampledData (one a minute; "E"
                                          where none): not one resource per sample
@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from math import fsum
 from typing import Any
 
 from edge_twin.domain import Alarm, DecompensationRisk, Device, DeviceType, Reading, Signal
@@ -41,9 +43,17 @@ LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 URI = "urn:ietf:rfc:3986"
 CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-PHD = "http://hl7.org/fhir/uv/phd/StructureDefinition"
-GATEWAY_EXTENSION = f"{PHD}/GatewayDevice"
-PATIENT_SYSTEM = "urn:edge-twin:patient"
+# The R4 core extension naming the gateway a measurement came through.
+GATEWAY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
+
+
+# A patient's identifier: the deployment's own system (sync.patient_system, e.g. the
+# hospital's MRN system when local ids are MRNs), or one namespaced by the gateway, so two
+# homes' "pt-001" never become one patient upstream.
+def patient_system(configured: str, gateway_id: str) -> str:
+    return configured or f"urn:edge-twin:gateway:{gateway_id}:patient"
+
+
 DEVICE_SYSTEM = "urn:edge-twin:device"
 # The namespace of every identifier the gateway derives (a fixed, random UUID).
 NAMESPACE = uuid.UUID("6f1d3c52-8d0e-4b5a-9a57-3f1f0c2a7e41")
@@ -105,10 +115,10 @@ def device_url(device_id: str) -> str:
     return derived_id("Device", device_id)
 
 
-def patient(patient_id: str) -> Resource:
+def patient(patient_id: str, system: str) -> Resource:
     return {
         "resourceType": "Patient",
-        "identifier": [{"system": PATIENT_SYSTEM, "value": patient_id}],
+        "identifier": [{"system": system, "value": patient_id}],
         "active": True,
     }
 
@@ -135,10 +145,12 @@ def _quantity(value: float, code: Coding) -> dict[str, Any]:
     return {"value": round(value, 3), "unit": code.ucum, "system": UCUM, "code": code.ucum}
 
 
-def _observation(code: Coding, d: Device, ident: str, gateway_url: str, profile: str) -> Resource:
+def _observation(code: Coding, d: Device, ident: str, gateway_url: str) -> Resource:
+    # No meta.profile: the resources follow the PHD IG's practice (device time,
+    # identifiers, the gateway, SampledData) without claiming its profiles, whose MDC
+    # codes they do not carry; a server that checks declared profiles would refuse them.
     obs: Resource = {
         "resourceType": "Observation",
-        "meta": {"profile": [f"{PHD}/{profile}"]},
         "identifier": [{"system": URI, "value": ident}],
         "status": "final",
         "code": {"coding": [{"system": LOINC, "code": code.loinc, "display": code.display}]},
@@ -166,7 +178,7 @@ def observation_identifier(r: Reading, d: Device) -> str:
 def reading_observation(r: Reading, d: Device, gateway_url: str) -> Resource:
     """One reading as an Observation, at the device's own time."""
     code = CODES[r.signal]
-    obs = _observation(code, d, observation_identifier(r, d), gateway_url, "PhdNumericObservation")
+    obs = _observation(code, d, observation_identifier(r, d), gateway_url)
     obs["effectiveDateTime"] = instant(r.t)
     obs["issued"] = instant(r.received_at)
     obs["valueQuantity"] = _quantity(r.value, code)
@@ -180,9 +192,7 @@ def blood_pressure(
     was quarantined) is sent with a dataAbsentReason, as the vital-signs profile asks."""
     first = systolic or diastolic
     assert first is not None
-    obs = _observation(
-        BP_PANEL, d, observation_identifier(first, d), gateway_url, "PhdCompoundNumericObservation"
-    )
+    obs = _observation(BP_PANEL, d, observation_identifier(first, d), gateway_url)
     obs["effectiveDateTime"] = instant(first.t)
     obs["issued"] = instant(first.received_at)
     components = []
@@ -219,23 +229,27 @@ def summary(
     samples: Sequence[tuple[float, float]],
     gateway_url: str,
 ) -> Resource:
-    """A wrist stream's hour as SampledData: slot k holds the newest sample taken in
-    [start + k min, start + k+1 min), "E" where none was (PHD IG: high-rate streams go up
-    as summaries or SampledData, not a resource per sample)."""
+    """A wrist stream's hour as SampledData: slot k holds the samples taken in
+    [start + k min, start + k+1 min) (their mean; for steps, their sum), "E" where none
+    was (PHD IG: high-rate streams go up as summaries or SampledData, not a resource per
+    sample)."""
     code = CODES[signal]
-    slots: list[float | None] = [None] * int(SUMMARY_S / SAMPLE_PERIOD_S)
-    for t, value in samples:  # (device time, value), in time order
+    slots: list[list[float]] = [[] for _ in range(int(SUMMARY_S / SAMPLE_PERIOD_S))]
+    for t, value in samples:  # (device time, value)
         k = int((t - start) // SAMPLE_PERIOD_S)
         if 0 <= k < len(slots):
-            slots[k] = value
+            slots[k].append(value)
+    # Several samples in a minute: steps are counts (their sum), the rest levels (mean).
+    merge: Callable[[list[float]], float] = fsum if signal is Signal.STEPS else statistics.fmean
+    values = [merge(slot) if slot else None for slot in slots]
     ident = observation_identifier(Reading(patient_id, d.device_id, signal, start, 0.0, start), d)
-    obs = _observation(code, d, ident, gateway_url, "PhdRtsaObservation")
+    obs = _observation(code, d, ident, gateway_url)
     obs["effectivePeriod"] = {"start": instant(start), "end": instant(start + SUMMARY_S)}
     obs["valueSampledData"] = {
         "origin": {"value": 0, "unit": code.ucum, "system": UCUM, "code": code.ucum},
         "period": SAMPLE_PERIOD_S * 1000.0,
         "dimensions": 1,
-        "data": " ".join("E" if v is None else f"{v:g}" for v in slots),
+        "data": " ".join("E" if v is None else f"{v:.6g}" for v in values),
     }
     return obs
 

@@ -7,20 +7,17 @@ from typing import Any
 
 from edge_twin.clock import to_iso
 from edge_twin.store import Store, consumers, devices, upstream
-from edge_twin.store.upstream import ALARMS_CONSUMER, CONSUMERS, READINGS_CONSUMER
+from edge_twin.store.upstream import CONSUMERS, READINGS_CONSUMER
 
 _NAMES = {c.name for c in CONSUMERS}
 
 
-def sync_status(store: Store, now: float) -> dict[str, Any]:
+def sync_status(store: Store, now: float, per_patient: bool = True) -> dict[str, Any]:
+    """``per_patient=False``: counts only, no patient ids (for ``/health``)."""
     conn = store.conn
     mine = {c.name: c for c in consumers.statuses(conn) if c.name in _NAMES}
     status = mine.get(READINGS_CONSUMER.name)
-    waiting = upstream.oldest_unsent(
-        conn,
-        consumers.position(conn, READINGS_CONSUMER),
-        consumers.position(conn, ALARMS_CONSUMER),
-    )
+    waiting = upstream.oldest_unsent(conn, upstream.positions(conn))
     parked = upstream.parked_by_patient(conn)
     consenting = upstream.consenting(conn)
     patients = []
@@ -52,5 +49,6 @@ def sync_status(store: Store, now: float) -> dict[str, Any]:
         else to_iso(last.last_error_at),
         "pending_summaries": upstream.pending_windows(conn),
         "parked": sum(n for n, _ in parked.values()),
-        "patients": patients,
+        "patients_waiting": sum(1 for p in patients if p["waiting_s"] is not None),
+        **({"patients": patients} if per_patient else {}),
     }

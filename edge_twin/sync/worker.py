@@ -24,6 +24,7 @@ with exponential back-off and jitter, Retry-After honoured; the alert stage rais
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -71,6 +72,8 @@ class Item:
     resource: Resource
     # Conditional update (a summary, an alarm's state) rather than conditional create.
     update: bool = False
+    # The readings it carries (device, first and last device time), if any.
+    span: tuple[str, float, float] | None = None
 
     @property
     def identifier(self) -> str:
@@ -116,6 +119,7 @@ class FhirSync:
         self._now = now
         self._gateway = Device(gateway_id, "", DeviceType.CGM)  # type unused for the gateway
         self._gateway_url = mapping.device_url(gateway_id)
+        self._patient_system = mapping.patient_system(cfg.patient_system, gateway_id)
         self._bindings: tuple[int, dict[str, Device]] = (-1, {})
         self._known: dict[str, Device] = {}
         self.accepted = 0
@@ -193,22 +197,32 @@ class FhirSync:
             raise
 
     def _settle_oldest(self) -> int:
-        """Wait for the oldest bundle in flight and commit it; on its failure, drop
-        everything queued after it and raise."""
+        """Wait for the oldest bundle in flight and commit it; if it failed, or its
+        commit did, drop everything queued after it (nothing is committed past a
+        bundle that was not) and raise."""
         done = self._inflight.popleft()
         try:
             accepted, refused = done.outcome.result()
+            self._commit(done.batch, accepted, refused)
         except BaseException:
             self.current = done.batch.consumer
-            self._settle_inflight()
+            self._drop_inflight()
             raise
-        self._commit(done.batch, accepted, refused)
         return 0  # its entries were counted when it was sent
 
     def _commit(self, batch: _Batch, accepted: int, refused: Refusals) -> None:
-        self._settle(accepted, refused)
+        """One transaction: the refused resources parked, what the batch writes (its
+        position, its hours), and parked versions its accepted updates supersede."""
+        at = self._now()
+        refused_ids = {item.identifier for item, _ in refused}
         with self._store.transaction() as conn:
+            for item, exc in refused:
+                self._park(conn, item, exc, at)
             batch.commit(conn)
+            updated = [i.identifier for i in batch.items if i.update]
+            upstream.unpark_identifiers(conn, (i for i in updated if i not in refused_ids))
+        self.accepted += accepted
+        self.parked += len(refused)
 
     def _position(self, consumer: Consumer) -> int:
         """Where to read ``consumer``'s log from: after what was last sent."""
@@ -217,23 +231,34 @@ class FhirSync:
 
     def finish(self) -> None:
         """Settle the bundles in flight and stop the sender thread."""
-        self._settle_inflight()
-        self._sender.shutdown(wait=True)
+        try:
+            self._settle_inflight()
+        finally:
+            self._sender.shutdown(wait=True)
 
     def _settle_inflight(self) -> None:
         """Wait for every bundle in flight: commit those the server took, in order, up to
-        the first that failed; drop the rest (each log is read again from its durable
-        position: they are sent again)."""
-        failed = False
+        the first that failed (or whose commit failed); drop the rest (each log is read
+        again from its durable position: they are sent again)."""
+        try:
+            while self._inflight:
+                done = self._inflight.popleft()
+                try:
+                    accepted, refused = done.outcome.result()
+                    self._commit(done.batch, accepted, refused)
+                except Exception:  # not committed: sent again next time
+                    log.warning("FHIR sync: a bundle was not committed; it is sent again")
+                    break
+        finally:
+            self._drop_inflight()
+
+    def _drop_inflight(self) -> None:
+        """Forget what is queued (waiting for it: the sender sends nothing after a
+        failure) and read every log again from its durable position."""
         while self._inflight:
             done = self._inflight.popleft()
-            try:
-                accepted, refused = done.outcome.result()
-            except Exception:  # not committed: sent again next time
-                failed = True
-                continue
-            if not failed:
-                self._commit(done.batch, accepted, refused)
+            with contextlib.suppress(Exception):  # dropped either way
+                done.outcome.result()
         self._read_pos.clear()
         self._broken = False
 
@@ -256,25 +281,29 @@ class FhirSync:
         now = self._now()
         scanned = 0
         limit = self._cfg.batch_max
-        while len(items) < limit and scanned < SCAN_FACTOR * limit:
+        full = False
+        while not full and scanned < SCAN_FACTOR * limit:
             batch = readings.after(self._store, position, limit)
             if not batch:
                 break
             for r in batch:
-                if r.patient_id not in consenting:
-                    continue  # never leaves the gateway
+                assert r.id is not None
+                position = r.id
+                scanned += 1
+                since = consenting.get(r.patient_id)
+                if since is None or r.received_at < since:
+                    continue  # never leaves the gateway: stored without consent
                 d = self._device(r)
                 if mapping.summarised(d):
                     start = mapping.window_start(r.t)
-                    key = (d.device_id, r.signal, start)
-                    windows[key] = Window(r.patient_id, d.device_id, r.signal, start, now)
+                    w = Window(r.patient_id, d.device_id, d.device_type, r.signal, start, now, now)
+                    windows[(d.device_id, r.signal, start)] = w
                     continue
                 item = self._item(r, d)
                 items.setdefault(item.identifier, item)
-            scanned += len(batch)
-            last_id = batch[-1].id
-            assert last_id is not None
-            position = last_id
+                if len(items) >= limit:
+                    full = True  # the bundle is full: the rest waits for the next
+                    break
         if not scanned:
             return None
         last = position
@@ -291,10 +320,10 @@ class FhirSync:
             # the other maps to the same identifier and is not sent again.
             systolic = readings.at(self._store, d.device_id, Signal.SYSTOLIC, r.t)
             diastolic = readings.at(self._store, d.device_id, Signal.DIASTOLIC, r.t)
-            return Item(
-                r.patient_id, d, mapping.blood_pressure(systolic, diastolic, d, self._gateway_url)
-            )
-        return Item(r.patient_id, d, mapping.reading_observation(r, d, self._gateway_url))
+            panel = mapping.blood_pressure(systolic, diastolic, d, self._gateway_url)
+            return Item(r.patient_id, d, panel, span=(d.device_id, r.t, r.t))
+        observation = mapping.reading_observation(r, d, self._gateway_url)
+        return Item(r.patient_id, d, observation, span=(d.device_id, r.t, r.t))
 
     def _bindings_now(self) -> dict[str, Device]:
         version = devices.bindings_version(self._store)
@@ -306,9 +335,10 @@ class FhirSync:
         d = self._known.get(r.device_id)
         if d is None or d.patient_id != r.patient_id:
             # Unprovisioned (or moved) since the reading was stored: the reading still
-            # belongs to the patient it was bound to; its type from what sends the signal.
-            kind = min(SIGNALS[r.signal].devices, key=lambda k: k.value)
-            d = Device(r.device_id, r.patient_id, kind)
+            # belongs to the patient it was bound to, and the device keeps its type.
+            d = devices.retired(self._store, r.device_id, r.patient_id) or Device(
+                r.device_id, r.patient_id, min(SIGNALS[r.signal].devices, key=lambda k: k.value)
+            )
         return d
 
     # --- summaries ----------------------------------------------------------------------
@@ -316,36 +346,36 @@ class FhirSync:
     def _summaries(self) -> _Batch | None:
         """The wrist hours that ended ``summary_grace_s`` ago, by conditional update
         (not while a bundle of them is in flight: their windows are cleared when it is
-        committed)."""
+        committed), with the samples stored while the patient consented."""
         if any(f.batch.read_to is None for f in self._inflight):
             return None
-        due = upstream.due_windows(
-            self._store.conn,
-            self._now() - self._cfg.summary_grace_s,
-            mapping.SUMMARY_S,
-            self._cfg.batch_max,
-        )
+        conn = self._store.conn
+        ended = self._now() - self._cfg.summary_grace_s
+        due = upstream.due_windows(conn, ended, mapping.SUMMARY_S, self._cfg.batch_max)
         if not due:
             return None
+        consenting = upstream.consenting(conn)
         items = []
         for w in due:
-            d = self._device_of(w)
-            samples = readings.samples(
-                self._store, w.device_id, w.signal, w.start, w.start + mapping.SUMMARY_S
-            )
+            since = consenting.get(w.patient_id)
+            if since is None:
+                continue  # consent withdrawn since the hour was marked: not sent
+            d = Device(w.device_id, w.patient_id, w.device_type)
+            end = w.start + mapping.SUMMARY_S
+            samples = readings.samples(self._store, w.device_id, w.signal, w.start, end, since)
+            if not samples:
+                continue
             resource = mapping.summary(
                 w.patient_id, d, w.signal, w.start, samples, self._gateway_url
             )
-            items.append(Item(w.patient_id, d, resource, update=True))
+            span = (w.device_id, w.start, end)
+            items.append(Item(w.patient_id, d, resource, update=True, span=span))
 
         def commit(conn: sqlite3.Connection) -> None:
             for w in due:
                 upstream.clear_window(conn, w)
 
         return _Batch(READINGS_CONSUMER, items, len(due), commit)
-
-    def _device_of(self, w: Window) -> Device:
-        return self._device(Reading(w.patient_id, w.device_id, w.signal, w.start, 0.0, w.start))
 
     # --- alarms and risks ----------------------------------------------------------------
 
@@ -354,14 +384,15 @@ class FhirSync:
         batch = alarms.events_after(conn, self._position(ALARMS_CONSUMER), self._cfg.batch_max)
         if not batch:
             return None
-        consenting = upstream.consenting(conn) | {mapping.GATEWAY_PATIENT}
+        consenting = {**upstream.consenting(conn), mapping.GATEWAY_PATIENT: 0.0}
         by_id = alarms.get_many(conn, {e.alarm_id for e in batch})
         items: dict[str, Item] = {}
         gw, url = self._gateway.device_id, self._gateway_url
         for e in batch:
             a = by_id.get(e.alarm_id)
-            if a is None or a.patient_id not in consenting:
-                continue
+            since = None if a is None else consenting.get(a.patient_id)
+            if a is None or since is None or e.recorded_at < since:
+                continue  # without consent: never leaves the gateway
             # The alarm's state as this event left it (later events of the batch win),
             # and the event itself.
             for resource, update in (
@@ -394,8 +425,9 @@ class FhirSync:
             return None
         consenting = upstream.consenting(conn)
         items = []
-        for _, risk in batch:
-            if risk.patient_id in consenting:
+        for _, computed_at, risk in batch:
+            since = consenting.get(risk.patient_id)
+            if since is not None and computed_at >= since:
                 resource = mapping.risk_assessment(risk, self._basis(risk), self._gateway_url)
                 items.append(Item(risk.patient_id, None, resource))
         return self._log_batch(RISKS_CONSUMER, items, len(batch), batch[-1][0])
@@ -438,40 +470,34 @@ class FhirSync:
             return first[0] + second[0], first[1] + second[1]
         return len(items), []
 
-    def _settle(self, accepted: int, refused: Refusals) -> None:
-        self.accepted += accepted
-        for item, exc in refused:
-            self._park(item, exc)
-
     def _check_support(self, items: list[Item]) -> None:
         """Before parking a resource: does the server take the Patient and Device it
         references? If not, nothing of this patient can go up: an outage, not a refusal."""
         try:
             self._client.transaction(self._support(items))
         except UpstreamRefused as exc:
+            # The server's OperationOutcome is not quoted: it may echo patient data.
             raise UpstreamError(
-                f"the upstream refuses the gateway's Patient/Device resources ({exc.status}):"
-                f" {exc.outcome[:300]}"
+                f"the upstream refuses the gateway's Patient/Device resources ({exc.status})"
             ) from exc
 
-    def _park(self, item: Item, exc: UpstreamRefused) -> None:
+    def _park(self, conn: sqlite3.Connection, item: Item, exc: UpstreamRefused, at: float) -> None:
         log.error(
             "upstream refused a %s (%s): parked, see edge-twin sync parked",
             item.resource["resourceType"],
             exc.status,
         )
-        with self._store.transaction() as conn:
-            upstream.park(
-                conn,
-                item.patient_id,
-                item.resource["resourceType"],
-                item.identifier,
-                json.dumps(item.resource),
-                exc.status,
-                exc.outcome,
-                self._now(),
-            )
-        self.parked += 1
+        upstream.park(
+            conn,
+            item.patient_id,
+            item.resource["resourceType"],
+            item.identifier,
+            json.dumps(item.resource),
+            exc.status,
+            exc.outcome,
+            at,
+            item.span,
+        )
 
     def _support(self, items: Iterable[Item]) -> list[Resource]:
         """The Patient and Device entries the items reference (conditional create: the
@@ -483,7 +509,8 @@ class FhirSync:
             if item.patient_id != mapping.GATEWAY_PATIENT:
                 url = mapping.patient_url(item.patient_id)
                 if url not in entries:
-                    entries[url] = _create(url, mapping.patient(item.patient_id))
+                    patient = mapping.patient(item.patient_id, self._patient_system)
+                    entries[url] = _create(url, patient)
             if item.device is not None:
                 url = mapping.device_url(item.device.device_id)
                 if url not in entries:
@@ -525,32 +552,32 @@ class FhirSync:
     # --- parked -------------------------------------------------------------------------
 
     def retry_parked(self) -> tuple[int, int]:
-        """Send every parked resource again as it was (after a fix on the server's side);
-        returns (accepted, still refused)."""
-        accepted = refused = 0
+        """Send every parked resource again as it was (after a fix on the server's side;
+        an update a newer accepted version superseded was unparked then); returns
+        (accepted, still parked)."""
+        accepted = left = 0
+        known = self._bindings_now()
         for p in upstream.parked(self._store.conn):
             resource = json.loads(p.resource)
-            d = self._device_from(resource)
-            item = Item(p.patient_id, d, resource, update=_updated(resource))
+            d = None
+            if p.device_id is not None:
+                d = known.get(p.device_id) or devices.retired(
+                    self._store, p.device_id, p.patient_id
+                )
+                if d is None:
+                    log.error("a parked %s names an unknown device: left parked", p.resource_type)
+                    left += 1
+                    continue
+            item = Item(p.patient_id, d, resource, update=_updated(resource), span=p.span)
             took, refusals = self._deliver([item])
-            if refusals:
-                self._settle(0, refusals)
-                self.parked -= 1  # the same one, not a new one
-                refused += 1
-                continue
             with self._store.transaction() as conn:
-                upstream.unpark(conn, [p.id])
+                if refusals:
+                    self._park(conn, item, refusals[0][1], self._now())  # the new reason
+                    left += 1
+                else:
+                    upstream.unpark(conn, [p.id])
             accepted += took
-        return accepted, refused
-
-    def _device_from(self, resource: Resource) -> Device | None:
-        reference = resource.get("device", {}).get("reference")
-        if reference is None:
-            return None  # not a reading's: it references no device
-        for d in self._bindings_now().values():
-            if mapping.device_url(d.device_id) == reference:
-                return d
-        raise UpstreamError(f"the device of a parked {resource['resourceType']} is unknown")
+        return accepted, left
 
 
 def _updated(resource: Resource) -> bool:
@@ -577,10 +604,18 @@ class SyncWorker:
     retried with back-off (Retry-After honoured) and recorded on the consumer, so
     ``/health``, ``edge-twin sync status`` and the technical alarm see it."""
 
-    def __init__(self, db_path: Path, cfg: SyncSection, gateway_id: str) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        cfg: SyncSection,
+        gateway_id: str,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        """``now``: the gateway clock (when things were sent, when hours are over)."""
         self._db_path = db_path
         self._cfg = cfg
         self._gateway_id = gateway_id
+        self._now = now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fhir-sync", daemon=True)
         if 0 < cfg.retain_days < MIN_RETAIN_DAYS:
@@ -595,7 +630,8 @@ class SyncWorker:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=max(10.0, self._cfg.timeout_s + 5))
+        # The bundles in flight finish first (each within the timeout, and a token fetch).
+        self._thread.join(timeout=(PIPELINE_DEPTH + 1) * 2 * self._cfg.timeout_s + 5)
         self.client.close()
 
     @property
@@ -603,12 +639,22 @@ class SyncWorker:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        """Forever until stopped: even opening the store or registering the consumers is
+        retried (the disk may be full a while); the thread never ends on its own."""
         backoff = BACKOFF_MIN_S
-        store = Store(self._db_path, migrate=False)
-        sync: FhirSync | None = None
-        try:
-            sync = FhirSync(store, self.client, self._gateway_id, self._cfg)
-            purged_at = -float("inf")
+        while not self._stop.is_set():
+            try:
+                with Store(self._db_path, migrate=False) as store:
+                    self._serve(store)
+            except Exception:
+                log.exception("FHIR sync cannot run; retried")
+                self._stop.wait(_backoff_wait(backoff, None))
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    def _serve(self, store: Store) -> None:
+        backoff = BACKOFF_MIN_S
+        purged_at = -float("inf")
+        with FhirSync(store, self.client, self._gateway_id, self._cfg, self._now) as sync:
             while not self._stop.is_set():
                 try:
                     handled = sync.step()
@@ -621,16 +667,19 @@ class SyncWorker:
                     _record(store, sync.current, exc)
                     self._stop.wait(wait)
                     continue
-                backoff = BACKOFF_MIN_S
-                if not handled:
+                if handled and backoff > BACKOFF_MIN_S:
+                    # Data flows again: the failures recorded on the logs with nothing
+                    # new to send since would otherwise show for good.
+                    with store.transaction() as conn:
+                        for consumer in upstream.CONSUMERS:
+                            consumers.clear_failures(conn, consumer)
+                if handled:
+                    backoff = BACKOFF_MIN_S
+                else:
                     self._stop.wait(IDLE_WAIT_S)
-        finally:
-            if sync is not None:
-                sync.finish()
-            store.close()
 
 
-def _backoff_wait(backoff: float, exc: Exception) -> float:
+def _backoff_wait(backoff: float, exc: Exception | None) -> float:
     """Full jitter (a fleet of gateways back online at once does not march in step), but
     never sooner than the server asked."""
     wait = random.uniform(BACKOFF_MIN_S, backoff)  # jitter, not security
