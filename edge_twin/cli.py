@@ -21,7 +21,7 @@ from rich.text import Text
 
 from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
-from edge_twin.api import patient_state, quarantine_json, risk_json
+from edge_twin.api import audit_json, patient_state, quarantine_json, risk_json
 from edge_twin.assess import active_model, drift_report, install_model, rollback_model
 from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
@@ -391,6 +391,20 @@ def alarms_pause(
     with Store(cfg.store.path, cfg.store.synchronous) as store:
         _engine(store).pause(patient_id, alarm_type, now + minutes * 60, by, reason, now)
     console.print(f"{alarm_type} paused for {patient_id} for {minutes:g} min")
+
+
+@alarms_app.command("audit")
+def alarms_audit(
+    patient_id: Annotated[str, typer.Argument(help="The patient.")],
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    config: ConfigOpt = None,
+) -> None:
+    """Every pause and settings change of a patient's alarms, done or refused (who, when,
+    old and new values), newest first, as JSON lines."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        for e in alarms.audit_log(store.conn, patient_id, limit):
+            print(json.dumps(audit_json(e)))
 
 
 @alarms_app.command("settings")

@@ -277,6 +277,18 @@ def test_a_paused_alarm_stays_quiet_until_its_time_then_realerts_only_if_still_l
         assert home.alarms("low")[0].state is AlarmState.RESOLVED
         audit = httpx.get(f"{home.api}/alarms/{low.id}").json()["audit"]
         assert [a["actor"] for a in audit if a["event"] == "paused"] == ["nurse-ann"] * 2
+        # The patient's pause and settings log: both pauses, and a refused one.
+        r = httpx.post(
+            f"{home.api}/patients/pt-001/alarms/urgent_low/pause",
+            json={"by": "nurse-ann", "minutes": 60},
+        )
+        assert r.status_code == 422
+        changes = httpx.get(f"{home.api}/patients/pt-001/alarm-audit").json()
+        assert [(c["alarm_type"], c["outcome"]) for c in reversed(changes)] == [
+            ("low", "done"),
+            ("low", "done"),
+            ("urgent_low", "refused"),
+        ]
 
 
 def test_stale_glucose_raises_a_technical_alarm_and_no_clinical_one(

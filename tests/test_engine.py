@@ -9,7 +9,7 @@ import pytest
 
 from edge_twin.alert import AlarmEngine, AlarmSettings
 from edge_twin.domain import Alarm, AlarmState, Observation
-from edge_twin.errors import AlarmError
+from edge_twin.errors import AlarmError, ConfigError
 from edge_twin.store import Store, alarms
 from tests.conftest import T0
 
@@ -127,3 +127,58 @@ def test_settings_changed_by_another_process_apply_at_the_next_evaluation(
         AlarmEngine(other, lambda: WALL).set_settings("pt-1", {"low_mgdl": 75.0}, "cli", T0)
     assert engine.settings("pt-1").low_mgdl == 75.0
     assert engine.settings("pt-2").low_mgdl == AlarmSettings().low_mgdl
+
+
+def audit(engine: Engine) -> list[tuple[str, str | None, str, str]]:
+    return [
+        (e.action, e.alarm_type, e.outcome, e.actor)
+        for e in reversed(alarms.audit_log(engine.store.conn, "pt-1"))
+    ]
+
+
+def test_a_high_priority_alarm_cannot_be_paused_before_it_sounds_and_the_try_is_audited(
+    engine: Engine,
+) -> None:
+    # The attack found on a running gateway: pause urgent_low for a day before any low.
+    with pytest.raises(AlarmError, match="only while it sounds"):
+        engine.pause("pt-1", "urgent_low", T0 + 20 * MIN, "mallory", "quiet night", T0)
+    assert alarms.pause(engine.store.conn, "pt-1", "urgent_low") is None
+    assert audit(engine) == [("pause", "urgent_low", "refused", "mallory")]
+    # So the low that follows alarms at once.
+    see(engine, "urgent_low", T0 + 60 * MIN, True)
+    assert only(engine, "urgent_low").state is AlarmState.ACTIVE
+
+
+def test_pauses_are_bounded_by_priority_and_every_one_is_audited(engine: Engine) -> None:
+    see(engine, "urgent_low", T0, True)
+    with pytest.raises(AlarmError, match="at most 30 min"):
+        engine.pause("pt-1", "urgent_low", T0 + 24 * 60 * MIN, "nurse-ann", "", T0)
+    engine.pause("pt-1", "urgent_low", T0 + 30 * MIN, "nurse-ann", "treating", T0)
+    assert only(engine, "urgent_low").state is AlarmState.PAUSED
+    # A medium one may be paused before it sounds (a sensor change), for up to 4 h.
+    engine.pause("pt-1", "signal_stale", T0 + 2 * 60 * MIN, "pt-1", "new sensor", T0)
+    with pytest.raises(AlarmError, match="at most 240 min"):
+        engine.pause("pt-1", "signal_stale", T0 + 5 * 60 * MIN, "pt-1", "", T0)
+    assert audit(engine) == [
+        ("pause", "urgent_low", "refused", "nurse-ann"),
+        ("pause", "urgent_low", "done", "nurse-ann"),
+        ("pause", "signal_stale", "done", "pt-1"),
+        ("pause", "signal_stale", "refused", "pt-1"),
+    ]
+    last = alarms.audit_log(engine.store.conn, "pt-1")[0]
+    assert last.old == {"until": T0 + 2 * 60 * MIN, "by": "pt-1"}  # what was in force
+    assert last.new["minutes"] == 300.0
+
+
+def test_every_settings_change_is_audited_with_old_and_new_values(engine: Engine) -> None:
+    engine.set_settings("pt-1", {"low_mgdl": 75.0}, "dr-bo", T0)
+    with pytest.raises(ConfigError):
+        engine.set_settings("pt-1", {"urgent_low_mgdl": 20.0}, "mallory", T0 + MIN)
+    assert engine.settings("pt-1").urgent_low_mgdl == AlarmSettings().urgent_low_mgdl
+    done, refused = reversed(alarms.audit_log(engine.store.conn, "pt-1"))
+    assert (done.action, done.outcome, done.actor) == ("settings", "done", "dr-bo")
+    assert (done.old, done.new) == ({}, {"low_mgdl": 75.0})
+    assert (refused.outcome, refused.actor) == ("refused", "mallory")
+    assert refused.old == {"low_mgdl": 75.0}
+    assert refused.new == {"urgent_low_mgdl": 20.0}
+    assert "urgent_low_mgdl" in refused.reason

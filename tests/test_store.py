@@ -23,6 +23,7 @@ ALL_MIGRATIONS = [
     "0009_device_bindings_version",
     "0010_alarm_settings_version",
     "0011_upstream_sync",
+    "0012_alarm_audit",
 ]
 
 

@@ -19,6 +19,16 @@ from typing import Any
 from edge_twin.domain import Priority
 from edge_twin.errors import ConfigError
 
+# The longest pause of an alarm type, by priority: a high-priority alarm may be paused
+# only while it sounds, briefly (the common CGM snooze is 30 min, Nightscout's default);
+# the rest for a bounded time, never for good (IEC 60601-1-8: paused is time-limited).
+MAX_PAUSE_S = {
+    Priority.HIGH: 30 * 60.0,
+    Priority.MEDIUM: 4 * 3600.0,
+    Priority.LOW: 24 * 3600.0,
+    Priority.INFO: 24 * 3600.0,
+}
+
 
 @dataclass(frozen=True)
 class AlarmType:
@@ -30,6 +40,15 @@ class AlarmType:
 
     @property
     def latching(self) -> bool:
+        return self.priority is Priority.HIGH
+
+    @property
+    def max_pause_s(self) -> float:
+        return MAX_PAUSE_S[self.priority]
+
+    @property
+    def pause_needs_open_alarm(self) -> bool:
+        """A high-priority alarm cannot be paused before it sounds."""
         return self.priority is Priority.HIGH
 
 

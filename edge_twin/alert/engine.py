@@ -22,9 +22,9 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import fields
 
-from edge_twin.alert.catalog import CATALOG, RETIRED, AlarmSettings, validated
+from edge_twin.alert.catalog import CATALOG, RETIRED, AlarmSettings, AlarmType, validated
 from edge_twin.domain import Alarm, AlarmState, Observation
-from edge_twin.errors import AlarmError
+from edge_twin.errors import AlarmError, ConfigError
 from edge_twin.store import Store, alarms
 from edge_twin.store.alarms import Condition, Pause
 
@@ -226,15 +226,34 @@ class AlarmEngine:
     def pause(
         self, patient_id: str, alarm_type: str, until: float, by: str, reason: str, at: float
     ) -> Alarm | None:
-        """Snooze one alarm type of one patient until ``until`` (event time)."""
-        if alarm_type not in CATALOG:
-            raise AlarmError(f"unknown alarm type {alarm_type!r}; known: {', '.join(CATALOG)}")
-        if until <= at:
-            raise AlarmError("a pause must end in the future")
+        """Snooze one alarm type of one patient until ``until`` (event time), within the
+        type's bound (catalog.MAX_PAUSE_S); a high-priority type only while it sounds.
+        Audited, done or refused (alarm_audit)."""
+        spec = CATALOG.get(alarm_type)
+        asked = {"until": until, "minutes": round((until - at) / 60.0, 1)}
         with self._store.transaction() as conn:
-            alarms.set_pause(conn, patient_id, alarm_type, Pause(until, by, reason))
-            alarm = alarms.open_alarm(conn, patient_id, alarm_type)
-            if alarm is not None:
+            before = alarms.pause(conn, patient_id, alarm_type)
+            old = None if before is None else {"until": before.until, "by": before.actor}
+            alarm = None if spec is None else alarms.open_alarm(conn, patient_id, alarm_type)
+            refusal = self._pause_refusal(spec, alarm, alarm_type, until, at)
+            outcome = "refused" if refusal else "done"
+            why = f"{reason} (refused: {refusal})" if refusal else reason
+            alarms.audit(
+                conn,
+                patient_id,
+                alarm_type,
+                "pause",
+                outcome,
+                at,
+                self._wall(),
+                by,
+                why,
+                old,
+                asked,
+            )
+            if refusal is None:
+                alarms.set_pause(conn, patient_id, alarm_type, Pause(until, by, reason))
+            if refusal is None and alarm is not None:
                 alarms.update(
                     conn, alarm.id, state=AlarmState.PAUSED, paused_until=until, updated_at=at
                 )
@@ -249,14 +268,54 @@ class AlarmEngine:
                     AlarmState.PAUSED,
                 )
                 alarm = alarms.get(conn, alarm.id)
+        if refusal is not None:  # the refusal is committed to the audit log first
+            raise AlarmError(refusal)
         return alarm
+
+    @staticmethod
+    def _pause_refusal(
+        spec: AlarmType | None, alarm: Alarm | None, alarm_type: str, until: float, at: float
+    ) -> str | None:
+        if spec is None:
+            return f"unknown alarm type {alarm_type!r}; known: {', '.join(CATALOG)}"
+        if until <= at:
+            return "a pause must end in the future"
+        if until - at > spec.max_pause_s:
+            return (
+                f"{alarm_type} is {spec.priority.value} priority: it may be paused for at most"
+                f" {spec.max_pause_s / 60:.0f} min"
+            )
+        if spec.pause_needs_open_alarm and alarm is None:
+            return (
+                f"{alarm_type} is high priority: it can be paused only while it sounds, not before"
+            )
+        return None
 
     def set_settings(
         self, patient_id: str, changes: dict[str, object], by: str, at: float
     ) -> AlarmSettings:
+        """Change a patient's thresholds, each checked against its safe range; audited
+        with the old and new values, done or refused."""
         current = alarms.settings(self._store.conn, patient_id)
         merged = {**{k: v for k, v in current.items() if k not in RETIRED}, **changes}
-        settings = validated(self.defaults, merged)  # raises ConfigError with every problem
+        try:
+            settings = validated(self.defaults, merged)  # ConfigError with every problem
+        except ConfigError as exc:
+            with self._store.transaction() as conn:
+                alarms.audit(
+                    conn,
+                    patient_id,
+                    None,
+                    "settings",
+                    "refused",
+                    at,
+                    self._wall(),
+                    by,
+                    str(exc),
+                    current,
+                    _jsonable(changes),
+                )
+            raise
         overrides = {
             f.name: float(getattr(settings, f.name))
             for f in fields(settings)
@@ -264,6 +323,19 @@ class AlarmEngine:
         }
         with self._store.transaction() as conn:
             alarms.set_settings(conn, patient_id, overrides, at, by)
+            alarms.audit(
+                conn,
+                patient_id,
+                None,
+                "settings",
+                "done",
+                at,
+                self._wall(),
+                by,
+                "",
+                current,
+                overrides,
+            )
         return settings
 
     # --- time -------------------------------------------------------------------------------
@@ -298,3 +370,11 @@ class AlarmEngine:
                         )
                     )
         return out
+
+
+def _jsonable(changes: dict[str, object]) -> dict[str, object]:
+    """What was asked, as JSON can keep it (a refused value may be anything)."""
+    return {
+        str(k): v if isinstance(v, (int, float, str, bool)) or v is None else repr(v)
+        for k, v in changes.items()
+    }

@@ -4,12 +4,19 @@
 """
 
 from edge_twin.api.app import create_app
-from edge_twin.api.serialize import estimate_json, quarantine_json, reading_json, risk_json
+from edge_twin.api.serialize import (
+    audit_json,
+    estimate_json,
+    quarantine_json,
+    reading_json,
+    risk_json,
+)
 from edge_twin.api.server import ApiServer
 from edge_twin.api.views import patient_state
 
 __all__ = [
     "ApiServer",
+    "audit_json",
     "create_app",
     "estimate_json",
     "patient_state",

@@ -18,6 +18,7 @@ from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
 from edge_twin.api import dashboard, views
 from edge_twin.api.serialize import (
+    audit_json,
     consumer_json,
     drift_json,
     quarantine_json,
@@ -295,6 +296,15 @@ def create_app(
             return asdict(engine(store).set_settings(patient_id, dict(changes), by, clock.now()))
         except ConfigError as exc:
             raise HTTPException(422, str(exc)) from exc
+
+    @app.get("/patients/{patient_id}/alarm-audit")
+    def get_alarm_audit(
+        patient_id: str, store: StoreDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> list[dict[str, Any]]:
+        """Every pause and settings change of the patient's alarms, done or refused, with
+        who, when, the old and the new values; newest first."""
+        require_patient(store, patient_id)
+        return [audit_json(e) for e in alarms.audit_log(store.conn, patient_id, limit)]
 
     @app.get("/quarantine")
     def get_quarantine(

@@ -18,6 +18,7 @@ from edge_twin.domain import (
     ThresholdRisk,
 )
 from edge_twin.estimate import is_stale
+from edge_twin.store.alarms import AuditEntry
 from edge_twin.store.consumers import ConsumerStatus
 from edge_twin.store.quarantine import QuarantinedMessage
 
@@ -184,4 +185,20 @@ def consumer_json(c: ConsumerStatus, now: float) -> dict[str, Any]:
         "failures": c.failures,
         "last_error": c.last_error,
         "last_error_at": None if c.last_error_at is None else to_iso(c.last_error_at),
+    }
+
+
+def audit_json(e: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "patient_id": e.patient_id,
+        "alarm_type": e.alarm_type,
+        "action": e.action,
+        "outcome": e.outcome,
+        "at": to_iso(e.at),
+        "recorded_at": to_iso(e.recorded_at),
+        "actor": e.actor,
+        "reason": e.reason,
+        "old": e.old,
+        "new": e.new,
     }

@@ -283,6 +283,78 @@ def set_settings(
     )
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    patient_id: str
+    alarm_type: str | None
+    action: str  # pause | settings
+    outcome: str  # done | refused
+    at: float
+    recorded_at: float
+    actor: str
+    reason: str
+    old: Any  # JSON: the pause or settings before (None: none)
+    new: Any  # ... asked for
+
+
+def audit(
+    conn: sqlite3.Connection,
+    patient_id: str,
+    alarm_type: str | None,
+    action: str,
+    outcome: str,
+    at: float,
+    recorded_at: float,
+    actor: str,
+    reason: str,
+    old: Any,
+    new: Any,
+) -> int:
+    cur = conn.execute(
+        "INSERT INTO alarm_audit (patient_id, alarm_type, action, outcome, at, recorded_at,"
+        " actor, reason, old, new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            patient_id,
+            alarm_type,
+            action,
+            outcome,
+            at,
+            recorded_at,
+            actor,
+            reason,
+            json.dumps(old),
+            json.dumps(new),
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def audit_log(conn: sqlite3.Connection, patient_id: str, limit: int = 100) -> list[AuditEntry]:
+    """The patient's pauses and settings changes, newest first."""
+    rows = conn.execute(
+        "SELECT id, patient_id, alarm_type, action, outcome, at, recorded_at, actor, reason,"
+        " old, new FROM alarm_audit WHERE patient_id = ? ORDER BY id DESC LIMIT ?",
+        (patient_id, limit),
+    )
+    return [
+        AuditEntry(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            json.loads(r[9]),
+            json.loads(r[10]),
+        )
+        for r in rows
+    ]
+
+
 EXPORT_COLUMNS = {
     "alarm_id": "e.alarm_id",
     "patient_id": "a.patient_id",

@@ -391,3 +391,28 @@ def _upstream_sync(db: Database) -> None:
         ) WITHOUT ROWID;
         """
     )
+
+
+@MIGRATIONS(name="0012_alarm_audit")
+def _alarm_audit(db: Database) -> None:
+    """Every pause and every settings change, done or refused, with who, when, the old
+    and the new values, whether or not an alarm was open (IEC 60601-1-8: an audit log of
+    every change to the alarm system's state)."""
+    db.executescript(
+        """
+        CREATE TABLE alarm_audit (
+            id INTEGER PRIMARY KEY,
+            patient_id TEXT NOT NULL,
+            alarm_type TEXT,
+            action TEXT NOT NULL CHECK (action IN ('pause', 'settings')),
+            outcome TEXT NOT NULL CHECK (outcome IN ('done', 'refused')),
+            at REAL NOT NULL,
+            recorded_at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            old TEXT,
+            new TEXT
+        );
+        CREATE INDEX alarm_audit_patient ON alarm_audit (patient_id, id);
+        """
+    )
