@@ -11,7 +11,7 @@ import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,7 +21,14 @@ from rich.text import Text
 
 from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
-from edge_twin.api import audit_json, patient_state, quarantine_json, risk_json
+from edge_twin.api import (
+    audit_json,
+    device_json,
+    drift_json,
+    patient_state,
+    quarantine_json,
+    risk_json,
+)
 from edge_twin.assess import active_model, drift_report, install_model, rollback_model
 from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
@@ -46,7 +53,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Piped or captured, a table is as wide as its content: never cut to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 10_000)
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[
@@ -186,33 +194,38 @@ def unprovision(
 
 
 @app.command("devices")
-def list_devices(config: ConfigOpt = None) -> None:
+def list_devices(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
     """List provisioned devices with their last reported status."""
     cfg = _config(config)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
         statuses = devices.statuses(store)
-        table = Table(
-            "device",
-            "type",
-            "patient",
-            "online",
-            "battery",
-            "firmware",
-            "clock offset",
-            "sensor ends",
+        listed = [device_json(d, statuses.get(d.device_id)) for d in devices.all_devices(store)]
+    if as_json:
+        for d in listed:
+            print(json.dumps(d))
+        return
+    table = Table(
+        "device", "type", "patient", "online", "battery", "firmware", "clock offset", "sensor ends"
+    )
+    for d in listed:
+
+        def shown(key: str, fmt: str = "{}", d: dict[str, Any] = d) -> str:
+            return "-" if d[key] is None else fmt.format(d[key])
+
+        online = "-" if d["online"] is None else ("yes" if d["online"] else "no")
+        table.add_row(
+            d["device_id"],
+            d["device_type"],
+            d["patient_id"],
+            online,
+            shown("battery_pct", "{:g}%"),
+            _literal(shown("firmware")),
+            shown("clock_offset_s", "{:+.0f} s"),
+            shown("sensor_expires_at"),
         )
-        for d in devices.all_devices(store):
-            s = statuses.get(d.device_id)
-            table.add_row(
-                d.device_id,
-                d.device_type.value,
-                d.patient_id,
-                "-" if s is None or s.online is None else ("yes" if s.online else "no"),
-                "-" if s is None or s.battery_pct is None else f"{s.battery_pct:g}%",
-                "-" if s is None or s.firmware is None else s.firmware,
-                "-" if s is None or s.clock_offset_s is None else f"{s.clock_offset_s:+.0f} s",
-                "-" if s is None or s.sensor_expires_at is None else to_iso(s.sensor_expires_at),
-            )
     console.print(table)
 
 
@@ -318,6 +331,7 @@ def model_rollback(config: ConfigOpt = None) -> None:
 def model_drift(
     config: ConfigOpt = None,
     last: Annotated[int, typer.Option(min=1, help="Assessments to compare.")] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Compare the last assessments' features with the model's training distribution
     (population stability index per feature; > 0.25 is drift)."""
@@ -325,6 +339,10 @@ def model_drift(
     m = active_model(cfg.assess.model_dir)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
         rows = risks.recent_features(store, last)
+    if as_json:
+        for row in drift_json(drift_report(m.card, rows)):
+            print(json.dumps(row))
+        return
     table = Table("feature", "PSI", "unknown live", "unknown in training", "status")
     for d in drift_report(m.card, rows):
         table.add_row(
@@ -596,7 +614,8 @@ def check(config: ConfigOpt = None) -> None:
     def line(ok: bool, what: str, detail: str) -> None:
         nonlocal failures
         failures += 0 if ok else 1
-        console.print(f"[{'green' if ok else 'red'}]{'ok  ' if ok else 'FAIL'}[/] {what}: {detail}")
+        mark = ("ok   ", "green") if ok else ("FAIL ", "red")
+        console.print(Text.assemble(mark, f"{what}: ", _literal(detail)))
 
     try:
         cfg = _config(config)
@@ -604,11 +623,23 @@ def check(config: ConfigOpt = None) -> None:
     except EdgeTwinError as exc:
         line(False, "config", str(exc))
         raise typer.Exit(1) from None
-    try:
-        with Store(cfg.store.path, cfg.store.synchronous) as store:
-            line(True, "store", f"{cfg.store.path} schema {store.schema_version()[-1]}")
-    except EdgeTwinError as exc:
-        line(False, "store", str(exc))
+    path = cfg.store.path
+    if not path.exists():
+        # A check creates nothing: a typo in store.path must not pass as a fresh store.
+        line(False, "store", f"{path} does not exist (edge-twin migrate creates it)")
+    else:
+        try:
+            with Store(path, cfg.store.synchronous, migrate=False) as store:
+                pending = store.pending_migrations()
+                applied = store.schema_version()
+            line(
+                not pending,
+                "store",
+                f"{path} schema {applied[-1] if applied else 'empty'}"
+                + (f"; {len(pending)} migrations pending (edge-twin migrate)" if pending else ""),
+            )
+        except EdgeTwinError as exc:
+            line(False, "store", str(exc))
     try:
         m = active_model(cfg.assess.model_dir)
         line(True, "risk model", f"{m.card.name} {m.card.version} verified ({m.directory})")
@@ -623,10 +654,13 @@ def check(config: ConfigOpt = None) -> None:
         raise typer.Exit(1)
 
 
-def _literal(untrusted: str) -> Text:
+def _literal(untrusted: str, lines: bool = False) -> Text:
     """Device-supplied text, shown as is: no Rich markup or emoji codes, and control
-    characters (terminal escapes) written out as \\xNN instead of reaching the terminal."""
-    return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in untrusted))
+    characters (terminal escapes) written out as \\xNN instead of reaching the terminal
+    (``lines``: line breaks kept)."""
+    return Text(
+        "".join(c if c.isprintable() or (lines and c == "\n") else repr(c)[1:-1] for c in untrusted)
+    )
 
 
 def run_console(typer_app: typer.Typer) -> None:
@@ -634,7 +668,8 @@ def run_console(typer_app: typer.Typer) -> None:
     try:
         typer_app()
     except EdgeTwinError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        # The message as it is: "[mqtt]" in a hint is a config section, not markup.
+        err.print(Text.assemble(("error: ", "red"), _literal(str(exc), lines=True)))
         raise SystemExit(1) from None
 
 

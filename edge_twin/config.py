@@ -130,6 +130,9 @@ class SyncSection:
 class ApiSection:
     host: str = "127.0.0.1"
     port: int = _rule(8080, 0, 65535)  # 0: any free port
+    # Host names (comma-separated) the API answers besides loopback and api.host, e.g.
+    # "gateway.local,192.168.1.20" when it listens on the home LAN; others get 400.
+    allowed_hosts: str = ""
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,15 @@ def test_check_passes_against_a_live_broker_and_fails_without(
         "EDGE_TWIN_STORE_PATH": str(tmp_path / "gw.sqlite"),
         "EDGE_TWIN_MQTT_PORT": str(broker.port),
     }
+    # A check creates nothing: a store that is not there fails it (a typo in its path).
+    missing = cli("edge-twin", "check", env=env, check=False)
+    assert missing.returncode == 1
+    assert "FAIL store" in missing.stdout
+    assert "does not exist" in missing.stdout
+    assert not (tmp_path / "gw.sqlite").exists()
+    cli("edge-twin", "migrate", env=env)
     ok = cli("edge-twin", "check", env=env)
+    assert "ok   store" in ok.stdout
     assert "ok   broker" in ok.stdout
     broker.stop()
     down = cli("edge-twin", "check", env=env, check=False)
@@ -161,3 +169,29 @@ def test_demo_refuses_to_recreate_the_gateways_own_store(tmp_path: Path) -> None
     assert proc.returncode == 1
     assert "this gateway's store" in proc.stderr
     assert store.read_bytes() == b"precious"
+
+
+def test_an_error_shows_its_section_names_and_piped_tables_are_not_cut(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text("[mqtt]\nprot = 1\n[mqt]\nport = 1\n")
+    proc = cli("edge-twin", "migrate", "--config", str(config), check=False)
+    assert proc.returncode == 1
+    assert "unknown section [mqt]" in proc.stderr  # not swallowed as markup
+    env = {"EDGE_TWIN_STORE_PATH": str(tmp_path / "gw.sqlite"), "COLUMNS": ""}
+    long_patient = "patient-with-a-rather-long-identifier-0001"
+    cli("edge-twin", "provision", "cgm-with-a-long-name-01", long_patient, "--type", "cgm", env=env)
+    listed = subprocess.run(
+        [str(BIN / "edge-twin"), "devices"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "COLUMNS"} | env,
+        timeout=60,
+    ).stdout
+    assert long_patient in listed  # piped: as wide as the content, never "patie…"
+    rows = [
+        json.loads(line)
+        for line in cli("edge-twin", "devices", "--json", env=env).stdout.splitlines()
+    ]
+    assert [(r["device_id"], r["patient_id"]) for r in rows] == [
+        ("cgm-with-a-long-name-01", long_patient)
+    ]

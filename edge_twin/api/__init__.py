@@ -6,6 +6,8 @@
 from edge_twin.api.app import create_app
 from edge_twin.api.serialize import (
     audit_json,
+    device_json,
+    drift_json,
     estimate_json,
     quarantine_json,
     reading_json,
@@ -18,6 +20,8 @@ __all__ = [
     "ApiServer",
     "audit_json",
     "create_app",
+    "device_json",
+    "drift_json",
     "estimate_json",
     "patient_state",
     "quarantine_json",

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
@@ -20,6 +21,7 @@ from edge_twin.api import dashboard, views
 from edge_twin.api.serialize import (
     audit_json,
     consumer_json,
+    device_json,
     drift_json,
     quarantine_json,
     reading_json,
@@ -28,7 +30,7 @@ from edge_twin.api.serialize import (
 )
 from edge_twin.assess import active_model, drift_report
 from edge_twin.clock import Clock, to_iso
-from edge_twin.config import Config
+from edge_twin.config import ApiSection, Config
 from edge_twin.domain import Signal
 from edge_twin.errors import AlarmError, ConfigError, ModelError
 from edge_twin.store import (
@@ -66,6 +68,19 @@ class PauseBody(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def allowed_hosts(api: ApiSection) -> list[str]:
+    """The Host header values the API answers: loopback, the address it listens on (a
+    specific one), and the names listed in ``api.allowed_hosts``."""
+    hosts = list(LOOPBACK_HOSTS)
+    if api.host not in ("0.0.0.0", "::", ""):
+        hosts.append(api.host)
+    hosts += [h.strip() for h in api.allowed_hosts.split(",") if h.strip()]
+    return hosts
+
+
 def create_app(
     config: Config, clock: Clock, ingest_status: Callable[[], dict[str, Any]] | None = None
 ) -> FastAPI:
@@ -77,6 +92,10 @@ def create_app(
     )
 
     app.state.config = config
+    # DNS rebinding: a web page the user opened elsewhere may resolve its own name to the
+    # gateway's address; the Host header it sends is not one of ours, so it is refused.
+    # (No CORS middleware: other origins' scripts cannot read any answer.)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(config.api))
 
     def require_patient(store: Store, patient_id: str) -> None:
         if not devices.patient_exists(store, patient_id):
@@ -134,26 +153,7 @@ def create_app(
         """Provisioned devices with what each last said about itself (the evidence of the
         technical alarms). Times are the device's own clock."""
         statuses = devices.statuses(store)
-        out = []
-        for d in devices.all_devices(store):
-            s = statuses.get(d.device_id)
-            out.append(
-                {
-                    "device_id": d.device_id,
-                    "device_type": d.device_type.value,
-                    "patient_id": d.patient_id,
-                    "online": None if s is None else s.online,
-                    "battery_pct": None if s is None else s.battery_pct,
-                    "firmware": None if s is None else s.firmware,
-                    "clock_offset_s": None if s is None else s.clock_offset_s,
-                    "sensor_expires_at": (
-                        None
-                        if s is None or s.sensor_expires_at is None
-                        else to_iso(s.sensor_expires_at)
-                    ),
-                }
-            )
-        return out
+        return [device_json(d, statuses.get(d.device_id)) for d in devices.all_devices(store)]
 
     @app.get("/patients/{patient_id}/state")
     def get_state(patient_id: str, store: StoreDep) -> dict[str, Any]:

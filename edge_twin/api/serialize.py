@@ -11,6 +11,8 @@ from edge_twin.assess import FeatureDrift
 from edge_twin.clock import to_iso
 from edge_twin.domain import (
     DecompensationRisk,
+    Device,
+    DeviceStatus,
     ForecastSkill,
     Reading,
     ReadingFlag,
@@ -201,4 +203,20 @@ def audit_json(e: AuditEntry) -> dict[str, Any]:
         "reason": e.reason,
         "old": e.old,
         "new": e.new,
+    }
+
+
+def device_json(d: Device, s: DeviceStatus | None) -> dict[str, Any]:
+    """A provisioned device with what it last said about itself (its own clock)."""
+    return {
+        "device_id": d.device_id,
+        "device_type": d.device_type.value,
+        "patient_id": d.patient_id,
+        "online": None if s is None else s.online,
+        "battery_pct": None if s is None else s.battery_pct,
+        "firmware": None if s is None else s.firmware,
+        "clock_offset_s": None if s is None else s.clock_offset_s,
+        "sensor_expires_at": (
+            None if s is None or s.sensor_expires_at is None else to_iso(s.sensor_expires_at)
+        ),
     }

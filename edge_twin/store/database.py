@@ -136,6 +136,10 @@ class Store:
         row = self.conn.execute("SELECT version FROM store_versions WHERE name = ?", (name,))
         return int(row.fetchone()[0])
 
+    def pending_migrations(self) -> list[str]:
+        """Names of the migrations not applied yet."""
+        return [m.name for m in MIGRATIONS.pending(self.db)]
+
     def schema_version(self) -> list[str]:
         """Names of the applied migrations, oldest first."""
         return [m.name for m in MIGRATIONS.applied(self.db)]
