@@ -48,9 +48,11 @@ def _run(*args: str) -> str:
     return proc.stdout
 
 
-def dom(url: str) -> str:
-    """The page's DOM after Chromium loaded and rendered it."""
-    return _run("--dump-dom", url)
+def dom(url: str, settle_ms: int = 0) -> str:
+    """The page's DOM after Chromium loaded and rendered it (``settle_ms``: and let its
+    scripts run that long, in virtual time, for pages that draw after loading)."""
+    budget = [f"--virtual-time-budget={settle_ms}"] if settle_ms else []
+    return _run(*budget, "--dump-dom", url)
 
 
 def screenshot(url: str, path: Path) -> Path:

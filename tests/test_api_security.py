@@ -1,15 +1,18 @@
 """What the local API refuses whoever asks, on a real uvicorn server: foreign Host headers
 (DNS rebinding from a web page the user opened elsewhere) and cross-origin reads."""
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
+import pytest
 
 from edge_twin.api import ApiServer, create_app
 from edge_twin.clock import ManualClock
 from edge_twin.config import Config
 from edge_twin.store import Store
+from tests import browser
 from tests.conftest import T0
 
 
@@ -43,3 +46,28 @@ def test_no_cross_origin_reads(make_config: Callable[..., Config]) -> None:
             f"{url}/patients", headers={**origin, "Access-Control-Request-Method": "GET"}
         )
         assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_the_api_docs_work_offline(make_config: Callable[..., Config]) -> None:
+    # The home may have no internet: the docs pages load nothing from a CDN.
+    with serving(make_config(api={"port": 0})) as url:
+        for page in ("docs", "redoc"):
+            html = httpx.get(f"{url}/{page}").text
+            assert "cdn." not in html
+            assets = re.findall(r'(?:src|href)="(/[^"]+\.(?:js|css))"', html)
+            assert assets, f"/{page} names no assets of its own"
+            for asset in assets:
+                served = httpx.get(f"{url}{asset}")
+                assert served.status_code == 200
+                assert len(served.content) > 10_000
+        assert httpx.get(f"{url}/openapi.json").json()["info"]["title"] == "edge-twin gateway"
+
+
+@pytest.mark.browser
+def test_the_api_docs_render_in_chromium_without_a_network(
+    make_config: Callable[..., Config],
+) -> None:
+    with serving(make_config(api={"port": 0})) as url:
+        rendered = browser.dom(f"{url}/docs", settle_ms=5000)
+    assert "opblock" in rendered  # Swagger UI drew the operations of the OpenAPI 3.1 spec
+    assert "/patients/{patient_id}/state" in rendered

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -84,7 +85,7 @@ def allowed_hosts(api: ApiSection) -> list[str]:
 def create_app(
     config: Config, clock: Clock, ingest_status: Callable[[], dict[str, Any]] | None = None
 ) -> FastAPI:
-    app = FastAPI(
+    app = FastAPIOffline(
         title="edge-twin gateway",
         version=__version__,
         description="Local API of an edge-twin home gateway: patients' twin state, readings,"
