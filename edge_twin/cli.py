@@ -9,7 +9,7 @@ import math
 import signal
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -110,6 +110,43 @@ def run(config: ConfigOpt = None) -> None:
         )
         stop.wait()
     console.print("stopped")
+
+
+@app.command()
+def serve(
+    store: Annotated[
+        Path | None,
+        typer.Option(help="The SQLite store to serve (default: store.path), e.g. a demo's."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: api.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: api.port; 0: any).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve a store's API and dashboard read-only, without MQTT or the pipeline (a
+    store copied from a gateway, the one a demo left), until SIGINT/SIGTERM."""
+    from edge_twin.api import ApiServer, create_app
+
+    cfg = _config(config)
+    path = store or cfg.store.path
+    with Store(path, read_only=True) as opened:
+        pending = opened.pending_migrations()
+    if pending:
+        raise EdgeTwinError(
+            f"{path} is an older store ({len(pending)} migrations behind): serve a migrated"
+            " copy (edge-twin migrate with store.path set to the copy)"
+        )
+    api = replace(cfg.api, host=host or cfg.api.host, port=cfg.api.port if port is None else port)
+    cfg = replace(cfg, store=replace(cfg.store, path=path), api=api)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server = ApiServer(create_app(cfg, SystemClock(), read_only=True), api.host, api.port)
+    server.start()
+    try:
+        console.print(f"serving {path} read-only at {server.url}")
+        stop.wait()
+    finally:
+        server.stop()
 
 
 @app.command()

@@ -1,11 +1,13 @@
 """The installed console scripts, run as a field engineer would."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -195,3 +197,40 @@ def test_an_error_shows_its_section_names_and_piped_tables_are_not_cut(tmp_path:
     assert [(r["device_id"], r["patient_id"]) for r in rows] == [
         ("cgm-with-a-long-name-01", long_patient)
     ]
+
+
+def test_serve_shows_any_store_read_only(tmp_path: Path) -> None:
+    db = tmp_path / "left-by-a-demo.sqlite"
+    cli(
+        "edge-twin",
+        "provision",
+        "cgm-7",
+        "pt-7",
+        "--type",
+        "cgm",
+        env={"EDGE_TWIN_STORE_PATH": str(db)},
+    )
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    proc = subprocess.Popen(
+        [str(BIN / "edge-twin"), "serve", "--store", str(db), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "EDGE_TWIN_STORE_PATH": str(tmp_path / "other")},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.rsplit(" at ", 1)[1].strip()
+        listed = httpx.get(f"{url}/devices").json()
+        assert [(d["device_id"], d["patient_id"]) for d in listed] == [("cgm-7", "pt-7")]
+        refused = httpx.post(
+            f"{url}/patients/pt-7/alarms/low/pause", json={"by": "x", "minutes": 30}
+        )
+        assert refused.status_code == 405
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # nothing was written
+    assert not (tmp_path / "other").exists()  # and the configured store was not touched

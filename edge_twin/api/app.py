@@ -6,12 +6,12 @@ beside the one writer in WAL mode), so the API never blocks ingest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -48,7 +48,8 @@ from edge_twin.sync import sync_status
 
 
 def _open_store(request: Request) -> Iterator[Store]:
-    store = Store(request.app.state.config.store.path, migrate=False)
+    state = request.app.state
+    store = Store(state.config.store.path, migrate=False, read_only=state.read_only)
     try:
         yield store
     finally:
@@ -83,8 +84,13 @@ def allowed_hosts(api: ApiSection) -> list[str]:
 
 
 def create_app(
-    config: Config, clock: Clock, ingest_status: Callable[[], dict[str, Any]] | None = None
+    config: Config,
+    clock: Clock,
+    ingest_status: Callable[[], dict[str, Any]] | None = None,
+    read_only: bool = False,
 ) -> FastAPI:
+    """The API on ``config.store.path``; ``read_only``: a store served for reading
+    (``edge-twin serve``): every request that would change it is refused (405)."""
     app = FastAPIOffline(
         title="edge-twin gateway",
         version=__version__,
@@ -93,6 +99,19 @@ def create_app(
     )
 
     app.state.config = config
+    app.state.read_only = read_only
+    if read_only:
+
+        @app.middleware("http")
+        async def refuse_writes(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            if request.method not in ("GET", "HEAD", "OPTIONS"):
+                return JSONResponse(
+                    {"detail": "this store is served read-only (edge-twin serve)"}, 405
+                )
+            return await call_next(request)
+
     # DNS rebinding: a web page the user opened elsewhere may resolve its own name to the
     # gateway's address; the Host header it sends is not one of ours, so it is refused.
     # (No CORS middleware: other origins' scripts cannot read any answer.)

@@ -64,18 +64,37 @@ class PipelineLock:
 class Store:
     """A connection to the edge-twin SQLite file, migrated to the current schema."""
 
-    def __init__(self, path: Path | str, synchronous: str = "FULL", migrate: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        synchronous: str = "FULL",
+        migrate: bool = True,
+        read_only: bool = False,
+    ) -> None:
+        """``read_only``: the file must exist; nothing is created, migrated or written
+        (SQLite refuses every write on this connection)."""
         self.path = Path(path)
         self.synchronous = synchronous
         try:
-            if str(path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            if read_only:
+                if not self.path.is_file():
+                    raise StoreError(f"store {path} does not exist")
+                target, uri, migrate = f"{self.path.resolve().as_uri()}?mode=ro", True, False
+            else:
+                if str(path) != ":memory:":
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                target, uri = str(path), False
             # isolation_level=None: no implicit transactions; we open them explicitly.
             conn = sqlite3.connect(
-                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                target,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=uri,
             )
             self.db = sqlite_utils.Database(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
+            if not read_only:  # (a read-only reader keeps whatever mode the file has)
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             if migrate:
