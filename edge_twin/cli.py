@@ -32,6 +32,7 @@ from edge_twin.api import (
 from edge_twin.assess import active_model, drift_report, install_model, rollback_model
 from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
+from edge_twin.domain import Role
 from edge_twin.errors import EdgeTwinError
 from edge_twin.export import KINDS, export
 from edge_twin.store import (
@@ -43,6 +44,7 @@ from edge_twin.store import (
     readings,
     risks,
     upstream,
+    users,
 )
 from edge_twin.sync import FhirClient, FhirSync, sync_status
 
@@ -68,6 +70,9 @@ ConfigOpt = Annotated[
         exists=False,
     ),
 ]
+
+
+JsonLines = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
 
 
 def _config(path: Path | None) -> Config:
@@ -233,7 +238,7 @@ def unprovision(
 @app.command("devices")
 def list_devices(
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: JsonLines = False,
 ) -> None:
     """List provisioned devices with their last reported status."""
     cfg = _config(config)
@@ -271,7 +276,7 @@ def show_quarantine(
     config: ConfigOpt = None,
     reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: JsonLines = False,
 ) -> None:
     """Show rejected messages with their reason (newest first) and counts per reason."""
     cfg = _config(config)
@@ -368,7 +373,7 @@ def model_rollback(config: ConfigOpt = None) -> None:
 def model_drift(
     config: ConfigOpt = None,
     last: Annotated[int, typer.Option(min=1, help="Assessments to compare.")] = 500,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: JsonLines = False,
 ) -> None:
     """Compare the last assessments' features with the model's training distribution
     (population stability index per feature; > 0.25 is drift)."""
@@ -593,6 +598,150 @@ def sync_retry_parked(config: ConfigOpt = None) -> None:
     finally:
         client.close()
     console.print(f"{accepted} accepted, {refused} still refused")
+
+
+users_app = typer.Typer(
+    help="Users of the API and pages: roles, passwords, tokens, one-time login links.",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
+
+
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="The user's name.")],
+    role: Annotated[str, typer.Option(help="patient, care_team or engineer.")],
+    patient: Annotated[
+        list[str] | None,
+        typer.Option(help="A patient they may see (repeat; a patient user: their own)."),
+    ] = None,
+    all_patients: Annotated[
+        bool, typer.Option("--all-patients", help="A care team that sees every patient.")
+    ] = False,
+    password_stdin: PasswordStdin = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Add a user with a role; the password is asked for (or read from stdin)."""
+    try:
+        kind = Role(role)
+    except ValueError:
+        raise EdgeTwinError(f"role {role!r}: use patient, care_team or engineer") from None
+    cfg = _config(config)
+    secret = _password(password_stdin)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        for pid in patient or []:
+            if not devices.patient_exists(store, pid):
+                raise EdgeTwinError(f"unknown patient {pid!r} (provision a device for it first)")
+        u = users.add(
+            store,
+            username,
+            kind,
+            secret,
+            SystemClock().now(),
+            frozenset(patient or []),
+            all_patients,
+        )
+    console.print(f"user {u.username}: {u.role.value}")
+
+
+@users_app.command("list")
+def users_list(
+    config: ConfigOpt = None,
+    as_json: JsonLines = False,
+) -> None:
+    """The users, their roles and the patients each may see."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        listed = users.listing(store)
+    if as_json:
+        for u in listed:
+            seen: str | list[str] = "all" if u.all_patients else sorted(u.patients)
+            print(
+                json.dumps(
+                    {
+                        "username": u.username,
+                        "role": u.role.value,
+                        "patients": seen,
+                        "disabled": u.disabled,
+                    }
+                )
+            )
+        return
+    table = Table("user", "role", "patients", "disabled")
+    for u in listed:
+        shown = "all" if u.all_patients else ", ".join(sorted(u.patients)) or "-"
+        table.add_row(u.username, u.role.value, shown, "yes" if u.disabled else "")
+    console.print(table)
+
+
+@users_app.command("token")
+def users_token(
+    username: Annotated[str, typer.Argument(help="The user.")],
+    days: Annotated[float, typer.Option(min=0.01, max=3650, help="Valid this long.")] = 365,
+    label: Annotated[str, typer.Option(help="What it is for (a display, a script).")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Issue an API token (Authorization: Bearer), printed once: the store keeps its hash."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        if users.get(store, username) is None:
+            raise EdgeTwinError(f"no user {username!r}")
+        token = users.issue(
+            store, username, users.Kind.TOKEN, days * 86400, SystemClock().now(), label
+        )
+    print(token)
+
+
+@users_app.command("link")
+def users_link(
+    username: Annotated[str, typer.Argument(help="The user.")],
+    minutes: Annotated[float, typer.Option(min=1, max=60, help="Valid this long.")] = 10,
+    config: ConfigOpt = None,
+) -> None:
+    """A one-time login link (e.g. for the tablet by a patient's bed), printed once."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        if users.get(store, username) is None:
+            raise EdgeTwinError(f"no user {username!r}")
+        code = users.issue(store, username, users.Kind.CODE, minutes * 60, SystemClock().now())
+    print(f"http://{cfg.api.host}:{cfg.api.port}/login/link?code={code}")
+
+
+@users_app.command("passwd")
+def users_passwd(
+    username: Annotated[str, typer.Argument(help="The user.")],
+    password_stdin: PasswordStdin = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Set a new password (ends the user's sessions)."""
+    cfg = _config(config)
+    secret = _password(password_stdin)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        users.set_password(store, username, secret)
+    console.print(f"password of {username} changed")
+
+
+@users_app.command("disable")
+def users_disable(
+    username: Annotated[str, typer.Argument(help="The user.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Disable a user: their sessions and tokens end at once."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        users.disable(store, username)
+    console.print(f"{username} disabled")
 
 
 @app.command("export")

@@ -133,6 +133,10 @@ class ApiSection:
     # Host names (comma-separated) the API answers besides loopback and api.host, e.g.
     # "gateway.local,192.168.1.20" when it listens on the home LAN; others get 400.
     allowed_hosts: str = ""
+    # A login lasts this long (the session cookie, or a session's bearer token).
+    session_hours: float = _rule(12.0, 0.1, 24 * 30)
+    # Mark the session cookie Secure: set when the API is served over TLS (behind a proxy).
+    secure_cookies: bool = False
 
 
 @dataclass(frozen=True)

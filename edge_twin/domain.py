@@ -373,6 +373,14 @@ class DecompensationRisk:
         return self.probability >= self.threshold
 
 
+class Role(StrEnum):
+    """Who a user of the API and pages is, and so what they may see and do (api/access.py)."""
+
+    PATIENT = "patient"  # their own data and alarms
+    CARE_TEAM = "care_team"  # their patients: data, alarms, pauses, settings
+    ENGINEER = "engineer"  # devices, health, quarantine metadata, sync: no clinical values
+
+
 class Priority(StrEnum):
     """IEC 60601-1-8 alarm priorities, plus information signals."""
 

@@ -76,10 +76,10 @@ def demo(
     ) as progress:
         task = progress.add_task("home", total=1.0)
 
-        def started(url: str, n: int) -> None:
+        def started(link: str, n: int) -> None:
             progress.console.print(
-                f"dashboard: {url}/   API docs: {url}/docs   ({n} messages, {patients} patients,"
-                f" {hours:g} h at {speed:g}x)"
+                f"dashboard (a one-time login link): {link}\n({n} messages, {patients}"
+                f" patients, {hours:g} h at {speed:g}x)"
             )
 
         summary = run_demo(
@@ -133,6 +133,8 @@ def demo(
         + "\n"
         + _sync_line(summary)
         + f"\nwall time {summary.wall_s:g} s; SQLite left at {summary.db}"
+        + f"\nlog in again as {summary.login.get('username')}, password"
+        f" {summary.login.get('password')} (edge-twin serve --store {summary.db} shows it later)"
     )
 
 

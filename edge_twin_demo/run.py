@@ -15,6 +15,7 @@ The SQLite file is left behind for inspection.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -25,17 +26,18 @@ from edge_twin.assess import threshold_risks
 from edge_twin.broker import PrivateBroker
 from edge_twin.clock import AcceleratedClock
 from edge_twin.config import Config
-from edge_twin.domain import Signal
+from edge_twin.domain import Role, Signal
 from edge_twin.errors import EdgeTwinError
 from edge_twin.estimate import is_stale, patient_estimates
 from edge_twin.gateway import Gateway
-from edge_twin.store import Store, alarms, devices, quarantine, readings, risks, upstream
+from edge_twin.store import Store, alarms, devices, quarantine, readings, risks, upstream, users
 from edge_twin.sync import SUMMARY_S, sync_status
 from edge_twin_demo.fhir_server import FhirTestServer
 from firmware_sim.home import Home
 from firmware_sim.publisher import HomePublisher, paced_by
 
 DRAIN_TIMEOUT_S = 60.0
+DEMO_USER = "demo-care"
 
 
 @dataclass
@@ -91,6 +93,8 @@ class DemoSummary:
     sync: dict[str, int] = field(default_factory=dict)
     sync_url: str = ""
     sync_pending: dict[str, int] = field(default_factory=dict)  # left when the demo ended
+    # The demo's care-team login (for the pages of the store it leaves, edge-twin serve).
+    login: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,7 +130,10 @@ def run_demo(
             fhir.start()
             # Hours of wrist data go up as soon as they are over: the demo compresses
             # time, so the grace a home needs for late readings would hide them all.
-            sync = replace(config.sync, url=fhir.url, summary_grace_s=0.0)
+            # And a sync that is a second behind is an hour behind in the demo's time: the
+            # alarm for a care team not receiving data waits a wall-clock minute instead.
+            after = max(config.sync.alarm_after_s, 60.0 * options.speed)
+            sync = replace(config.sync, url=fhir.url, summary_grace_s=0.0, alarm_after_s=after)
             config = replace(config, sync=sync)
         if options.broker is not None:
             host, port = options.broker
@@ -146,12 +153,17 @@ def run_demo(
             if cfg.sync.url:
                 for pid in devices.patient_ids(store):
                     upstream.set_consent(store, pid, True, start, "demo")
+            # The pages need a login: a care team that sees every simulated patient, and
+            # a one-time link that logs the newcomer's browser in.
+            password = secrets.token_urlsafe(12)
+            users.add(store, DEMO_USER, Role.CARE_TEAM, password, time.time(), all_patients=True)
+            code = users.issue(store, DEMO_USER, users.Kind.CODE, 3600.0, time.time())
         gateway = _start_gateway(cfg, clock)
         try:
             assert gateway.api is not None
             assert gateway.ingest is not None
             if on_start is not None:
-                on_start(gateway.api.url, len(messages))
+                on_start(f"{gateway.api.url}/login/link?code={code}", len(messages))
             clock.restart()  # simulated time starts now that everything is up
             sent = 0
             with HomePublisher(host, port, home.devices, prefix=cfg.mqtt.topic_prefix) as pub:
@@ -171,6 +183,7 @@ def run_demo(
             summary = _summarise(
                 gateway, cfg, home, clock.now(), len(messages), time.monotonic() - wall0
             )
+            summary.login = {"username": DEMO_USER, "password": password}
             if cfg.sync.url:
                 summary.sync_url = cfg.sync.url
                 summary.sync_pending = _sync_pending(cfg)

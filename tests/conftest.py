@@ -17,12 +17,14 @@ from typing import Any
 
 import pytest
 
+from edge_twin.api import ApiServer, create_app
 from edge_twin.broker import PrivateBroker, find_mosquitto
-from edge_twin.clock import Clock
+from edge_twin.clock import Clock, ManualClock
 from edge_twin.config import Config, load_config
+from edge_twin.domain import Role
 from edge_twin.errors import BrokerError
 from edge_twin.gateway import Gateway
-from edge_twin.store import Store, devices
+from edge_twin.store import Store, devices, users
 from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.physiology.profile import CohortMix
@@ -53,6 +55,49 @@ def fed_gateway(
         assert ingest is not None
         wait_until(lambda: ingest.stats.messages >= len(messages), what="ingest")
         yield gw
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def api_user(
+    db: Path,
+    role: str = "care_team",
+    name: str = "nurse-ann",
+    patients: tuple[str, ...] = (),
+    all_patients: bool | None = None,
+) -> dict[str, str]:
+    """A user of the gateway's API (by default a care team that sees every patient) and
+    the headers that authenticate as them."""
+    everyone = role == "care_team" and not patients if all_patients is None else all_patients
+    with Store(db) as store:
+        users.add(store, name, Role(role), PASSWORD, T0, frozenset(patients), everyone)
+        token = users.issue(store, name, users.Kind.TOKEN, 86400.0, time.time())
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login_link(db: Path, role: str = "care_team", name: str = "dr-link") -> str:
+    """A one-time login path for a browser (``/login/link?code=...``) as ``name`` (created
+    with ``role`` the first time)."""
+    everyone = role == "care_team"
+    with Store(db) as store:
+        if users.get(store, name) is None:
+            users.add(store, name, Role(role), PASSWORD, T0, frozenset(), everyone)
+        code = users.issue(store, name, users.Kind.CODE, 600.0, time.time())
+    return f"/login/link?code={code}"
+
+
+@contextmanager
+def serving_api(cfg: Config) -> Iterator[str]:
+    """The gateway's API alone (no broker, no pipeline) on a migrated store, on a free
+    loopback port; yields its URL."""
+    Store(cfg.store.path).close()
+    server = ApiServer(create_app(cfg, ManualClock(T0)), "127.0.0.1", 0)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 def provision_home(db: Path, home: Home) -> None:

@@ -24,7 +24,7 @@ from firmware_sim import wire
 from firmware_sim.home import SimDevice
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
-from tests.conftest import T0, wait_until
+from tests.conftest import T0, api_user, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -46,8 +46,11 @@ def series(start: float, values: list[float], first_seq: int = 1) -> list[Messag
 class Home:
     """A gateway with one CGM patient, fed one message at a time at its own time."""
 
-    def __init__(self, gw: Gateway, clock: ManualClock, pub: HomePublisher, cfg: Config) -> None:
+    def __init__(
+        self, gw: Gateway, clock: ManualClock, pub: HomePublisher, cfg: Config, http: httpx.Client
+    ) -> None:
         self.gw, self.clock, self.pub, self.cfg = gw, clock, pub, cfg
+        self.http = http  # logged in as nurse-ann, a care team
         self.sent = 0
 
     def play(self, messages: list[Message]) -> None:
@@ -87,11 +90,13 @@ def cgm_gateway(
     with Store(cfg.store.path) as store:
         devices.provision(store, "cgm-001", "pt-001", "cgm", T0)
     clock = ManualClock(T0)
+    auth = api_user(cfg.store.path)
     with (
         Gateway(cfg, clock) as gw,
         HomePublisher(broker.host, broker.port, [CGM]) as pub,
+        httpx.Client(headers=auth) as http,
     ):
-        yield Home(gw, clock, pub, cfg)
+        yield Home(gw, clock, pub, cfg, http)
 
 
 def steady(n: int, value: float = 120.0) -> list[float]:
@@ -251,7 +256,7 @@ def test_a_paused_alarm_stays_quiet_until_its_time_then_realerts_only_if_still_l
         t = T0
         home.play(series(t, [*steady(12), *falling, 66, 65, 64, 64, 65]))
         (low,) = home.alarms("low")
-        r = httpx.post(
+        r = home.http.post(
             f"{home.api}/patients/pt-001/alarms/low/pause",
             json={"by": "nurse-ann", "minutes": 30, "reason": "treating"},
         )
@@ -268,22 +273,22 @@ def test_a_paused_alarm_stays_quiet_until_its_time_then_realerts_only_if_still_l
         assert home.alarms("low")[0].state is AlarmState.ACTIVE
         assert home.events(low.id)[-1] == "re-alerted"
         # a second pause, during which the low resolves: no re-alert afterwards
-        httpx.post(
+        home.http.post(
             f"{home.api}/patients/pt-001/alarms/low/pause", json={"by": "nurse-ann", "minutes": 30}
         )
         home.play(
             series(start + 7 * STEP, [75, 85, 95, 100, 104, 105, 104, 106], first_seq=seq0 + 7)
         )
         assert home.alarms("low")[0].state is AlarmState.RESOLVED
-        audit = httpx.get(f"{home.api}/alarms/{low.id}").json()["audit"]
+        audit = home.http.get(f"{home.api}/alarms/{low.id}").json()["audit"]
         assert [a["actor"] for a in audit if a["event"] == "paused"] == ["nurse-ann"] * 2
         # The patient's pause and settings log: both pauses, and a refused one.
-        r = httpx.post(
+        r = home.http.post(
             f"{home.api}/patients/pt-001/alarms/urgent_low/pause",
             json={"by": "nurse-ann", "minutes": 60},
         )
         assert r.status_code == 422
-        changes = httpx.get(f"{home.api}/patients/pt-001/alarm-audit").json()
+        changes = home.http.get(f"{home.api}/patients/pt-001/alarm-audit").json()
         assert [(c["alarm_type"], c["outcome"]) for c in reversed(changes)] == [
             ("low", "done"),
             ("low", "done"),
@@ -314,18 +319,18 @@ def test_per_patient_thresholds_are_validated_and_used(
     broker: PrivateBroker, make_config: Callable[..., Config]
 ) -> None:
     with cgm_gateway(broker, make_config) as home:
-        bad = httpx.put(
+        bad = home.http.put(
             f"{home.api}/patients/pt-001/alarm-settings", json={"low_mgdl": 30, "nonsense": 1}
         )
         assert bad.status_code == 422
         assert "low_mgdl" in bad.text
         assert "nonsense" in bad.text
-        inconsistent = httpx.put(
+        inconsistent = home.http.put(
             f"{home.api}/patients/pt-001/alarm-settings", json={"high_mgdl": 180}
         )
         assert inconsistent.status_code == 422  # its recovery value (220) would lie above it
         assert "high_clear_mgdl" in inconsistent.text
-        ok = httpx.put(
+        ok = home.http.put(
             f"{home.api}/patients/pt-001/alarm-settings",
             json={"high_mgdl": 180, "high_clear_mgdl": 160},
         )
@@ -358,7 +363,7 @@ def test_a_sensor_session_ending_raises_a_technical_alarm_until_the_sensor_is_ch
         assert ending.technical
         assert "cgm-001: sensor session ends in 3.0 h" in ending.reason
         assert "/devices" in ending.evidence
-        (cgm,) = httpx.get(f"{home.api}/devices").json()
+        (cgm,) = home.http.get(f"{home.api}/devices").json()
         assert cgm["sensor_expires_at"] == to_iso(T0 + 1800 + 3 * 3600)
         assert cgm["battery_pct"] == 80.0
         home.play([status(T0 + 2400, T0 + 2400 + 10 * 86400)])  # a new sensor

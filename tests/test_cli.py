@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from edge_twin import cli as edge_twin_cli
 from edge_twin.broker import PrivateBroker
+from edge_twin.store import Store
 from firmware_sim import cli as firmware_sim_cli
+from tests.conftest import PASSWORD, api_user
 
 BIN = Path(sys.executable).parent
 
@@ -210,6 +212,10 @@ def test_serve_shows_any_store_read_only(tmp_path: Path) -> None:
         "cgm",
         env={"EDGE_TWIN_STORE_PATH": str(db)},
     )
+    engineer = api_user(db, "engineer", "eng-bo")
+    care = api_user(db, "care_team", "dr-cy")
+    with Store(db) as store:
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     proc = subprocess.Popen(
         [str(BIN / "edge-twin"), "serve", "--store", str(db), "--port", "0"],
@@ -222,15 +228,21 @@ def test_serve_shows_any_store_read_only(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         url = line.rsplit(" at ", 1)[1].strip()
-        listed = httpx.get(f"{url}/devices").json()
+        listed = httpx.get(f"{url}/devices", headers=engineer).json()
         assert [(d["device_id"], d["patient_id"]) for d in listed] == [("cgm-7", "pt-7")]
         refused = httpx.post(
-            f"{url}/patients/pt-7/alarms/low/pause", json={"by": "x", "minutes": 30}
+            f"{url}/patients/pt-7/alarms/low/pause", json={"minutes": 30}, headers=care
         )
         assert refused.status_code == 405
+        # The pages: logging in works (the session lives in the process, not the store).
+        with httpx.Client(base_url=url) as browser:
+            form = {"username": "dr-cy", "password": PASSWORD}
+            assert browser.post("/login", data=form).status_code == 303
+            assert 'data-patient="pt-7"' in browser.get("/").text
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0
+    assert "access dr-cy GET / pt-7 allowed" in stderr  # the access log, in the process's
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # nothing was written
     assert not (tmp_path / "other").exists()  # and the configured store was not touched

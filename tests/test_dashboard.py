@@ -10,7 +10,7 @@ from edge_twin.clock import ManualClock
 from edge_twin.config import Config
 from edge_twin.store import Store, devices
 from tests import browser
-from tests.conftest import T0, cgm_home, fed_gateway, provision_home
+from tests.conftest import T0, cgm_home, fed_gateway, login_link, provision_home
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser]
 
@@ -26,10 +26,15 @@ def test_dashboard_shows_each_patient_with_uncertainty_and_staleness(
     clock = ManualClock(home.end)
     with fed_gateway(broker, cfg, home, clock) as gw:
         assert gw.api is not None
-        fresh = browser.dom(f"{gw.api.url}/")
-        shot = browser.screenshot(f"{gw.api.url}/", tmp_path / "dashboard.png")
+
+        def page() -> str:  # each Chromium run is a fresh profile: it logs in each time
+            return gw.api.url + login_link(cfg.store.path)  # type: ignore[union-attr]
+
+        fresh = browser.dom(page())
+        shot = browser.screenshot(page(), tmp_path / "dashboard.png")
         clock.advance(16 * 60)  # 16 min without a CGM reading: past glucose's 15 min
-        stale = browser.dom(f"{gw.api.url}/")
+        stale = browser.dom(page())
+        refused = browser.dom(f"{gw.api.url}/")  # not logged in
 
     for patient in ("pt-001", "pt-002"):
         assert f'data-patient="{patient}"' in fresh
@@ -39,3 +44,5 @@ def test_dashboard_shows_each_patient_with_uncertainty_and_staleness(
     assert "glucose-damped-trend" in fresh  # provenance is on the page
     assert stale.count('class="stale"') == 2
     assert shot.stat().st_size > 10_000  # a rendered page, not an error stub
+    assert "pt-001" not in refused
+    assert "log in first" in refused

@@ -24,7 +24,7 @@ from edge_twin.store import Store, readings
 from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
-from tests.conftest import cgm_home, provision_home, wait_until
+from tests.conftest import api_user, cgm_home, provision_home, wait_until
 
 pytestmark = pytest.mark.broker
 BIN = Path(sys.executable).parent
@@ -45,6 +45,7 @@ class GatewayProcess:
             "EDGE_TWIN_INGEST_FUTURE_TOLERANCE_S": "86400",
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self.auth = api_user(db, "engineer", f"eng-{self.api_port}")
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -64,7 +65,8 @@ class GatewayProcess:
                 f"gateway exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
             )
         try:
-            return httpx.get(f"http://127.0.0.1:{self.api_port}/health", timeout=2).json()  # type: ignore[no-any-return]
+            url = f"http://127.0.0.1:{self.api_port}/health"
+            return httpx.get(url, headers=self.auth, timeout=2).json()  # type: ignore[no-any-return]
         except httpx.HTTPError:
             return {}
 

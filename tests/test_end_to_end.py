@@ -17,7 +17,7 @@ from firmware_sim import wire
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
 from firmware_sim.transport import TransportFaults
-from tests.conftest import T0, cgm_home, fed_gateway, provision_home, wait_until
+from tests.conftest import T0, api_user, cgm_home, fed_gateway, provision_home, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -28,13 +28,15 @@ def test_simulated_cgm_reaches_the_state_api(
     cfg = make_config(broker)
     home = cgm_home(patients=2, hours=3, seed=11)
     provision_home(cfg.store.path, home)
+    care = api_user(cfg.store.path)
     with fed_gateway(broker, cfg, home, ManualClock(home.end)) as gw:
         assert gw.api is not None
         patient = home.patients[0]
-        state = httpx.get(f"{gw.api.url}/patients/{patient.patient_id}/state").json()
-        health = httpx.get(f"{gw.api.url}/health").json()
-        page = httpx.get(f"{gw.api.url}/").text
-        missing = httpx.get(f"{gw.api.url}/patients/nobody/state")
+        url = gw.api.url
+        state = httpx.get(f"{url}/patients/{patient.patient_id}/state", headers=care).json()
+        health = httpx.get(f"{url}/health", headers=care).json()
+        page = httpx.get(f"{url}/", headers=care).text
+        missing = httpx.get(f"{url}/patients/nobody/state", headers=care)
 
     glucose = state["signals"]["glucose"]
     truth_now = float(patient.glucose_truth[-1])
@@ -109,7 +111,8 @@ def test_bad_messages_through_the_broker_land_in_quarantine(
         assert gw.ingest is not None
         assert gw.api is not None
         wait_until(lambda: gw.ingest.stats.rejected == 3, what="3 rejections")
-        listed = httpx.get(f"{gw.api.url}/quarantine").json()
+        engineer = api_user(cfg.store.path, "engineer", "eng-bo")
+        listed = httpx.get(f"{gw.api.url}/quarantine", headers=engineer).json()
     assert sorted(q["reason"] for q in listed) == ["malformed", "out_of_range", "unknown_device"]
     assert {q["topic"] for q in listed} == {
         wire.readings_topic("cgm-001"),

@@ -14,7 +14,7 @@ from edge_twin.config import Config
 from edge_twin.store import Store, risks
 from firmware_sim.home import Home
 from firmware_sim.physiology.profile import CohortMix
-from tests.conftest import T0, fed_gateway, provision_home, wait_until
+from tests.conftest import T0, api_user, fed_gateway, provision_home, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -36,6 +36,7 @@ def test_risk_is_assessed_from_the_twin_with_provenance(
     )
     provision_home(cfg.store.path, home)
     shipped = load_model(shipped_dir()).card
+    care = api_user(cfg.store.path)
     with fed_gateway(broker, cfg, home, ManualClock(home.end)) as gw:
         assert gw.api is not None
         assert gw.pipeline is not None
@@ -43,9 +44,9 @@ def test_risk_is_assessed_from_the_twin_with_provenance(
         with Store(cfg.store.path) as store:
             wait_until(lambda: bool(risks.latest(store, "pt-001")), what="a risk")
             history = risks.latest(store, "pt-001", 100)
-        api = httpx.get(f"{gw.api.url}/patients/pt-001/risk").json()
-        page = httpx.get(f"{gw.api.url}/").text
-        model = httpx.get(f"{gw.api.url}/model").json()
+        api = httpx.get(f"{gw.api.url}/patients/pt-001/risk", headers=care).json()
+        page = httpx.get(f"{gw.api.url}/", headers=care).text
+        model = httpx.get(f"{gw.api.url}/model", headers=care).json()
 
     newest = history[0]
     # event time: assessments at device times, at least risk_every_s apart

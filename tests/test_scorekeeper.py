@@ -26,7 +26,7 @@ from edge_twin.ingest.writer import RawMessage
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import Store, alarms, devices, forecasts
 from firmware_sim import wire
-from tests.conftest import T0
+from tests.conftest import T0, api_user
 from tests.test_cli import cli
 
 STEP = 300.0
@@ -181,11 +181,12 @@ def test_the_api_shows_each_patients_forecast_skill(make_config: Callable[..., C
     cfg = make_config()
     with cgm_pipeline(cfg) as (pipeline, clock):
         feed(pipeline, clock, plausible_day(np.random.default_rng(8)))
+    care = api_user(cfg.store.path)
     server = ApiServer(create_app(cfg, clock), "127.0.0.1", 0)
     server.start()
     try:
-        body = httpx.get(f"{server.url}/patients/pt-001/forecast-skill").json()
-        missing = httpx.get(f"{server.url}/patients/nobody/forecast-skill")
+        body = httpx.get(f"{server.url}/patients/pt-001/forecast-skill", headers=care).json()
+        missing = httpx.get(f"{server.url}/patients/nobody/forecast-skill", headers=care)
     finally:
         server.stop()
     assert body["nominal_coverage95"] == 0.95

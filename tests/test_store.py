@@ -24,6 +24,7 @@ ALL_MIGRATIONS = [
     "0010_alarm_settings_version",
     "0011_upstream_sync",
     "0012_alarm_audit",
+    "0013_users",
 ]
 
 

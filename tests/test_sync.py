@@ -55,7 +55,7 @@ from edge_twin.store.upstream import READINGS_CONSUMER
 from edge_twin.sync import FhirClient, FhirSync, SyncWorker, mapping
 from edge_twin_demo.fhir_server import FhirTestServer
 from firmware_sim.home import Home
-from tests.conftest import T0, cgm_home, fed_gateway, provision_home, wait_until
+from tests.conftest import T0, api_user, cgm_home, fed_gateway, provision_home, wait_until
 from tests.fault_proxy import FaultProxy
 from tests.token_server import TokenServer
 
@@ -473,16 +473,17 @@ def test_a_running_gateway_syncs_what_it_ingests_and_reports_it(
     with Store(db_path) as store:
         upstream.set_consent(store, "pt-001", True, T0, "test")
     cfg = make_config(broker, sync={"url": fhir.url, "timeout_s": 5.0})
+    engineer = api_user(db_path, "engineer", "eng-bo")
     with fed_gateway(broker, cfg, home, SystemClock()) as gw:
         with Store(db_path) as store:
             stored = store.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         wait_until(lambda: fhir.count("Observation") == stored, 30, "the server to hold it all")
         assert gw.api is not None
-        health = httpx.get(f"{gw.api.url}/health").json()
+        health = httpx.get(f"{gw.api.url}/health", headers=engineer).json()
         assert health["sync"]["backlog"] == 0
         assert health["status"] == "ok"
         assert "patients" not in health["sync"]  # no patient ids in /health
-        sync = httpx.get(f"{gw.api.url}/sync").json()
+        sync = httpx.get(f"{gw.api.url}/sync", headers=engineer).json()
         assert sync["patients"][0]["consent"] is True
         assert sync["worker_alive"] is True
         assert "fhir-readings" in {c["name"] for c in health["consumers"]}
@@ -500,15 +501,17 @@ def test_a_gateway_whose_upstream_is_down_records_the_failure_and_runs_on(
     with FaultProxy("http://127.0.0.1:9/fhir") as proxy:
         proxy.mode = "503"
         cfg = make_config(broker, sync={"url": proxy.url, "timeout_s": 2.0})
+        engineer = api_user(db_path, "engineer", "eng-bo")
         with fed_gateway(broker, cfg, home, SystemClock()) as gw:
             wait_until(lambda: proxy.faults >= 1, 10, "a sync attempt")
             assert gw.api is not None
+            url = f"{gw.api.url}/sync"
             wait_until(
-                lambda: httpx.get(f"{gw.api.url}/sync").json()["failures"] >= 1,  # type: ignore[union-attr]
+                lambda: httpx.get(url, headers=engineer).json()["failures"] >= 1,
                 10,
                 "the failure recorded",
             )
-            status = httpx.get(f"{gw.api.url}/sync").json()
+            status = httpx.get(url, headers=engineer).json()
             assert "503" in status["last_error"]
             assert status["backlog"] > 0
             assert gw.status()["sync_worker_alive"] is True

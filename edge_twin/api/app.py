@@ -6,19 +6,24 @@ beside the one writer in WAL mode), so the API never blocks ingest.
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
-from edge_twin.api import dashboard, views
+from edge_twin.api import access, dashboard, login, views
 from edge_twin.api.serialize import (
     audit_json,
     consumer_json,
@@ -32,7 +37,7 @@ from edge_twin.api.serialize import (
 from edge_twin.assess import active_model, drift_report
 from edge_twin.clock import Clock, to_iso
 from edge_twin.config import ApiSection, Config
-from edge_twin.domain import Signal
+from edge_twin.domain import Alarm, Role, Signal
 from edge_twin.errors import AlarmError, ConfigError, ModelError
 from edge_twin.store import (
     Store,
@@ -43,6 +48,7 @@ from edge_twin.store import (
     quarantine,
     readings,
     risks,
+    users,
 )
 from edge_twin.sync import sync_status
 
@@ -59,13 +65,24 @@ def _open_store(request: Request) -> Iterator[Store]:
 StoreDep = Annotated[Store, Depends(_open_store)]
 
 
+def _authorize(request: Request, store: StoreDep) -> None:
+    access.authorize(request, store, request.app.state.guard)
+
+
+def _user(request: Request) -> users.User:
+    user: users.User = request.state.user  # set by _authorize for every ruled route
+    return user
+
+
+UserDep = Annotated[users.User, Depends(_user)]
+
+
+# The acting user is the one logged in: a "by" in the body is ignored.
 class AckBody(BaseModel):
-    by: str = Field(min_length=1, max_length=100)
     reason: str = Field(default="", max_length=500)
 
 
 class PauseBody(BaseModel):
-    by: str = Field(min_length=1, max_length=100)
     minutes: float = Field(ge=1, le=24 * 60)
     reason: str = Field(default="", max_length=500)
 
@@ -92,6 +109,8 @@ def create_app(
     """The API on ``config.store.path``; ``read_only``: a store served for reading
     (``edge-twin serve``): every request that would change it is refused (405)."""
     app = FastAPIOffline(
+        # Every route passes its access rule first (api/access.py).
+        dependencies=[Depends(_authorize)],
         title="edge-twin gateway",
         version=__version__,
         description="Local API of an edge-twin home gateway: patients' twin state, readings,"
@@ -100,17 +119,39 @@ def create_app(
 
     app.state.config = config
     app.state.read_only = read_only
+    guard = access.Guard(read_only, frozenset(allowed_hosts(config.api)), access.MemorySessions())
+    app.state.guard = guard
     if read_only:
+        # Logging in and out change nothing in the store here (sessions live in memory).
+        writable = {("POST", "/login"), ("POST", "/logout")}
 
         @app.middleware("http")
         async def refuse_writes(
             request: Request, call_next: Callable[[Request], Awaitable[Response]]
         ) -> Response:
-            if request.method not in ("GET", "HEAD", "OPTIONS"):
+            asked = (request.method, request.url.path)
+            if request.method not in ("GET", "HEAD", "OPTIONS") and asked not in writable:
                 return JSONResponse(
                     {"detail": "this store is served read-only (edge-twin serve)"}, 405
                 )
             return await call_next(request)
+
+    @app.middleware("http")
+    async def guard_plain_routes(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """The OpenAPI document is a plain route, outside the routes' dependencies: the
+        same login is asked for here."""
+        if request.url.path == app.openapi_url:
+            try:
+                await run_in_threadpool(_logged_in, request)
+            except HTTPException as exc:
+                return JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
+        return await call_next(request)
+
+    def _logged_in(request: Request) -> None:
+        with Store(config.store.path, migrate=False, read_only=read_only) as store:
+            access.authenticate(request, store, guard)
 
     # DNS rebinding: a web page the user opened elsewhere may resolve its own name to the
     # gateway's address; the Host header it sends is not one of ours, so it is refused.
@@ -123,6 +164,90 @@ def create_app(
 
     def patient_state(store: Store, patient_id: str) -> dict[str, Any]:
         return views.patient_state(store, patient_id, clock.now(), config)
+
+    @app.get("/health/live")
+    def live() -> dict[str, str]:
+        """Liveness, for a supervisor: the API answers (needs no login; says nothing)."""
+        return {"status": "ok"}
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page() -> str:
+        """The login form."""
+        return login.render(config.gateway.id)
+
+    @app.post("/login")
+    async def log_in(request: Request, store: StoreDep) -> Response:
+        """Log in with a user name and password, as a form (the page: a session cookie,
+        then the dashboard) or as JSON (an API client: a bearer token for the session)."""
+        form = request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        )
+        body = await request.body()
+        try:
+            if form:
+                fields = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+            else:
+                fields = {str(k): str(v) for k, v in json.loads(body or b"{}").items()}
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            raise HTTPException(400, "send username and password") from None
+        name, password = fields.get("username", ""), fields.get("password", "")
+        # scrypt takes tens of ms: off the event loop, or every route would wait for it.
+        user = await run_in_threadpool(users.login, store, name, password)
+        if user is None:
+            if form:
+                page = login.render(config.gateway.id, "Wrong user name or password.")
+                return HTMLResponse(page, 401)
+            raise HTTPException(401, "wrong user name or password")
+        return await run_in_threadpool(_session_for, store, user, form)
+
+    @app.get("/login/link")
+    def log_in_by_link(code: str, store: StoreDep, next: str = "") -> Response:
+        """A one-time login link (``edge-twin users link``): for a tablet by the
+        patient's bed, or a test's browser. The code works once, for minutes; ``next``:
+        the gateway's page to open then."""
+        if read_only:
+            raise HTTPException(405, "a store served read-only takes no login links: log in")
+        user = users.redeem(store, code, time.time())
+        if user is None:
+            raise HTTPException(401, "this login link is used up or expired")
+        local = next.startswith("/") and not next.startswith("//") and "\\" not in next
+        return _session_for(store, user, to_page=True, page=next if local else "")
+
+    @app.post("/logout")
+    def log_out(request: Request, store: StoreDep) -> Response:
+        """End this session."""
+        token, _ = access.token_of(request)
+        if token is not None:
+            guard.memory.end(token)
+            if not read_only:
+                users.end_session(store, token)
+        response = JSONResponse({"logged_out": True})
+        response.delete_cookie(access.SESSION_COOKIE)
+        return response
+
+    def _session_for(store: Store, user: users.User, to_page: bool, page: str = "") -> Response:
+        """A page's login gets a session cookie and the page; an API client's, the
+        session's bearer token (no cookie)."""
+        ttl = config.api.session_hours * 3600.0
+        now = time.time()
+        if read_only:
+            token = secrets.token_urlsafe(32)
+            guard.memory.add(token, user.username, now + ttl)
+        else:
+            token = users.issue(store, user.username, users.Kind.SESSION, ttl, now)
+        if not to_page:
+            return JSONResponse({"token": token, "expires_in": int(ttl), "role": user.role.value})
+        home = page or ("/" if user.role is Role.CARE_TEAM else "/docs")
+        response = RedirectResponse(home, 303)
+        response.set_cookie(
+            access.SESSION_COOKIE,
+            token,
+            max_age=int(ttl),
+            httponly=True,
+            samesite="strict",
+            secure=config.api.secure_cookies,
+        )
+        return response
 
     @app.get("/health")
     def health(store: StoreDep) -> dict[str, Any]:
@@ -148,24 +273,31 @@ def create_app(
         }
 
     @app.get("/sync")
-    def sync(store: StoreDep) -> dict[str, Any]:
-        """FHIR upstream sync: on or off, backlog, failures, per patient consent, oldest
-        unsent data and refused (parked) resources."""
+    def sync(request: Request, store: StoreDep, user: UserDep) -> dict[str, Any]:
+        """FHIR upstream sync: on or off, backlog, failures; for a care team, per patient
+        of theirs: consent, oldest unsent data and refused (parked) resources."""
         running = ingest_status() if ingest_status else None
         alive = None if running is None else running.get("sync_worker_alive")
-        return {
-            "enabled": bool(config.sync.url),
-            "worker_alive": alive,
-            **sync_status(store, clock.now()),
-        }
+        care = user.role is Role.CARE_TEAM
+        status = sync_status(store, clock.now(), per_patient=care)
+        if care:
+            status["patients"] = [p for p in status["patients"] if user.may_see(p["patient_id"])]
+            shown = [p["patient_id"] for p in status["patients"]]
+            access.record(store, guard, user, "GET", "/sync", shown, True)
+        return {"enabled": bool(config.sync.url), "worker_alive": alive, **status}
 
     @app.get("/patients")
-    def list_patients(store: StoreDep) -> list[dict[str, Any]]:
-        by_patient: dict[str, list[dict[str, str]]] = {p: [] for p in devices.patient_ids(store)}
+    def list_patients(store: StoreDep, user: UserDep) -> list[dict[str, Any]]:
+        """The patients the user may see, with their devices."""
+        by_patient: dict[str, list[dict[str, str]]] = {
+            p: [] for p in devices.patient_ids(store) if user.may_see(p)
+        }
         for d in devices.all_devices(store):
-            by_patient.setdefault(d.patient_id, []).append(
-                {"device_id": d.device_id, "device_type": d.device_type.value}
-            )
+            if d.patient_id in by_patient:
+                by_patient[d.patient_id].append(
+                    {"device_id": d.device_id, "device_type": d.device_type.value}
+                )
+        access.record(store, guard, user, "GET", "/patients", list(by_patient), True)
         return [{"patient_id": p, "devices": ds} for p, ds in by_patient.items()]
 
     @app.get("/devices")
@@ -245,20 +377,42 @@ def create_app(
 
     @app.get("/alarms")
     def list_alarms(
+        request: Request,
         store: StoreDep,
+        user: UserDep,
         patient_id: str | None = None,
         open_only: Annotated[bool, Query(alias="open")] = True,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[dict[str, Any]]:
-        """Alarms, newest first: open ones (active, acknowledged, paused) unless open=false."""
-        return [alarm_json(a) for a in alarms.listing(store.conn, patient_id, open_only, limit)]
+        """Alarms of the patients the user may see, newest first: open ones (active,
+        acknowledged, paused) unless open=false."""
+        if patient_id is not None:
+            if not access.require_patient_access(request, store, guard, user, patient_id):
+                raise HTTPException(403, f"{user.username} may not see {patient_id}")
+            listed = alarms.listing(store.conn, patient_id, open_only, limit)
+        else:
+            everyone = alarms.listing(store.conn, None, open_only, 100_000)
+            listed = [a for a in everyone if user.may_see(a.patient_id)][:limit]
+            shown = sorted({a.patient_id for a in listed})
+            access.record(store, guard, user, "GET", "/alarms", shown, True)
+        return [alarm_json(a) for a in listed]
+
+    def visible_alarm(request: Request, store: Store, user: users.User, alarm_id: int) -> Alarm:
+        """The alarm, if it is of a patient the user may see; 404 alike for one that is
+        not and one that does not exist (ids reveal nothing)."""
+        a = alarms.get(store.conn, alarm_id)
+        if a is None or not access.require_patient_access(
+            request, store, guard, user, a.patient_id
+        ):
+            raise HTTPException(404, f"no alarm {alarm_id}")
+        return a
 
     @app.get("/alarms/{alarm_id}")
-    def get_alarm(alarm_id: int, store: StoreDep) -> dict[str, Any]:
+    def get_alarm(
+        request: Request, alarm_id: int, store: StoreDep, user: UserDep
+    ) -> dict[str, Any]:
         """One alarm and its audit log: every state change, who, when, why."""
-        a = alarms.get(store.conn, alarm_id)
-        if a is None:
-            raise HTTPException(404, f"no alarm {alarm_id}")
+        a = visible_alarm(request, store, user, alarm_id)
         return {
             **alarm_json(a),
             "audit": [
@@ -275,25 +429,31 @@ def create_app(
         }
 
     @app.post("/alarms/{alarm_id}/acknowledge")
-    def acknowledge(alarm_id: int, body: AckBody, store: StoreDep) -> dict[str, Any]:
-        """Acknowledge an alarm: it resolves when its condition clears (a latched one whose
-        condition has cleared resolves now)."""
+    def acknowledge(
+        request: Request, alarm_id: int, body: AckBody, store: StoreDep, user: UserDep
+    ) -> dict[str, Any]:
+        """Acknowledge an alarm, as the logged-in user: it resolves when its condition
+        clears (a latched one whose condition has cleared resolves now)."""
+        visible_alarm(request, store, user, alarm_id)
         try:
             return alarm_json(
-                engine(store).acknowledge(alarm_id, body.by, body.reason, clock.now())
+                engine(store).acknowledge(alarm_id, user.username, body.reason, clock.now())
             )
         except AlarmError as exc:
             raise HTTPException(409, str(exc)) from exc
 
     @app.post("/patients/{patient_id}/alarms/{alarm_type}/pause")
-    def pause(patient_id: str, alarm_type: str, body: PauseBody, store: StoreDep) -> dict[str, Any]:
-        """Pause (snooze) one alarm type of one patient for ``minutes``: nothing of that
-        type sounds until then; afterwards it re-alerts only if the condition persists."""
+    def pause(
+        patient_id: str, alarm_type: str, body: PauseBody, store: StoreDep, user: UserDep
+    ) -> dict[str, Any]:
+        """Pause (snooze) one alarm type of one patient for ``minutes``, as the logged-in
+        user, within the engine's bounds: nothing of that type sounds until then;
+        afterwards it re-alerts only if the condition persists."""
         require_patient(store, patient_id)
         now = clock.now()
         try:
             a = engine(store).pause(
-                patient_id, alarm_type, now + body.minutes * 60, body.by, body.reason, now
+                patient_id, alarm_type, now + body.minutes * 60, user.username, body.reason, now
             )
         except AlarmError as exc:
             raise HTTPException(422, str(exc)) from exc
@@ -307,11 +467,13 @@ def create_app(
 
     @app.put("/patients/{patient_id}/alarm-settings")
     def put_alarm_settings(
-        patient_id: str, changes: dict[str, float], store: StoreDep, by: str = "api"
+        patient_id: str, changes: dict[str, float], store: StoreDep, user: UserDep
     ) -> dict[str, float]:
-        """Change some thresholds; each is checked against its safe range and the alert /
-        recovery pairs against each other (422 lists every problem)."""
+        """Change some thresholds, as the logged-in user; each is checked against its safe
+        range and the alert / recovery pairs against each other (422 lists every
+        problem)."""
         require_patient(store, patient_id)
+        by = user.username
         try:
             return asdict(engine(store).set_settings(patient_id, dict(changes), by, clock.now()))
         except ConfigError as exc:
@@ -332,13 +494,17 @@ def create_app(
         reason: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[dict[str, Any]]:
-        """Rejected messages and records with their reason, newest first."""
-        return [quarantine_json(q) for q in quarantine.recent(store, limit, reason)]
+        """Rejected messages and records with their reason, newest first: metadata (an
+        engineer sees no clinical values: the payloads are left out)."""
+        found = quarantine.recent(store, limit, reason)
+        return [quarantine_json(q, values=False) for q in found]
 
     @app.get("/", response_class=HTMLResponse)
-    def index(store: StoreDep) -> str:
-        """The care-team dashboard."""
-        states = [patient_state(store, p) for p in devices.patient_ids(store)]
+    def index(store: StoreDep, user: UserDep) -> str:
+        """The care-team dashboard: the user's patients."""
+        mine = [p for p in devices.patient_ids(store) if user.may_see(p)]
+        access.record(store, guard, user, "GET", "/", mine, True)
+        states = [patient_state(store, p) for p in mine]
         return dashboard.render(config.gateway.id, to_iso(clock.now()), states)
 
     return app

@@ -105,17 +105,19 @@ def reading_json(r: Reading) -> dict[str, Any]:
     }
 
 
-def quarantine_json(q: QuarantinedMessage) -> dict[str, Any]:
+def quarantine_json(q: QuarantinedMessage, values: bool = True) -> dict[str, Any]:
+    """``values=False``: metadata only (the payload and the detail may hold clinical
+    values: "glucose 700 mg/dL outside ...")."""
     return {
         "id": q.id,
         "received_at": to_iso(q.received_at),
         "topic": q.topic,
         "reason": q.reason,
-        "detail": q.detail,
+        **({"detail": q.detail} if values else {}),
         "record_index": q.record_index,
         "device_id": q.device_id,
         "payload_size": len(q.payload),
-        "payload_text": q.payload[:4096].decode("utf-8", errors="replace"),
+        **({"payload_text": q.payload[:4096].decode("utf-8", errors="replace")} if values else {}),
     }
 
 

@@ -4,7 +4,8 @@ risks, alarms, the forecast log.
 Modules: ``database`` (open + migrate), ``migrations`` (the schema's history),
 ``devices``, ``readings``, ``quarantine``, ``twin_state``, ``risks``, ``alarms``,
 ``forecasts``, ``consumers`` (durable positions in the logs), ``upstream`` (FHIR sync's
-consent, parked resources and summary windows). See ``docs/schema.md``.
+consent, parked resources and summary windows), ``users`` (users, sessions, the access
+log). See ``docs/schema.md``.
 """
 
 from edge_twin.store import (
@@ -17,6 +18,7 @@ from edge_twin.store import (
     risks,
     twin_state,
     upstream,
+    users,
 )
 from edge_twin.store.database import PipelineLock, Store
 
@@ -33,4 +35,5 @@ __all__ = [
     "risks",
     "twin_state",
     "upstream",
+    "users",
 ]

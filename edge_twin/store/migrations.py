@@ -416,3 +416,46 @@ def _alarm_audit(db: Database) -> None:
         CREATE INDEX alarm_audit_patient ON alarm_audit (patient_id, id);
         """
     )
+
+
+@MIGRATIONS(name="0013_users")
+def _users(db: Database) -> None:
+    """Who may use the API and pages (api/access.py): users with a role and a password
+    hash, the patients each may see, their sessions and tokens (stored as hashes), and
+    the access log of who read or changed which patient's data."""
+    db.executescript(
+        """
+        CREATE TABLE users (
+            username TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('patient', 'care_team', 'engineer')),
+            password_hash TEXT NOT NULL,
+            all_patients INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE user_patients (
+            username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+            patient_id TEXT NOT NULL,
+            PRIMARY KEY (username, patient_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ('session', 'token', 'code')),
+            label TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE TABLE access_log (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            username TEXT NOT NULL,
+            role TEXT NOT NULL,
+            method TEXT NOT NULL,
+            route TEXT NOT NULL,
+            patient_id TEXT,
+            outcome TEXT NOT NULL
+        );
+        CREATE INDEX access_log_patient ON access_log (patient_id, id);
+        """
+    )
