@@ -107,12 +107,20 @@ def run(config: ConfigOpt = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Gateway(cfg, SystemClock()) as gateway:
+    with Gateway(cfg, SystemClock(), degrade=True) as gateway:
         assert gateway.api is not None
         console.print(
             f"gateway {cfg.gateway.id}: MQTT {cfg.mqtt.host}:{cfg.mqtt.port},"
             f" API and dashboard {gateway.api.url}, store {cfg.store.path}"
         )
+        if gateway.ingest is not None and not gateway.ingest.connected:
+            err.print(
+                Text.assemble(
+                    ("warning: ", "yellow"),
+                    _literal(f"not connected to the broker ({gateway.ingest.stats.last_error});"),
+                    " ingest retries in the background; the API serves the store meanwhile",
+                )
+            )
         stop.wait()
     console.print("stopped")
 

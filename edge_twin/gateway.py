@@ -25,10 +25,16 @@ log = logging.getLogger(__name__)
 
 
 class Gateway:
-    def __init__(self, config: Config, clock: Clock, serve_api: bool = True) -> None:
+    def __init__(
+        self, config: Config, clock: Clock, serve_api: bool = True, degrade: bool = False
+    ) -> None:
+        """``degrade``: start even when the broker is away or refuses the gateway (ingest
+        and alarm delivery retry in the background; the API and pages serve the store,
+        and ``/health`` says what is wrong): how ``edge-twin run`` starts in the field."""
         self.config = config
         self.clock = clock
         self._serve_api = serve_api
+        self._degrade = degrade
         self.store: Store | None = None
         self.pipeline: Pipeline | None = None
         self.ingest: MqttIngest | None = None
@@ -52,7 +58,8 @@ class Gateway:
                 register_channel(self.store, WEBHOOK_CONSUMER, self.clock.now())
             self.pipeline = Pipeline(self.store, cfg, self.clock)
             if cfg.alert.mqtt:
-                self.alarm_bus = self.pipeline.bus = AlarmBus(cfg.mqtt, cfg.gateway.id)
+                bus = AlarmBus(cfg.mqtt, cfg.gateway.id, wait=not self._degrade)
+                self.alarm_bus = self.pipeline.bus = bus
             if cfg.alert.webhook_url:
                 self.webhook = WebhookSender(
                     str(cfg.store.path),
@@ -70,7 +77,7 @@ class Gateway:
                 self.pipeline,
                 self.clock,
             )
-            self.ingest.start()
+            self.ingest.start(wait=not self._degrade)
             if self._serve_api:
                 app = create_app(cfg, self.clock, self.status)
                 self.api = ApiServer(app, cfg.api.host, cfg.api.port)

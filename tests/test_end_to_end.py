@@ -3,11 +3,12 @@ the gateway ingests and stores -> the Kalman twin updates -> the HTTP API return
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
-from edge_twin.broker import PrivateBroker
+from edge_twin.broker import PrivateBroker, free_port
 from edge_twin.clock import ManualClock
 from edge_twin.config import Config
 from edge_twin.domain import ReadingFlag
@@ -180,3 +181,28 @@ def test_a_backlog_drains_in_bounded_batches(
     assert stats["batches"] >= len(messages) // 64
     with Store(cfg.store.path) as store:
         assert readings.count(store) == samples
+
+
+def test_the_gateway_serves_its_store_while_the_broker_is_away_then_ingests(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    # A field engineer's worst morning: the broker is down when the gateway starts.
+    port = free_port()
+    cfg = make_config(mqtt={"host": "127.0.0.1", "port": port, "client_id": "gw-degraded"})
+    home = cgm_home(patients=1, hours=1, seed=5)
+    provision_home(cfg.store.path, home)
+    engineer = api_user(cfg.store.path, "engineer", "eng-bo")
+    with Gateway(cfg, ManualClock(home.end), degrade=True) as gw:
+        assert gw.api is not None
+        health = httpx.get(f"{gw.api.url}/health", headers=engineer).json()
+        assert health["status"] == "degraded"
+        assert f"not connected to the broker at 127.0.0.1:{port}" in health["problems"][0]
+        with PrivateBroker(data_dir=tmp_path / "mosquitto", port=port) as broker:
+            assert gw.ingest is not None
+            wait_until(lambda: gw.ingest.connected, 30, "ingest connected once the broker is up")
+            with HomePublisher(broker.host, broker.port, home.devices) as pub:
+                pub.publish(home.messages())
+            expected = len(home.patients[0].cgm)
+            wait_until(lambda: gw.ingest.stats.readings_new == expected, 20, "the readings")
+            health = httpx.get(f"{gw.api.url}/health", headers=engineer).json()
+            assert health["status"] == "ok"

@@ -51,7 +51,9 @@ WEBHOOK_BATCH = 50
 class AlarmBus:
     """The gateway's MQTT client for alarms (its own connection beside ingest's)."""
 
-    def __init__(self, cfg: MqttSection, gateway_id: str) -> None:
+    def __init__(self, cfg: MqttSection, gateway_id: str, wait: bool = True) -> None:
+        """``wait=False``: do not fail when the broker is away; paho connects when it can
+        (nothing is published until then: the events wait in the log)."""
         self.prefix = f"{cfg.topic_prefix}/gw/{gateway_id}"
         self.commands: queue.Queue[bytes] = queue.Queue()
         self._client = paho.Client(
@@ -69,6 +71,10 @@ class AlarmBus:
         # reconnect); message ids the broker refused (a negative PUBACK), with the reason.
         self.in_flight: dict[int, paho.MQTTMessageInfo] = {}
         self.refused: dict[int, str] = {}
+        if not wait:
+            self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+            self._client.loop_start()
+            return
         try:
             self._client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         except OSError as exc:

@@ -257,6 +257,12 @@ def create_app(
         problems = []
         if config.sync.url and running is not None and running.get("sync_worker_alive") is False:
             problems.append("the FHIR sync worker is not running")
+        if running is not None and running.get("running", True) and not running.get("connected"):
+            why = running.get("last_error") or "no answer yet"
+            problems.append(
+                f"ingest is not connected to the broker at {config.mqtt.host}:"
+                f"{config.mqtt.port} ({why}); retrying"
+            )
         return {
             "status": "degraded" if problems else "ok",
             "problems": problems,

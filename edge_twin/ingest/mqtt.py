@@ -112,11 +112,21 @@ class MqttIngest:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Connect and start the ingest thread; BrokerError if not connected in time."""
-        self._connect()
+    def start(self, timeout: float = 10.0, wait: bool = True) -> None:
+        """Connect and start the ingest thread; BrokerError if not connected in time.
+        ``wait=False``: start even if the broker is away or refuses us; the thread
+        reconnects with back-off, and ``stats`` say what is wrong meanwhile."""
+        try:
+            self._connect()
+        except BrokerError as exc:
+            if wait:
+                raise
+            self.stats.last_error = str(exc)
+            log.warning("%s; retrying in the background", exc)
         self._thread = threading.Thread(target=self._run, name="edge-twin-ingest", daemon=True)
         self._thread.start()
+        if not wait:
+            return
         deadline = time.monotonic() + timeout
         while not self._connected.wait(0.02):
             if self._refused is None and time.monotonic() < deadline:
