@@ -107,7 +107,8 @@ def create_app(
     read_only: bool = False,
 ) -> FastAPI:
     """The API on ``config.store.path``; ``read_only``: a store served for reading
-    (``edge-twin serve``): every request that would change it is refused (405)."""
+    (``edge-twin serve``): every request that would change it is refused (405), and
+    logins live in memory."""
     app = FastAPIOffline(
         # Every route passes its access rule first (api/access.py).
         dependencies=[Depends(_authorize)],
