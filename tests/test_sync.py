@@ -474,6 +474,7 @@ def test_a_running_gateway_syncs_what_it_ingests_and_reports_it(
         upstream.set_consent(store, "pt-001", True, T0, "test")
     cfg = make_config(broker, sync={"url": fhir.url, "timeout_s": 5.0})
     engineer = api_user(db_path, "engineer", "eng-bo")
+    care = api_user(db_path, "care_team", "dr-cy")
     with fed_gateway(broker, cfg, home, SystemClock()) as gw:
         with Store(db_path) as store:
             stored = store.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
@@ -483,7 +484,8 @@ def test_a_running_gateway_syncs_what_it_ingests_and_reports_it(
         assert health["sync"]["backlog"] == 0
         assert health["status"] == "ok"
         assert "patients" not in health["sync"]  # no patient ids in /health
-        sync = httpx.get(f"{gw.api.url}/sync", headers=engineer).json()
+        assert "patients" not in httpx.get(f"{gw.api.url}/sync", headers=engineer).json()
+        sync = httpx.get(f"{gw.api.url}/sync", headers=care).json()  # per patient: theirs
         assert sync["patients"][0]["consent"] is True
         assert sync["worker_alive"] is True
         assert "fhir-readings" in {c["name"] for c in health["consumers"]}
