@@ -137,6 +137,9 @@ class ApiSection:
     session_hours: float = _rule(12.0, 0.1, 24 * 30)
     # Mark the session cookie Secure: set when the API is served over TLS (behind a proxy).
     secure_cookies: bool = False
+    # How the pages show times and glucose: an IANA time zone, and mg/dL or mmol/L.
+    time_zone: str = "UTC"
+    glucose_unit: str = _rule("mg/dL", choices=("mg/dL", "mmol/L"))
 
 
 @dataclass(frozen=True)

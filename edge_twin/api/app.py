@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from typing import Annotated, Any
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -120,6 +121,13 @@ def create_app(
 
     app.state.config = config
     app.state.read_only = read_only
+    try:
+        zone = ZoneInfo(config.api.time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"api.time_zone {config.api.time_zone!r} is not an IANA time zone (e.g. Europe/Paris)"
+        ) from exc
+    display = dashboard.Display(zone, config.api.glucose_unit == "mmol/L")
     guard = access.Guard(read_only, frozenset(allowed_hosts(config.api)), access.MemorySessions())
     app.state.guard = guard
     if read_only:
@@ -512,6 +520,11 @@ def create_app(
         mine = [p for p in devices.patient_ids(store) if user.may_see(p)]
         access.record(store, guard, user, "GET", "/", mine, True)
         states = [patient_state(store, p) for p in mine]
-        return dashboard.render(config.gateway.id, to_iso(clock.now()), states)
+        open_alarms: dict[str, list[dict[str, Any]]] = {}
+        for a in alarms.listing(store.conn, None, True, 10_000):
+            if a.patient_id in mine:
+                open_alarms.setdefault(a.patient_id, []).append(alarm_json(a))
+        now = to_iso(clock.now())
+        return dashboard.render(config.gateway.id, now, states, open_alarms, display)
 
     return app

@@ -1,98 +1,220 @@
-"""The care-team dashboard: one server-rendered page, no JavaScript framework.
+"""The care-team dashboard: one server-rendered page, no JavaScript framework, usable on a
+phone (viewport), refreshing itself every 15 s.
 
-Shows each patient's twin: every signal's estimate with its 95% interval, trend, age, a
-STALE badge when the signal may not be acted on, the 30/60-min glucose forecast and the
-probability of a low; the latest heart-failure decompensation risk with its confidence,
-top contributing features and model version. Refreshes itself every 15 s.
+Triage first: patients ordered by their open alarms (high, then medium, then low
+priority), then by decompensation risk. Each patient shows their open alarms in words,
+every signal's estimate with its 95% interval in the unit people read (glucose in the
+deployment's mg/dL or mmol/L), when it was last measured in words and local time (a cuff
+reading this morning is "today 07:40", not "live"), a STALE badge when it may not be acted
+on, the 30/60-min forecast kept inside the signal's plausible range, the probability of a
+low; the latest decompensation risk, or "insufficient data" when its inputs were mostly
+unknown, with its largest contributions in words. The model behind each number is in the
+row's tooltip, not in a clinical column.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from html import escape
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge_twin.assess import FEATURE_WORDS
+from edge_twin.domain import MMOL_TO_MGDL, SIGNALS, Signal
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2430;background:#f7f8fa}
-h1{font-size:1.3rem} h2{font-size:1.1rem;margin:1.2rem 0 .4rem}
-table{border-collapse:collapse;background:#fff;min-width:52rem}
-th,td{padding:.35rem .7rem;border-bottom:1px solid #e3e6eb;text-align:left}
+body{font-family:system-ui,sans-serif;margin:1rem;color:#1d2430;background:#f7f8fa}
+h1{font-size:1.3rem} h2{font-size:1.1rem;margin:1.4rem 0 .4rem}
+table{border-collapse:collapse;background:#fff;width:100%;max-width:64rem}
+th,td{padding:.35rem .6rem;border-bottom:1px solid #e3e6eb;text-align:left}
 th{background:#eef1f5;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .stale{background:#fde2e1;color:#8a1c14;padding:.05rem .4rem;border-radius:.3rem;font-size:.8rem}
 .fresh{background:#e0f2e9;color:#14532d;padding:.05rem .4rem;border-radius:.3rem;font-size:.8rem}
-.muted{color:#667085;font-size:.85rem}
+.high{background:#b42318;color:#fff;padding:.05rem .4rem;border-radius:.3rem}
+.medium{background:#f79009;color:#1d2430;padding:.05rem .4rem;border-radius:.3rem}
+.low{background:#fdeb9c;color:#1d2430;padding:.05rem .4rem;border-radius:.3rem}
+.muted{color:#667085;font-size:.85rem} ul.alarms{margin:.2rem 0 .6rem;padding-left:1.2rem}
+@media (max-width:40rem){td.wide,th.wide{display:none}}
 """
 
+NAMES = {
+    Signal.GLUCOSE: "Glucose",
+    Signal.SYSTOLIC: "Systolic BP",
+    Signal.DIASTOLIC: "Diastolic BP",
+    Signal.HEART_RATE: "Heart rate",
+    Signal.SPO2: "SpO\u2082",
+    Signal.RESP_RATE: "Breathing rate",
+    Signal.WEIGHT: "Weight",
+    Signal.SKIN_TEMP: "Skin temperature",
+    Signal.STEPS: "Steps",
+}
+UNITS = {"1/min": "/min", "Cel": "\u00b0C", "count": "steps"}
+PRIORITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "&ndash;" if value is None else f"{value:.{digits}f}"
+
+@dataclass(frozen=True, slots=True)
+class Display:
+    """How a deployment shows things (api.time_zone, api.glucose_unit)."""
+
+    zone: ZoneInfo
+    glucose_mmol: bool = False
+
+    def when(self, iso: str, now: datetime) -> str:
+        """A time in words people use: "today 07:40", "yesterday 22:10", "3 Dec 07:40"."""
+        t = datetime.fromisoformat(iso).astimezone(self.zone)
+        today = now.astimezone(self.zone).date()
+        if t.date() == today:
+            day = "today"
+        elif t.date() == today - timedelta(days=1):
+            day = "yesterday"
+        else:
+            day = f"{t.day} {t:%b}"
+        return f"{day} {t:%H:%M}"
+
+    def value(self, signal: Signal, v: float) -> float:
+        return v / MMOL_TO_MGDL if signal is Signal.GLUCOSE and self.glucose_mmol else v
+
+    def unit(self, signal: Signal) -> str:
+        if signal is Signal.GLUCOSE and self.glucose_mmol:
+            return "mmol/L"
+        spec = SIGNALS[signal].unit
+        return UNITS.get(spec, spec)
+
+    def digits(self, signal: Signal) -> int:
+        if signal is Signal.GLUCOSE:
+            return 1 if self.glucose_mmol else 0
+        return 1 if signal in (Signal.WEIGHT, Signal.SKIN_TEMP) else 0
 
 
-def _signal_row(s: dict[str, Any]) -> str:
+def _ago(age_s: float) -> str:
+    if age_s < 90:
+        return "just now"
+    if age_s < 90 * 60:
+        return f"{age_s / 60:.0f} min ago"
+    if age_s < 36 * 3600:
+        return f"{age_s / 3600:.0f} h ago"
+    return f"{age_s / 86400:.0f} days ago"
+
+
+def _signal_row(s: dict[str, Any], show: Display, now: datetime) -> str:
+    signal = Signal(s["signal"])
+    spec = SIGNALS[signal]
+    d = show.digits(signal)
+
+    def shown(v: float) -> str:
+        # Kept inside the signal's plausible range: no negative steps or weights.
+        return f"{show.value(signal, min(max(v, spec.lo), spec.hi)):.{d}f}"
+
     lo, hi = s["interval95"]
-    badge = '<span class="stale">STALE</span>' if s["stale"] else '<span class="fresh">live</span>'
-    rate = s.get("rate_per_min")
+    badge = '<span class="stale">STALE</span>' if s["stale"] else '<span class="fresh">fresh</span>'
     forecast = " / ".join(
-        f"{f['mean']:.0f} [{f['interval95'][0]:.0f}, {f['interval95'][1]:.0f}]"
+        f"{shown(f['mean'])} [{shown(f['interval95'][0])}&ndash;{shown(f['interval95'][1])}]"
         for f in s["forecasts"]
         if f["horizon_min"] in (30.0, 60.0)
     )
     risk = next((r for r in s.get("risks", []) if r["kind"] == "low"), None)
+    risk_text = "&ndash;" if risk is None else f"{100 * risk['probability']:.0f}%"
     prov = s["provenance"]
-    risk_text = "&ndash;" if risk is None else f"{100 * risk['probability']:.1f}%"
+    model = (
+        f"{prov['model']} v{prov['model_version']} from {prov['n_measurements']} readings"
+        f" of {', '.join(prov['device_ids'])}"
+    )
+    last = f"{show.when(s['last_measured_at'], now)} ({_ago(s['age_s'])})"
     return (
-        f'<tr data-signal="{escape(s["signal"])}"><td>{escape(s["signal"])}</td>'
-        f"<td class=num>{_fmt(s['mean'])} {escape(s['unit'])}</td>"
-        f"<td class=num>[{_fmt(lo)}, {_fmt(hi)}]</td>"
-        f"<td class=num>{_fmt(rate, 2)}</td>"
-        f"<td class=num>{_fmt(s['age_s'] / 60.0)} min</td><td>{badge}</td>"
-        f"<td>{escape(forecast) or '&ndash;'}</td>"
-        f"<td class=num>{risk_text}</td>"
-        f"<td class=muted>{escape(prov['model'])} v{escape(prov['model_version'])},"
-        f" n={prov['n_measurements']}</td></tr>"
+        f'<tr data-signal="{escape(s["signal"])}" title="{escape(model)}">'
+        f"<td>{escape(NAMES.get(signal, signal.value))}</td>"
+        f"<td class=num>{shown(s['mean'])} {escape(show.unit(signal))}</td>"
+        f"<td class=num>{shown(lo)}&ndash;{shown(hi)}</td>"
+        f"<td>{escape(last)} {badge}</td>"
+        f"<td class=wide>{forecast or '&ndash;'}</td>"
+        f"<td class=num>{risk_text}</td></tr>"
     )
 
 
-def _risk_line(risk: dict[str, Any] | None) -> str:
+def _risk_line(risk: dict[str, Any] | None, show: Display, now: datetime) -> str:
     if risk is None:
         return ""
+    prov = risk["provenance"]
+    model = f"model {prov['model']} {prov['version']}"
+    when = show.when(risk["at"], now)
+    if risk["confidence"] == "low":
+        # Most of its inputs were unknown: a number would look like knowledge it is not.
+        return (
+            f'<p data-risk="hf_decompensation">Decompensation risk: <b>insufficient data</b>'
+            f" ({when}) <span class=muted>{escape('; '.join(risk['confidence_reasons']))};"
+            f" {escape(model)}</span></p>"
+        )
     flag = '<span class="stale">ABOVE THRESHOLD</span> ' if risk["above_threshold"] else ""
-    why = ", ".join(
-        f"{escape(c['feature'])} {c['value']:.2f} (usual {c['typical']:.2f})"
+    why = "; ".join(
+        f"{escape(FEATURE_WORDS.get(c['feature'], c['feature']))} {c['value']:.1f}"
+        f" (usually {c['typical']:.1f})"
         for c in risk["top_contributions"]
     )
-    prov = risk["provenance"]
     return (
         f'<p data-risk="hf_decompensation">{flag}Decompensation risk within'
-        f" {risk['horizon_days']:g} days: <b>{100 * risk['probability']:.1f}%</b>"
-        f" (threshold {100 * risk['threshold']:.1f}%, confidence {escape(risk['confidence'])})"
-        f" at {escape(risk['at'])}<br><span class=muted>driven by: {why or '&ndash;'};"
-        f" model {escape(prov['model'])} {escape(prov['version'])}</span></p>"
+        f" {risk['horizon_days']:g} days: <b>{100 * risk['probability']:.0f}%</b>"
+        f" (alert at {100 * risk['threshold']:.0f}%, confidence {escape(risk['confidence'])},"
+        f" {when})<br><span class=muted>driven by: {why or '&ndash;'}; {escape(model)}</span></p>"
     )
 
 
-def render(gateway_id: str, now_iso: str, patients: list[dict[str, Any]]) -> str:
+def _alarm_list(open_alarms: list[dict[str, Any]], show: Display, now: datetime) -> str:
+    if not open_alarms:
+        return ""
+    items = "".join(
+        f'<li data-alarm="{escape(a["type"])}"><span class="{escape(a["priority"])}">'
+        f"{escape(a['priority'])}</span> {escape(a['type'].replace('_', ' '))}:"
+        f" {escape(a['reason'])} <span class=muted>since {show.when(a['raised_at'], now)},"
+        f" {escape(a['state'])}</span></li>"
+        for a in sorted(open_alarms, key=lambda a: PRIORITY_ORDER.get(a["priority"], 9))
+    )
+    return f'<ul class="alarms">{items}</ul>'
+
+
+def triage_key(p: dict[str, Any], open_alarms: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """Most urgent first: open alarms by priority, then the decompensation risk."""
+    counts = [sum(1 for a in open_alarms if a["priority"] == k) for k in ("high", "medium", "low")]
+    risk = p.get("risk")
+    probability = 0.0 if risk is None or risk["confidence"] == "low" else risk["probability"]
+    return (-counts[0], -counts[1], -counts[2], -probability, p["patient_id"])
+
+
+def render(
+    gateway_id: str,
+    now_iso: str,
+    patients: list[dict[str, Any]],
+    open_alarms: dict[str, list[dict[str, Any]]] | None = None,
+    show: Display | None = None,
+) -> str:
+    show = show or Display(ZoneInfo("UTC"))
+    alarms_of = open_alarms or {}
+    now = datetime.fromisoformat(now_iso)
+    ordered = sorted(patients, key=lambda p: triage_key(p, alarms_of.get(p["patient_id"], [])))
     sections = []
-    for p in patients:
-        rows = "".join(_signal_row(s) for s in p["signals"].values())
+    for p in ordered:
+        rows = "".join(_signal_row(s, show, now) for s in p["signals"].values())
         if not rows:
-            rows = "<tr><td colspan=9 class=muted>no readings yet</td></tr>"
+            rows = "<tr><td colspan=6 class=muted>no readings yet</td></tr>"
         pid = escape(p["patient_id"])
         sections.append(
-            f'<section data-patient="{pid}"><h2>Patient {pid}</h2>{_risk_line(p.get("risk"))}'
+            f'<section data-patient="{pid}"><h2>Patient {pid}</h2>'
+            f"{_alarm_list(alarms_of.get(p['patient_id'], []), show, now)}"
+            f"{_risk_line(p.get('risk'), show, now)}"
             "<table><thead><tr><th>signal</th><th>estimate</th><th>95% interval</th>"
-            "<th>trend /min</th><th>last reading</th><th>status</th>"
-            "<th>forecast 30 / 60 min</th><th>P(&lt;70 in 30 min)</th><th>model</th></tr></thead>"
+            "<th>last measured</th><th class=wide>forecast 30 / 60 min</th>"
+            "<th>low within 30 min</th></tr></thead>"
             f"<tbody>{rows}</tbody></table></section>"
         )
     body = "".join(sections) or "<p class=muted>No patients provisioned yet.</p>"
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta http-equiv="refresh" content="15">'
         f"<title>edge-twin {escape(gateway_id)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>edge-twin gateway {escape(gateway_id)}</h1>"
-        f"<p class=muted>as of {escape(now_iso)} &middot; "
-        '<a href="/docs">API</a> &middot; <a href="/health">health</a> &middot; '
-        '<a href="/quarantine">quarantine</a></p>'
+        f"<p class=muted>as of {show.when(now_iso, now)} ({escape(str(show.zone))}) &middot; "
+        '<a href="/docs">API</a></p>'
         f"{body}</body></html>"
     )

@@ -11,6 +11,7 @@ What other stages use is exported here; the modules behind it are this stage's o
 
 from edge_twin.assess.assessor import RiskAssessor
 from edge_twin.assess.drift import FeatureDrift, drift_report
+from edge_twin.assess.features import FEATURE_WORDS, FEATURES
 from edge_twin.assess.glycaemic import (
     HYPO_MGDL,
     URGENT_LOW_MGDL,
@@ -24,6 +25,8 @@ from edge_twin.assess.model_store import install as install_model
 from edge_twin.assess.model_store import rollback as rollback_model
 
 __all__ = [
+    "FEATURES",
+    "FEATURE_WORDS",
     "HYPO_MGDL",
     "PREDICTOR_WINDOW_S",
     "URGENT_LOW_MGDL",

@@ -81,6 +81,31 @@ FEATURES: tuple[str, ...] = (
     "rr_z",
     "temp_vs_norm",
 )
+# Each feature in words, for the people who read an explanation (dashboard, FHIR note).
+FEATURE_WORDS: dict[str, str] = {
+    "weight_change_3d": "weight change over 3 days (kg)",
+    "weight_change_7d": "weight change over 7 days (kg)",
+    "weight_vs_norm": "weight above the person's usual (kg)",
+    "weight_sd": "day-to-day weight variability (kg)",
+    "weight_days_since": "days since the last weighing",
+    "weight_readings_7d": "weighings in the last 7 days",
+    "hr_vs_norm": "resting heart rate above usual (beats/min)",
+    "hr_change_7d": "heart-rate change over 7 days (beats/min)",
+    "hr_baseline_sd": "heart-rate variability of the usual level",
+    "rr_vs_norm": "breathing rate above usual (breaths/min)",
+    "rr_change_7d": "breathing-rate change over 7 days (breaths/min)",
+    "spo2_vs_norm": "oxygen saturation against usual (%)",
+    "systolic_vs_norm": "systolic pressure against usual (mmHg)",
+    "activity_ratio": "activity against usual (ratio)",
+    "wear_3d": "share of the last 3 days the wristband was worn",
+    "weight_change_14d": "weight change over 14 days (kg)",
+    "hr_change_14d": "heart-rate change over 14 days (beats/min)",
+    "rr_change_14d": "breathing-rate change over 14 days (breaths/min)",
+    "weight_z": "weight against the person's usual spread (SDs)",
+    "hr_z": "heart rate against the person's usual spread (SDs)",
+    "rr_z": "breathing rate against the person's usual spread (SDs)",
+    "temp_vs_norm": "skin temperature against usual (°C)",
+}
 # Which way each feature moves as a decompensation builds (+1 up, -1 down; 0: a measure
 # of evidence, not of the body, or no consistent direction). A value beyond the training
 # range in the disease's direction is what a decompensation looks like, not a reason to
