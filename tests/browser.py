@@ -9,9 +9,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, sync_playwright
 
 FLAGS = [
     "--headless",
@@ -58,3 +61,17 @@ def dom(url: str, settle_ms: int = 0) -> str:
 def screenshot(url: str, path: Path) -> Path:
     _run(f"--screenshot={path}", url)
     return path
+
+
+@contextmanager
+def page() -> Iterator[Page]:
+    """A page in Debian's Chromium driven by Playwright (clicks, typing, waiting), in a
+    fresh profile; closed with the context."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium(), args=[f for f in FLAGS if f != "--headless"]
+        )
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()

@@ -1,5 +1,6 @@
 """The care-team dashboard, rendered by a real Chromium against a live gateway."""
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tests import browser
 from tests.conftest import T0, cgm_home, fed_gateway, login_link, provision_home
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser]
+DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
 def test_dashboard_shows_each_patient_with_uncertainty_and_staleness(
@@ -32,6 +34,8 @@ def test_dashboard_shows_each_patient_with_uncertainty_and_staleness(
 
         fresh = browser.dom(page())
         shot = browser.screenshot(page(), tmp_path / "dashboard.png")
+        if os.environ.get("EDGE_TWIN_DOCS_SCREENSHOTS"):  # docs/ pictures, taken by this test
+            browser.screenshot(page(), DOCS_IMG / "dashboard.png")
         clock.advance(16 * 60)  # 16 min without a CGM reading: past glucose's 15 min
         stale = browser.dom(page())
         refused = browser.dom(f"{gw.api.url}/")  # not logged in

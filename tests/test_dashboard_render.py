@@ -36,6 +36,7 @@ def patient(pid: str, signals: list[dict[str, Any]], risk: Any = None) -> dict[s
 
 def alarm(pid: str, kind: str, priority: str) -> dict[str, Any]:
     return {
+        "alarm_id": 1,
         "patient_id": pid,
         "type": kind,
         "priority": priority,

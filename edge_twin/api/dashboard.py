@@ -1,8 +1,10 @@
-"""The care-team dashboard: one server-rendered page, no JavaScript framework, usable on a
-phone (viewport), refreshing itself every 15 s.
+"""The care-team dashboard: one server-rendered page, no JavaScript framework (a few lines
+of script to act on alarms), usable on a phone (viewport), refreshing itself every 15 s
+unless someone is typing.
 
 Triage first: patients ordered by their open alarms (high, then medium, then low
 priority), then by decompensation risk. Each patient shows their open alarms in words,
+with acknowledge and pause (a reason required, kept in the audit log),
 every signal's estimate with its 95% interval in the unit people read (glucose in the
 deployment's mg/dL or mmol/L), when it was last measured in words and local time (a cuff
 reading this morning is "today 07:40", not "live"), a STALE badge when it may not be acted
@@ -36,7 +38,33 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .medium{background:#f79009;color:#1d2430;padding:.05rem .4rem;border-radius:.3rem}
 .low{background:#fdeb9c;color:#1d2430;padding:.05rem .4rem;border-radius:.3rem}
 .muted{color:#667085;font-size:.85rem} ul.alarms{margin:.2rem 0 .6rem;padding-left:1.2rem}
+form.act{display:inline-flex;gap:.3rem;margin-left:.5rem} form.act input{width:12rem}
 @media (max-width:40rem){td.wide,th.wide{display:none}}
+"""
+
+# Acting on an alarm from the page (the session cookie goes with a same-origin fetch), and
+# a refresh every 15 s that waits while someone is typing a reason.
+_SCRIPT = """
+async function act(form, what) {
+  const reason = form.reason.value.trim();
+  const out = form.querySelector('.result');
+  if (!reason) { out.textContent = 'a reason is required'; form.reason.focus(); return; }
+  const url = what === 'ack' ? `/alarms/${form.dataset.alarmId}/acknowledge`
+    : `/patients/${form.dataset.patient}/alarms/${form.dataset.type}/pause`;
+  const body = what === 'ack' ? {reason} : {reason, minutes: 30};
+  const r = await fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json'},
+                              body: JSON.stringify(body)});
+  if (r.ok) { location.reload(); return; }
+  out.textContent = (await r.json()).detail;
+}
+document.addEventListener('click', (e) => {
+  const b = e.target.closest('button[data-do]');
+  if (b) act(b.form, b.dataset.do);
+});
+setInterval(() => {
+  const typing = [...document.querySelectorAll('input[name=reason]')].some(i => i.value);
+  if (!typing && !document.activeElement.matches('input')) location.reload();
+}, 15000);
 """
 
 NAMES = {
@@ -160,17 +188,33 @@ def _risk_line(risk: dict[str, Any] | None, show: Display, now: datetime) -> str
     )
 
 
+def _alarm_item(a: dict[str, Any], show: Display, now: datetime) -> str:
+    """An open alarm in words, and what the care team can do: acknowledge it, or pause
+    it for 30 min (the engine's bounds apply), with a reason (kept in the audit log)."""
+    kind = escape(a["type"])
+    form = (
+        f'<form class="act" data-alarm-id="{int(a["alarm_id"])}"'
+        f' data-patient="{escape(a["patient_id"])}" data-type="{kind}">'
+        '<input name="reason" placeholder="reason (required)" aria-label="reason">'
+        '<button type="button" data-do="ack">Acknowledge</button>'
+        '<button type="button" data-do="pause">Pause 30 min</button>'
+        '<span class="result muted"></span></form>'
+    )
+    return (
+        f'<li data-alarm="{kind}" data-state="{escape(a["state"])}">'
+        f'<span class="{escape(a["priority"])}">{escape(a["priority"])}</span>'
+        f" {escape(a['type'].replace('_', ' '))}: {escape(a['reason'])}"
+        f" <span class=muted>since {show.when(a['raised_at'], now)}, {escape(a['state'])}"
+        f"{', by ' + escape(a['acknowledged_by']) if a.get('acknowledged_by') else ''}"
+        f"</span>{form}</li>"
+    )
+
+
 def _alarm_list(open_alarms: list[dict[str, Any]], show: Display, now: datetime) -> str:
     if not open_alarms:
         return ""
-    items = "".join(
-        f'<li data-alarm="{escape(a["type"])}"><span class="{escape(a["priority"])}">'
-        f"{escape(a['priority'])}</span> {escape(a['type'].replace('_', ' '))}:"
-        f" {escape(a['reason'])} <span class=muted>since {show.when(a['raised_at'], now)},"
-        f" {escape(a['state'])}</span></li>"
-        for a in sorted(open_alarms, key=lambda a: PRIORITY_ORDER.get(a["priority"], 9))
-    )
-    return f'<ul class="alarms">{items}</ul>'
+    ordered = sorted(open_alarms, key=lambda a: PRIORITY_ORDER.get(a["priority"], 9))
+    return f'<ul class="alarms">{"".join(_alarm_item(a, show, now) for a in ordered)}</ul>'
 
 
 def triage_key(p: dict[str, Any], open_alarms: list[dict[str, Any]]) -> tuple[Any, ...]:
@@ -211,8 +255,8 @@ def render(
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta http-equiv="refresh" content="15">'
-        f"<title>edge-twin {escape(gateway_id)}</title><style>{_STYLE}</style></head><body>"
+        f"<title>edge-twin {escape(gateway_id)}</title><style>{_STYLE}</style>"
+        f"<script>{_SCRIPT}</script></head><body>"
         f"<h1>edge-twin gateway {escape(gateway_id)}</h1>"
         f"<p class=muted>as of {show.when(now_iso, now)} ({escape(str(show.zone))}) &middot; "
         '<a href="/docs">API</a></p>'

@@ -1,0 +1,80 @@
+"""The pages as their users use them, in Debian's Chromium driven by Playwright against a
+gateway's API on a real store: log in per role, see the triage list, act on an alarm from
+the dashboard, and be refused where the role does not allow."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edge_twin.alert import AlarmEngine
+from edge_twin.config import Config
+from edge_twin.domain import Observation
+from edge_twin.store import Store, alarms, devices
+from tests import browser
+from tests.conftest import PASSWORD, T0, api_user, serving_api
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def ward(make_config: Callable[..., Config]) -> Config:
+    """Two patients; pt-002 has an open urgent low."""
+    cfg = make_config(api={"port": 0})
+    with Store(cfg.store.path) as store:
+        devices.provision(store, "cgm-001", "pt-001", "cgm", T0)
+        devices.provision(store, "cgm-002", "pt-002", "cgm", T0)
+        AlarmEngine(store, lambda: T0).observe(
+            [Observation("pt-002", "urgent_low", T0, True, "glucose 48 mg/dL below 55", {})]
+        )
+    for role, name in (("care_team", "nurse-ann"), ("engineer", "eng-bo")):
+        api_user(cfg.store.path, role, name)
+    return cfg
+
+
+def log_in(page: browser.Page, url: str, name: str) -> None:
+    page.goto(f"{url}/login")
+    page.fill("#username", name)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+
+
+def test_a_care_team_triages_and_acknowledges_from_the_dashboard(
+    ward: Config, tmp_path: Path
+) -> None:
+    with serving_api(ward) as url, browser.page() as page:
+        log_in(page, url, "nurse-ann")
+        assert page.url == f"{url}/"
+        patients = page.eval_on_selector_all(
+            "section[data-patient]", "s => s.map(e => e.dataset.patient)"
+        )
+        assert patients == ["pt-002", "pt-001"]  # the urgent low first
+        alarm = page.locator('li[data-alarm="urgent_low"]')
+        assert "glucose 48 mg/dL below 55" in alarm.inner_text()
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        # Without a reason nothing is sent.
+        alarm.locator("button[data-do=ack]").click()
+        assert "a reason is required" in alarm.locator(".result").inner_text()
+        alarm.locator("input[name=reason]").fill("gave 15 g of glucose")
+        with page.expect_navigation():
+            alarm.locator("button[data-do=ack]").click()
+        acked = page.locator('li[data-alarm="urgent_low"]')
+        assert acked.get_attribute("data-state") == "acknowledged"
+        assert "by nurse-ann" in acked.inner_text()
+    assert shot.stat().st_size > 10_000
+    with Store(ward.store.path) as store:
+        (urgent,) = alarms.listing(store.conn, "pt-002")
+        events = [(e.event, e.actor, e.reason) for e in alarms.events(store.conn, urgent.id)]
+    assert events[-1] == ("acknowledged", "nurse-ann", "gave 15 g of glucose")
+
+
+def test_an_engineer_is_refused_the_clinical_dashboard(ward: Config) -> None:
+    with serving_api(ward) as url, browser.page() as page:
+        log_in(page, url, "eng-bo")
+        assert page.url == f"{url}/docs"  # where an engineer lands
+        answer = page.goto(f"{url}/")
+        assert answer is not None
+        assert answer.status == 403
+        assert "pt-002" not in page.content()
