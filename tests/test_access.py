@@ -56,6 +56,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/model"): "CAE",
     ("GET", "/quarantine"): "E",
     ("GET", "/"): "CA",
+    ("GET", "/patient"): "PO",  # each their own
     ("GET", "/patients"): "POCA",
     ("GET", "/alarms"): "POCA",
     ("GET", "/alarms/{alarm_id}"): "PCA",  # pt-001's alarm

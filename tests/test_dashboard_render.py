@@ -132,3 +132,18 @@ def test_glucose_in_mmol_per_litre_when_the_deployment_says_so() -> None:
 
 def test_every_feature_has_words() -> None:
     assert set(FEATURE_WORDS) == set(FEATURES)
+
+
+def test_the_patient_page_trend_arrow_follows_the_cgm_convention() -> None:
+    from edge_twin.api.patient_view import arrow
+
+    assert [arrow(r) for r in (3.5, 2.5, 1.5, 0.0, -1.5, -2.5, -4.0)] == [
+        "\u21c8",
+        "\u2191",
+        "\u2197",
+        "\u2192",
+        "\u2198",
+        "\u2193",
+        "\u21ca",
+    ]
+    assert arrow(None) == ""

@@ -45,9 +45,12 @@ class GatewayProcess:
             "EDGE_TWIN_INGEST_FUTURE_TOLERANCE_S": "86400",
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.auth = api_user(db, "engineer", f"eng-{self.api_port}")
+        self.auth = api_user(db, "engineer", "eng-durable")
 
     def start(self) -> None:
+        # A fresh API port each start: the one a killed gateway held may be taken since.
+        self.api_port = free_port()
+        self.env["EDGE_TWIN_API_PORT"] = str(self.api_port)
         self.proc = subprocess.Popen(
             [str(BIN / "edge-twin"), "run"],
             env=self.env,

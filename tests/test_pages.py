@@ -9,8 +9,9 @@ import pytest
 
 from edge_twin.alert import AlarmEngine
 from edge_twin.config import Config
-from edge_twin.domain import Observation
-from edge_twin.store import Store, alarms, devices
+from edge_twin.domain import Observation, Reading, Signal
+from edge_twin.estimate import TwinEstimator
+from edge_twin.store import Store, alarms, devices, readings
 from tests import browser
 from tests.conftest import PASSWORD, T0, api_user, serving_api
 
@@ -24,11 +25,21 @@ def ward(make_config: Callable[..., Config]) -> Config:
     with Store(cfg.store.path) as store:
         devices.provision(store, "cgm-001", "pt-001", "cgm", T0)
         devices.provision(store, "cgm-002", "pt-002", "cgm", T0)
+        with store.transaction() as conn:
+            readings.insert(
+                conn,
+                [
+                    Reading("pt-002", "cgm-002", Signal.GLUCOSE, T0 - 600 + 300 * k, v, T0)
+                    for k, v in enumerate((60.0, 53.0, 48.0))
+                ],
+            )
+        TwinEstimator(store, now=lambda: T0).catch_up()
         AlarmEngine(store, lambda: T0).observe(
             [Observation("pt-002", "urgent_low", T0, True, "glucose 48 mg/dL below 55", {})]
         )
     for role, name in (("care_team", "nurse-ann"), ("engineer", "eng-bo")):
         api_user(cfg.store.path, role, name)
+    api_user(cfg.store.path, "patient", "pat-2", ("pt-002",))
     return cfg
 
 
@@ -78,3 +89,24 @@ def test_an_engineer_is_refused_the_clinical_dashboard(ward: Config) -> None:
         assert answer is not None
         assert answer.status == 403
         assert "pt-002" not in page.content()
+
+
+def test_a_patient_sees_their_glucose_and_what_to_do_and_says_they_saw_the_alarm(
+    ward: Config,
+) -> None:
+    with serving_api(ward) as url, browser.page() as page:
+        log_in(page, url, "pat-2")
+        assert page.url == f"{url}/patient"
+        glucose = page.locator('section[data-signal="glucose"]').inner_text()
+        value, trend = glucose.split()[:2]
+        assert 44 <= float(value) <= 56  # the twin's glucose now, large
+        assert trend in "\u21c8\u2191\u2197\u2192\u2198\u2193\u21ca"  # and its trend arrow
+        alarm = page.locator('div[data-alarm="urgent_low"]')
+        assert "Take 15-20 g of fast sugar" in alarm.inner_text()
+        with page.expect_navigation():
+            alarm.locator("button[data-do=ack]").click()
+        assert page.locator('div[data-alarm="urgent_low"]').get_attribute("data-state") == (
+            "acknowledged"
+        )
+        assert page.goto(f"{url}/").status == 403  # not the care team's dashboard
+        assert page.goto(f"{url}/patients/pt-001/state").status == 403  # not theirs

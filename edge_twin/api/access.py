@@ -67,6 +67,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/model"): Rule(OPERATIONS),
     ("GET", "/quarantine"): Rule(ENGINEERS),  # metadata only
     ("GET", "/"): Rule(CARE),
+    ("GET", "/patient"): Rule(frozenset({Role.PATIENT})),  # their own page
     ("GET", "/patients"): Rule(CLINICAL),  # the ones the user may see
     ("GET", "/alarms"): Rule(CLINICAL),  # the same
     ("GET", "/alarms/{alarm_id}"): Rule(CLINICAL),  # the alarm's patient, checked there

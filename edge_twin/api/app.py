@@ -24,7 +24,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
-from edge_twin.api import access, dashboard, login, views
+from edge_twin.api import access, dashboard, login, patient_view, views
 from edge_twin.api.serialize import (
     audit_json,
     consumer_json,
@@ -246,7 +246,8 @@ def create_app(
             token = users.issue(store, user.username, users.Kind.SESSION, ttl, now)
         if not to_page:
             return JSONResponse({"token": token, "expires_in": int(ttl), "role": user.role.value})
-        home = page or ("/" if user.role is Role.CARE_TEAM else "/docs")
+        landing = {Role.CARE_TEAM: "/", Role.PATIENT: "/patient", Role.ENGINEER: "/docs"}
+        home = page or landing[user.role]
         response = RedirectResponse(home, 303)
         response.set_cookie(
             access.SESSION_COOKIE,
@@ -526,5 +527,30 @@ def create_app(
                 open_alarms.setdefault(a.patient_id, []).append(alarm_json(a))
         now = to_iso(clock.now())
         return dashboard.render(config.gateway.id, now, states, open_alarms, display)
+
+    @app.get("/patient", response_class=HTMLResponse)
+    def patient_page(store: StoreDep, user: UserDep) -> str:
+        """The patient's own page (a tablet or a TV at home): glucose now with its trend,
+        the latest blood pressure and weight, their alarms in plain words with what to do
+        and a button to say they saw it, their devices' last sign of life."""
+        (pid,) = sorted(user.patients)  # a patient user sees exactly one (users.add)
+        access.record(store, guard, user, "GET", "/patient", [pid], True)
+        statuses = devices.statuses(store)
+        mine = []
+        for d in devices.all_devices(store):
+            if d.patient_id != pid:
+                continue
+            heard = [readings.latest_time(store, d.device_id, s) for s in d.device_type.signals]
+            last = max((t for t in heard if t is not None), default=None)
+            mine.append(
+                {
+                    **device_json(d, statuses.get(d.device_id)),
+                    "last_seen_at": None if last is None else to_iso(last),
+                }
+            )
+        open_alarms = [alarm_json(a) for a in alarms.listing(store.conn, pid, True, 100)]
+        state = patient_state(store, pid)
+        now = to_iso(clock.now())
+        return patient_view.render(pid, now, state, open_alarms, mine, display)
 
     return app

@@ -44,7 +44,7 @@ form.act{display:inline-flex;gap:.3rem;margin-left:.5rem} form.act input{width:1
 
 # Acting on an alarm from the page (the session cookie goes with a same-origin fetch), and
 # a refresh every 15 s that waits while someone is typing a reason.
-_SCRIPT = """
+ALARM_SCRIPT = """
 async function act(form, what) {
   const reason = form.reason.value.trim();
   const out = form.querySelector('.result');
@@ -256,7 +256,7 @@ def render(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>edge-twin {escape(gateway_id)}</title><style>{_STYLE}</style>"
-        f"<script>{_SCRIPT}</script></head><body>"
+        f"<script>{ALARM_SCRIPT}</script></head><body>"
         f"<h1>edge-twin gateway {escape(gateway_id)}</h1>"
         f"<p class=muted>as of {show.when(now_iso, now)} ({escape(str(show.zone))}) &middot; "
         '<a href="/docs">API</a></p>'
