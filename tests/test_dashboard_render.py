@@ -147,3 +147,11 @@ def test_the_patient_page_trend_arrow_follows_the_cgm_convention() -> None:
         "\u21ca",
     ]
     assert arrow(None) == ""
+
+
+def test_the_care_team_is_told_when_data_stop_arriving() -> None:
+    problem = "no reading has arrived for 45 min"
+    page = render("gw", NOW, [patient("pt-1", [])], {}, PARIS, [problem])
+    assert page.index("Data may not be current") < page.index('data-patient="pt-1"')
+    assert problem in page
+    assert "Data may not be current" not in render("gw", NOW, [], {}, PARIS, [])

@@ -192,11 +192,15 @@ def test_the_gateway_serves_its_store_while_the_broker_is_away_then_ingests(
     home = cgm_home(patients=1, hours=1, seed=5)
     provision_home(cfg.store.path, home)
     engineer = api_user(cfg.store.path, "engineer", "eng-bo")
+    care = api_user(cfg.store.path)
     with Gateway(cfg, ManualClock(home.end), degrade=True) as gw:
         assert gw.api is not None
         health = httpx.get(f"{gw.api.url}/health", headers=engineer).json()
         assert health["status"] == "degraded"
         assert f"not connected to the broker at 127.0.0.1:{port}" in health["problems"][0]
+        page = httpx.get(f"{gw.api.url}/", headers=care).text
+        assert "Data may not be current" in page  # the care team is told too
+        assert "not connected to its MQTT broker" in page
         with PrivateBroker(data_dir=tmp_path / "mosquitto", port=port) as broker:
             assert gw.ingest is not None
             wait_until(lambda: gw.ingest.connected, 30, "ingest connected once the broker is up")
@@ -206,3 +210,4 @@ def test_the_gateway_serves_its_store_while_the_broker_is_away_then_ingests(
             wait_until(lambda: gw.ingest.stats.readings_new == expected, 20, "the readings")
             health = httpx.get(f"{gw.api.url}/health", headers=engineer).json()
             assert health["status"] == "ok"
+            assert "Data may not be current" not in httpx.get(f"{gw.api.url}/", headers=care).text

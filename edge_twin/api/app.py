@@ -7,6 +7,7 @@ beside the one writer in WAL mode), so the API never blocks ingest.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -88,6 +89,9 @@ class PauseBody(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+# Nothing received from any device for this long: the dashboard says so (a CGM sends every
+# 5 min, a wristband every minute).
+NO_DATA_AFTER_S = 30 * 60.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -526,7 +530,25 @@ def create_app(
             if a.patient_id in mine:
                 open_alarms.setdefault(a.patient_id, []).append(alarm_json(a))
         now = to_iso(clock.now())
-        return dashboard.render(config.gateway.id, now, states, open_alarms, display)
+        problems = data_problems(store)
+        return dashboard.render(config.gateway.id, now, states, open_alarms, display, problems)
+
+    def data_problems(store: Store) -> list[str]:
+        """Why the pages may not show the present: ingest not connected, or nothing
+        received for longer than any sensor's normal silence."""
+        out = []
+        running = ingest_status() if ingest_status else None
+        if running is not None and running.get("running", True) and not running.get("connected"):
+            out.append(
+                "the gateway is not connected to its MQTT broker: readings are not arriving"
+                f" ({running.get('last_error') or 'no answer yet'})"
+            )
+        if ingest_status is not None and devices.all_devices(store):
+            newest = readings.newest_arrival(store)
+            silence = clock.now() - newest
+            if math.isfinite(newest) and silence > NO_DATA_AFTER_S:
+                out.append(f"no reading has arrived for {silence / 60:.0f} min")
+        return out
 
     @app.get("/patient", response_class=HTMLResponse)
     def patient_page(store: StoreDep, user: UserDep) -> str:

@@ -39,6 +39,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .low{background:#fdeb9c;color:#1d2430;padding:.05rem .4rem;border-radius:.3rem}
 .muted{color:#667085;font-size:.85rem} ul.alarms{margin:.2rem 0 .6rem;padding-left:1.2rem}
 form.act{display:inline-flex;gap:.3rem;margin-left:.5rem} form.act input{width:12rem}
+.banner{background:#fde2e1;border:2px solid #b42318;border-radius:.4rem;padding:.5rem 1rem}
 @media (max-width:40rem){td.wide,th.wide{display:none}}
 """
 
@@ -217,6 +218,13 @@ def _alarm_list(open_alarms: list[dict[str, Any]], show: Display, now: datetime)
     return f'<ul class="alarms">{"".join(_alarm_item(a, show, now) for a in ordered)}</ul>'
 
 
+def _banner(problems: list[str]) -> str:
+    if not problems:
+        return ""
+    items = "".join(f"<li>{escape(p)}</li>" for p in problems)
+    return f'<div class="banner" role="alert"><b>Data may not be current</b><ul>{items}</ul></div>'
+
+
 def triage_key(p: dict[str, Any], open_alarms: list[dict[str, Any]]) -> tuple[Any, ...]:
     """Most urgent first: open alarms by priority, then the decompensation risk."""
     counts = [sum(1 for a in open_alarms if a["priority"] == k) for k in ("high", "medium", "low")]
@@ -231,7 +239,10 @@ def render(
     patients: list[dict[str, Any]],
     open_alarms: dict[str, list[dict[str, Any]]] | None = None,
     show: Display | None = None,
+    problems: list[str] | None = None,
 ) -> str:
+    """``problems``: what keeps data from arriving (ingest disconnected, nothing received
+    for a while), shown above everything: the page is only as current as its data."""
     show = show or Display(ZoneInfo("UTC"))
     alarms_of = open_alarms or {}
     now = datetime.fromisoformat(now_iso)
@@ -257,7 +268,7 @@ def render(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>edge-twin {escape(gateway_id)}</title><style>{_STYLE}</style>"
         f"<script>{ALARM_SCRIPT}</script></head><body>"
-        f"<h1>edge-twin gateway {escape(gateway_id)}</h1>"
+        f"<h1>edge-twin gateway {escape(gateway_id)}</h1>{_banner(problems or [])}"
         f"<p class=muted>as of {show.when(now_iso, now)} ({escape(str(show.zone))}) &middot; "
         '<a href="/docs">API</a></p>'
         f"{body}</body></html>"
