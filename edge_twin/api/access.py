@@ -69,9 +69,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/"): Rule(CARE),
     ("GET", "/patient"): Rule(frozenset({Role.PATIENT})),  # their own page
     ("GET", "/patients"): Rule(CLINICAL),  # the ones the user may see
+    ("GET", "/events"): Rule(CLINICAL),  # the same: live updates of the pages
     ("GET", "/alarms"): Rule(CLINICAL),  # the same
     ("GET", "/alarms/{alarm_id}"): Rule(CLINICAL),  # the alarm's patient, checked there
     ("POST", "/alarms/{alarm_id}/acknowledge"): Rule(CLINICAL),  # the same
+    ("GET", "/patients/{patient_id}/view"): Rule(CLINICAL, patient=True),  # the page
     ("GET", "/patients/{patient_id}/state"): Rule(CLINICAL, patient=True),
     ("GET", "/patients/{patient_id}/readings"): Rule(CLINICAL, patient=True),
     ("GET", "/patients/{patient_id}/risk"): Rule(CLINICAL, patient=True),

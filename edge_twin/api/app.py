@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
@@ -17,7 +18,13 @@ from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +32,15 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge_twin import __version__
 from edge_twin.alert import AlarmEngine, alarm_json
-from edge_twin.api import access, dashboard, login, patient_view, views
+from edge_twin.api import (
+    access,
+    dashboard,
+    events,
+    login,
+    patient_detail,
+    patient_view,
+    views,
+)
 from edge_twin.api.serialize import (
     audit_json,
     consumer_json,
@@ -549,6 +564,46 @@ def create_app(
             if math.isfinite(newest) and silence > NO_DATA_AFTER_S:
                 out.append(f"no reading has arrived for {silence / 60:.0f} min")
         return out
+
+    @app.get("/patients/{patient_id}/view", response_class=HTMLResponse)
+    def patient_detail_page(
+        patient_id: str,
+        store: StoreDep,
+        user: UserDep,
+        days: Annotated[int, Query(ge=1, le=90)] = 14,
+        hours: Annotated[int, Query(ge=1, le=72)] = 24,
+    ) -> str:
+        """One patient's page: glucose with the twin's estimate and forecast cone, the
+        glucose summary of the period (time in ranges, GMI, CV, daily profile), blood
+        pressure, weight and its change, heart rate, SpO2, breathing, steps, the
+        decompensation risk over time, the alarms and their audit trail."""
+        require_patient(store, patient_id)
+        h = views.patient_history(store, patient_id, clock.now(), config, days, hours, display.zone)
+        back = "/" if user.role is Role.CARE_TEAM else "/patient"
+        problems = data_problems(store)
+        return patient_detail.render(config.gateway.id, h, display, days, hours, problems, back)
+
+    closing = threading.Event()  # set by ApiServer.stop: open event streams end
+    app.state.closing = closing
+    source = events.EventSource(config.store.path, read_only, guard, data_problems, closing)
+
+    @app.get("/events", response_class=StreamingResponse)
+    async def live_events(request: Request, user: UserDep) -> StreamingResponse:
+        """Server-sent events for the pages: an alarm event, new readings, or a change in
+        why data may not be current, for the user's own patients; no values (a page
+        fetches itself again). Starts at the logs' ends; ends with the login."""
+
+        def log_access() -> None:
+            with Store(config.store.path, migrate=False, read_only=read_only) as store:
+                mine = [p for p in devices.patient_ids(store) if user.may_see(p)]
+                access.record(store, guard, user, "GET", "/events", mine, True)
+
+        await run_in_threadpool(log_access)
+        return StreamingResponse(
+            events.stream(source, request, user),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     @app.get("/patient", response_class=HTMLResponse)
     def patient_page(store: StoreDep, user: UserDep) -> str:

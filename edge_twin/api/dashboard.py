@@ -25,15 +25,15 @@ from zoneinfo import ZoneInfo
 from edge_twin.assess import FEATURE_WORDS
 from edge_twin.domain import MMOL_TO_MGDL, SIGNALS, Signal
 
-_STYLE = """
+STYLE = """
 body{font-family:system-ui,sans-serif;margin:1rem;color:#1d2430;background:#f7f8fa}
 h1{font-size:1.3rem} h2{font-size:1.1rem;margin:1.4rem 0 .4rem}
 table{border-collapse:collapse;background:#fff;width:100%;max-width:64rem}
 th,td{padding:.35rem .6rem;border-bottom:1px solid #e3e6eb;text-align:left}
 th{background:#eef1f5;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.stale{background:#fde2e1;color:#8a1c14;padding:.05rem .4rem;border-radius:.3rem;font-size:.8rem}
-.fresh{background:#e0f2e9;color:#14532d;padding:.05rem .4rem;border-radius:.3rem;font-size:.8rem}
+.stale,.live-off,.fresh,.live-on{padding:.05rem .4rem;border-radius:.3rem;font-size:.8rem}
+.stale,.live-off{background:#fde2e1;color:#8a1c14} .fresh,.live-on{background:#e0f2e9;color:#14532d}
 .high{background:#b42318;color:#fff;padding:.05rem .4rem;border-radius:.3rem}
 .medium{background:#f79009;color:#1d2430;padding:.05rem .4rem;border-radius:.3rem}
 .low{background:#fdeb9c;color:#1d2430;padding:.05rem .4rem;border-radius:.3rem}
@@ -44,8 +44,49 @@ form.act{display:inline-flex;gap:.3rem;margin-left:.5rem} form.act input{width:1
 """
 
 # Acting on an alarm from the page (the session cookie goes with a same-origin fetch), and
-# a refresh every 15 s that waits while someone is typing a reason.
-ALARM_SCRIPT = """
+# live updates: the server's event stream (/events) says when an alarm changed, readings
+# came or the data stopped; the page then fetches itself and swaps its body, at once for
+# an alarm, at most every data-refresh-s seconds for readings, never while someone types a
+# reason (it catches up after). Every 60 s it refreshes anyway, in case the stream is down.
+PAGE_SCRIPT = """
+let live = false, pending = false, last = Date.now(), timer = null;
+function typing() {
+  const el = document.activeElement;
+  return (el && el.matches('input,select,textarea'))
+    || [...document.querySelectorAll('input[name=reason]')].some(i => i.value);
+}
+function showLive() {
+  const el = document.getElementById('live');
+  if (!el) return;
+  el.textContent = live ? 'live' : 'reconnecting';
+  el.className = live ? 'live-on' : 'live-off';
+}
+async function refresh() {
+  if (typing()) { pending = true; return; }
+  pending = false; last = Date.now();
+  const r = await fetch(location.href, {headers: {Accept: 'text/html'}});
+  if (r.status === 401) { location.assign('/login'); return; }
+  if (!r.ok) return;
+  const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
+  document.body.replaceWith(doc.body);
+  showLive();
+}
+function soon() {
+  if (timer) return;
+  const gap = 1000 * Number(document.body.dataset.refreshS || 10);
+  timer = setTimeout(() => { timer = null; refresh(); }, Math.max(0, last + gap - Date.now()));
+}
+if (window.EventSource) {
+  const stream = new EventSource('/events');
+  stream.addEventListener('alarm', refresh);
+  stream.addEventListener('status', refresh);
+  stream.addEventListener('readings', soon);
+  stream.addEventListener('logout', () => location.assign('/login'));
+  stream.onopen = () => { live = true; showLive(); };
+  stream.onerror = () => { live = false; showLive(); };
+}
+setInterval(() => { if (pending || Date.now() - last > 60000) refresh(); }, 5000);
+document.addEventListener('DOMContentLoaded', showLive);
 async function act(form, what) {
   const reason = form.reason.value.trim();
   const out = form.querySelector('.result');
@@ -55,18 +96,15 @@ async function act(form, what) {
   const body = what === 'ack' ? {reason} : {reason, minutes: 30};
   const r = await fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json'},
                               body: JSON.stringify(body)});
-  if (r.ok) { location.reload(); return; }
+  if (r.ok) { form.reason.value = ''; form.reason.blur(); refresh(); return; }
   out.textContent = (await r.json()).detail;
 }
 document.addEventListener('click', (e) => {
   const b = e.target.closest('button[data-do]');
   if (b) act(b.form, b.dataset.do);
 });
-setInterval(() => {
-  const typing = [...document.querySelectorAll('input[name=reason]')].some(i => i.value);
-  if (!typing && !document.activeElement.matches('input')) location.reload();
-}, 15000);
 """
+LIVE_BADGE = '<span id="live" class="live-off" aria-live="polite">connecting</span>'
 
 NAMES = {
     Signal.GLUCOSE: "Glucose",
@@ -211,14 +249,14 @@ def _alarm_item(a: dict[str, Any], show: Display, now: datetime) -> str:
     )
 
 
-def _alarm_list(open_alarms: list[dict[str, Any]], show: Display, now: datetime) -> str:
+def alarm_list(open_alarms: list[dict[str, Any]], show: Display, now: datetime) -> str:
     if not open_alarms:
         return ""
     ordered = sorted(open_alarms, key=lambda a: PRIORITY_ORDER.get(a["priority"], 9))
     return f'<ul class="alarms">{"".join(_alarm_item(a, show, now) for a in ordered)}</ul>'
 
 
-def _banner(problems: list[str]) -> str:
+def banner(problems: list[str]) -> str:
     if not problems:
         return ""
     items = "".join(f"<li>{escape(p)}</li>" for p in problems)
@@ -254,8 +292,9 @@ def render(
             rows = "<tr><td colspan=6 class=muted>no readings yet</td></tr>"
         pid = escape(p["patient_id"])
         sections.append(
-            f'<section data-patient="{pid}"><h2>Patient {pid}</h2>'
-            f"{_alarm_list(alarms_of.get(p['patient_id'], []), show, now)}"
+            f'<section data-patient="{pid}">'
+            f'<h2><a href="/patients/{pid}/view">Patient {pid}</a></h2>'
+            f"{alarm_list(alarms_of.get(p['patient_id'], []), show, now)}"
             f"{_risk_line(p.get('risk'), show, now)}"
             "<table><thead><tr><th>signal</th><th>estimate</th><th>95% interval</th>"
             "<th>last measured</th><th class=wide>forecast 30 / 60 min</th>"
@@ -266,10 +305,11 @@ def render(
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>edge-twin {escape(gateway_id)}</title><style>{_STYLE}</style>"
-        f"<script>{ALARM_SCRIPT}</script></head><body>"
-        f"<h1>edge-twin gateway {escape(gateway_id)}</h1>{_banner(problems or [])}"
-        f"<p class=muted>as of {show.when(now_iso, now)} ({escape(str(show.zone))}) &middot; "
+        f"<title>edge-twin {escape(gateway_id)}</title><style>{STYLE}</style>"
+        f"<script>{PAGE_SCRIPT}</script></head><body data-refresh-s=10>"
+        f"<h1>edge-twin gateway {escape(gateway_id)}</h1>{banner(problems or [])}"
+        f"<p class=muted>{LIVE_BADGE} as of {show.when(now_iso, now)} ({escape(str(show.zone))})"
+        " &middot; "
         '<a href="/docs">API</a></p>'
         f"{body}</body></html>"
     )

@@ -10,7 +10,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from edge_twin.api.dashboard import ALARM_SCRIPT, Display
+from edge_twin.api.dashboard import LIVE_BADGE, PAGE_SCRIPT, Display
 from edge_twin.domain import Signal
 
 _STYLE = """
@@ -21,6 +21,8 @@ body{font-family:system-ui,sans-serif;margin:1rem;color:#1d2430;background:#fff;
 .alarm.medium{border-color:#f79009} .alarm.low{border-color:#fdb022}
 button{font-size:1.3rem;padding:.6rem 1.2rem;margin:.3rem .3rem 0 0} input{font-size:1.2rem}
 table{border-collapse:collapse} td{padding:.3rem .8rem .3rem 0}
+.live-on,.live-off{padding:.05rem .4rem;border-radius:.3rem;font-size:.9rem}
+.live-on{background:#e0f2e9;color:#14532d} .live-off{background:#fde2e1;color:#8a1c14}
 """
 
 # What to do, in plain words, when an alarm is on (what the patient agreed with their care
@@ -134,9 +136,11 @@ def render(
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>My readings</title><style>{_STYLE}</style><script>{ALARM_SCRIPT}</script></head>"
-        f'<body data-patient="{escape(patient_id)}">{alarms}'
+        f"<title>My readings</title><style>{_STYLE}</style><script>{PAGE_SCRIPT}</script></head>"
+        f'<body data-patient="{escape(patient_id)}" data-refresh-s=30>{alarms}'
         f"{_glucose(signals.get('glucose'), show, now)}{_latest(signals, show, now)}"
         f"{_devices(devices, show, now)}"
-        f"<p class=muted>as of {show.when(now_iso, now)}</p></body></html>"
+        f"<p class=muted>{LIVE_BADGE} as of {show.when(now_iso, now)} &middot;"
+        f' <a href="/patients/{escape(patient_id)}/view">my readings over time</a></p>'
+        "</body></html>"
     )

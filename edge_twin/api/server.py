@@ -14,8 +14,18 @@ from edge_twin.errors import EdgeTwinError
 class ApiServer:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                # Open event streams are told to end (app.state.closing); this bounds
+                # the wait for anything else.
+                timeout_graceful_shutdown=5,
+            )
         )
+        self._app = app
         self._thread: threading.Thread | None = None
         self.host = host
         self.port = port
@@ -40,6 +50,9 @@ class ApiServer:
         return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
+        closing = getattr(self._app.state, "closing", None)
+        if closing is not None:
+            closing.set()
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -12,6 +12,8 @@ What other stages use is exported here; the modules behind it are this stage's o
 from edge_twin.assess.assessor import RiskAssessor
 from edge_twin.assess.drift import FeatureDrift, drift_report
 from edge_twin.assess.features import FEATURE_WORDS, FEATURES
+from edge_twin.assess.glucose_summary import GlucoseSummary
+from edge_twin.assess.glucose_summary import summarize as summarize_glucose
 from edge_twin.assess.glycaemic import (
     HYPO_MGDL,
     URGENT_LOW_MGDL,
@@ -31,6 +33,7 @@ __all__ = [
     "PREDICTOR_WINDOW_S",
     "URGENT_LOW_MGDL",
     "FeatureDrift",
+    "GlucoseSummary",
     "RiskAssessor",
     "active_model",
     "drift_report",
@@ -39,5 +42,6 @@ __all__ = [
     "predict_low",
     "probability_below",
     "rollback_model",
+    "summarize_glucose",
     "threshold_risks",
 ]

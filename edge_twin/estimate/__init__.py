@@ -9,6 +9,7 @@
 exported here; the modules behind it are this stage's own.
 """
 
+from edge_twin.estimate.history import MAX_TRACE_S, TracePoint, trace
 from edge_twin.estimate.models import DEFAULT_MODELS, SignalModel
 from edge_twin.estimate.scorekeeper import Scorekeeper
 from edge_twin.estimate.tracker import (
@@ -31,10 +32,12 @@ __all__ = [
     "DAY_S",
     "DEFAULT_MODELS",
     "GATE_PERSIST_S",
+    "MAX_TRACE_S",
     "FilterState",
     "Scorekeeper",
     "SignalFilter",
     "SignalModel",
+    "TracePoint",
     "TwinEstimator",
     "baseline_level",
     "estimate_at",
@@ -42,4 +45,5 @@ __all__ = [
     "patient_estimates",
     "runs_current_model",
     "state_from_row",
+    "trace",
 ]

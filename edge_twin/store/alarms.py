@@ -194,6 +194,33 @@ def events_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[Al
     return [_event(r) for r in rows]
 
 
+def raised_between(
+    conn: sqlite3.Connection, patient_id: str, start: float, end: float
+) -> list[Alarm]:
+    """The patient's alarms raised in [start, end) or still open at ``start``, oldest
+    first: the markers on a plot of that period."""
+    rows = conn.execute(
+        f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE patient_id = ? AND raised_at < ?"
+        " AND (raised_at >= ? OR state != ?) ORDER BY raised_at, id",
+        (patient_id, end, start, AlarmState.RESOLVED.value),
+    )
+    return [_alarm(r) for r in rows]
+
+
+def patient_events(
+    conn: sqlite3.Connection, patient_id: str, since: float, limit: int = 200
+) -> list[tuple[AlarmEvent, str]]:
+    """(event, alarm type) of the patient's alarms from event time ``since``, newest
+    first: the audit trail a care team reads."""
+    rows = conn.execute(
+        "SELECT e.id, e.alarm_id, e.at, e.recorded_at, e.event, e.actor, e.reason, e.state,"
+        " a.alarm_type FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id"
+        " WHERE a.patient_id = ? AND e.at >= ? ORDER BY e.at DESC, e.id DESC LIMIT ?",
+        (patient_id, since, limit),
+    )
+    return [(_event(r[:8]), str(r[8])) for r in rows]
+
+
 def open_history_start(conn: sqlite3.Connection, since: float) -> int:
     """The position just before the first event recorded since ``since`` of an alarm still
     open (the log's end if there is none): where a delivery channel switched on for a

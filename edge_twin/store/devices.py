@@ -133,6 +133,17 @@ def retired(store: Store, device_id: str, patient_id: str) -> Device | None:
     return Device(row[0], row[1], DeviceType(row[2])) if row else None
 
 
+def device_ids_of(store: Store, patient_id: str) -> list[str]:
+    """Every device that has been bound to the patient, now or before (their readings are
+    the patient's history)."""
+    rows = store.conn.execute(
+        "SELECT device_id FROM devices WHERE patient_id = ?"
+        " UNION SELECT device_id FROM devices_retired WHERE patient_id = ? ORDER BY 1",
+        (patient_id, patient_id),
+    )
+    return [r[0] for r in rows]
+
+
 def bindings_version(store: Store) -> int:
     """Bumped by every provision and unprovision, from any process (migration 0009)."""
     return store.version("devices")

@@ -50,6 +50,48 @@ def series(
     return [_reading(row) for row in rows]
 
 
+def points(
+    store: Store, device_ids: Sequence[str], signal: Signal, start: float, end: float
+) -> list[tuple[float, float, int]]:
+    """(t, value, flags) of one signal from these devices with start <= t < end, in time
+    order: what a plot draws (the UNIQUE (device_id, signal, t) index, one probe each)."""
+    if not device_ids:
+        return []
+    marks = ",".join("?" * len(device_ids))
+    rows = store.conn.execute(
+        f"SELECT t, value, flags FROM readings WHERE device_id IN ({marks}) AND signal = ?"
+        " AND t >= ? AND t < ? ORDER BY t, id",
+        (*device_ids, signal.value, start, end),
+    )
+    return [(float(t), float(v), int(f)) for t, v, f in rows]
+
+
+def binned(
+    store: Store,
+    device_ids: Sequence[str],
+    signal: Signal,
+    start: float,
+    end: float,
+    bin_s: float,
+    offset_s: float = 0.0,
+) -> list[tuple[float, float, float, float, int]]:
+    """(bin start, mean, min, max, count) of one signal over bins of ``bin_s`` seconds,
+    bins starting at ``offset_s`` past the epoch's multiples (a local midnight for daily
+    bins); the database does the sums, so weeks of minute data cost one scan."""
+    if not device_ids:
+        return []
+    marks = ",".join("?" * len(device_ids))
+    rows = store.conn.execute(
+        "SELECT CAST((t - ?) / ? AS INTEGER) AS b, avg(value), min(value), max(value), count(*)"
+        f" FROM readings WHERE device_id IN ({marks}) AND signal = ? AND t >= ? AND t < ?"
+        " GROUP BY b ORDER BY b",
+        (offset_s, bin_s, *device_ids, signal.value, start, end),
+    )
+    return [
+        (b * bin_s + offset_s, float(m), float(lo), float(hi), int(n)) for b, m, lo, hi, n in rows
+    ]
+
+
 def after(store: Store, after_id: int, limit: int) -> list[Reading]:
     """Readings with id > ``after_id`` in commit order: how downstream stages consume."""
     rows = store.conn.execute(
@@ -106,6 +148,14 @@ def nearest(
         (*device_ids, signal.value, t - tolerance_s, t + tolerance_s, t),
     ).fetchone()
     return None if row is None else (float(row[0]), float(row[1]))
+
+
+def patients_between(store: Store, after_id: int, through_id: int) -> set[str]:
+    """The patients with readings stored in the id range (after_id, through_id]."""
+    rows = store.conn.execute(
+        "SELECT DISTINCT patient_id FROM readings WHERE id > ? AND id <= ?", (after_id, through_id)
+    )
+    return {r[0] for r in rows}
 
 
 def count(store: Store) -> int:

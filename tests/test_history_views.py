@@ -1,0 +1,148 @@
+"""What the patient's page is drawn from: the glucose summary of a period (consensus
+definitions), the twin's estimate rebuilt over a window, readings in bins, the weight
+change, and the plots' time axis in local time."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from edge_twin.api.patient_detail import weight_change
+from edge_twin.api.plots import Chart, nice_step, value_range
+from edge_twin.assess import summarize_glucose
+from edge_twin.assess.glucose_summary import local_hours
+from edge_twin.domain import Reading, Signal
+from edge_twin.estimate import TwinEstimator, trace
+from edge_twin.store import Store, devices, readings, twin_state
+from tests.conftest import T0
+
+PARIS = ZoneInfo("Europe/Paris")
+DAY = 86400.0
+
+
+def test_time_in_ranges_gmi_and_cv_follow_the_consensus() -> None:
+    start = 1_780_000_000.0
+    # 14 days of 5-min readings: 10% at 50, 10% at 60, 60% at 120, 10% at 200, 10% at 300
+    n = int(14 * DAY / 300)
+    t = start + 300.0 * np.arange(n)
+    pattern = np.array([50.0, 60.0, 120, 120, 120, 120, 120, 120, 200, 300])
+    v = np.resize(pattern, n)
+    g = summarize_glucose(t, v, start, start + 14 * DAY, ZoneInfo("UTC"))
+    assert g is not None
+    assert g.bands["very_low"] == pytest.approx(0.1, abs=1e-3)
+    assert g.bands["low"] == pytest.approx(0.1, abs=1e-3)
+    assert g.bands["in_range"] == pytest.approx(0.6, abs=1e-3)
+    assert g.bands["high"] == pytest.approx(0.1, abs=1e-3)
+    assert g.bands["very_high"] == pytest.approx(0.1, abs=1e-3)
+    assert sum(g.bands.values()) == pytest.approx(1.0)
+    mean = float(v.mean())
+    assert g.gmi_pct == pytest.approx(3.31 + 0.02392 * mean)  # Bergenstal 2018
+    assert g.cv == pytest.approx(float(v.std(ddof=1)) / mean)
+    assert g.active == pytest.approx(1.0, abs=1e-3)
+    assert g.sufficient
+
+
+def test_band_edges_and_insufficient_wear() -> None:
+    start = 1_780_000_000.0
+    t = start + 300.0 * np.arange(8)
+    v = np.array([53.0, 54.0, 69.0, 70.0, 180.0, 181.0, 250.0, 251.0])
+    g = summarize_glucose(t, v, start, start + 7 * DAY, ZoneInfo("UTC"))
+    assert g is not None
+    assert g.bands == {
+        "very_low": 1 / 8,
+        "low": 2 / 8,
+        "in_range": 2 / 8,
+        "high": 2 / 8,
+        "very_high": 1 / 8,
+    }
+    assert not g.sufficient  # 40 min of 7 days
+    assert g.active < 0.01
+    assert summarize_glucose(t[:1], v[:1], start, start + DAY, ZoneInfo("UTC")) is None
+
+
+def test_the_daily_profile_is_in_local_hours_across_a_dst_change() -> None:
+    # 2026-10-25: Paris leaves summer time at 03:00 local (01:00 UTC).
+    before = datetime(2026, 10, 24, 22, 30, tzinfo=UTC).timestamp()  # 00:30 CEST
+    after = datetime(2026, 10, 25, 22, 30, tzinfo=UTC).timestamp()  # 23:30 CET
+    hours = local_hours(np.array([before, after]), PARIS)
+    assert list(hours) == [0, 23]
+
+
+def test_the_rebuilt_estimate_ends_where_the_live_twin_is(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    with Store(tmp_path / "db.sqlite") as store:
+        devices.provision(store, "cgm-001", "pt-001", "cgm", T0)
+        n = int(2.5 * DAY / 300)  # across two midnights: the rebuild starts from a snapshot
+        values = 120 + 30 * np.sin(np.arange(n) / 40) + rng.normal(0, 4, n)
+        with store.transaction() as conn:
+            readings.insert(
+                conn,
+                [
+                    Reading("pt-001", "cgm-001", Signal.GLUCOSE, T0 + 300 * k, float(x), T0)
+                    for k, x in enumerate(values)
+                ],
+            )
+        TwinEstimator(store, now=lambda: T0).catch_up()
+        (live,) = twin_state.load(store, "pt-001")
+        end = T0 + 300 * n
+        points = trace(store, "pt-001", Signal.GLUCOSE, ["cgm-001"], end - DAY, end)
+        full = trace(store, "pt-001", Signal.GLUCOSE, ["cgm-001"], T0, end)
+    assert len(points) == 288
+    assert points[-1].t == live.t
+    # The live filter predicts across a midnight in one step, the rebuilt one in two
+    # (from the snapshot): equal but for the model's discretisation of Q.
+    assert points[-1].mean == pytest.approx(live.x[0], abs=1e-3)
+    assert points[-1].sd == pytest.approx(live.p[0][0] ** 0.5, abs=1e-3)
+    same = {p.t: p.mean for p in full}
+    assert all(same[p.t] == pytest.approx(p.mean, abs=1e-3) for p in points)
+
+
+def test_readings_in_bins(tmp_path: Path) -> None:
+    with Store(tmp_path / "db.sqlite") as store:
+        devices.provision(store, "wr-001", "pt-001", "wrist", T0)
+        start = 1_780_000_000.0 - 1_780_000_000.0 % DAY
+        with store.transaction() as conn:
+            readings.insert(
+                conn,
+                [
+                    Reading("pt-001", "wr-001", Signal.STEPS, start + 60 * k, 10.0, T0)
+                    for k in range(int(2 * DAY / 60))
+                ],
+            )
+        daily = readings.binned(store, ["wr-001"], Signal.STEPS, start, start + 2 * DAY, DAY)
+        shifted = readings.binned(
+            store, ["wr-001"], Signal.STEPS, start, start + 2 * DAY, DAY, offset_s=-3600.0
+        )
+    assert [(b, m * n) for b, m, _, _, n in daily] == [(start, 14400.0), (start + DAY, 14400.0)]
+    assert [n for *_, n in shifted] == [1380, 1440, 60]  # local midnights an hour earlier
+
+
+def test_weight_change_over_days() -> None:
+    w = [(T0 + k * DAY, 80.0 + 0.2 * k) for k in range(8)]
+    assert weight_change(w, 3) == pytest.approx(0.6)
+    assert weight_change(w, 7) == pytest.approx(1.4)
+    assert weight_change(w[-2:], 3) is None  # nothing three days before
+    assert weight_change([], 3) is None
+
+
+def test_time_ticks_fall_on_local_hours_and_midnights() -> None:
+    start = datetime(2026, 12, 1, 6, 10, tzinfo=PARIS).timestamp()
+    chart = Chart("x", start, start + DAY, 0, 1, PARIS)
+    svg = chart.svg("x")
+    assert ">09:00<" in svg  # three-hourly
+    assert ">2 Dec<" in svg  # a date at midnight
+    assert svg.count(">06:00<") == 1  # the next day's: none before the start
+    weeks = Chart("x", start, start + 14 * DAY, 0, 1, PARIS).svg("x")
+    assert ">3 Dec<" in weeks or ">2 Dec<" in weeks
+    assert ":00<" not in weeks  # days, not hours
+
+
+def test_plots_clip_break_at_gaps_and_round_their_axes() -> None:
+    chart = Chart("x", 0.0, 1000.0, 0.0, 100.0, PARIS)
+    assert chart.y(-50) == chart.y(0)  # never drawn outside the frame
+    chart.line([(0, 1), (10, 2), (500, 3), (510, 4)], "series", gap_s=100)
+    assert chart.svg("x").count("<polyline") == 2  # no line across the gap
+    assert nice_step(97) == 20
+    assert value_range([3.2, 97.5]) == (0.0, 100.0)
