@@ -55,6 +55,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/devices"): "CAE",
     ("GET", "/model"): "CAE",
     ("GET", "/quarantine"): "E",
+    ("GET", "/engineer"): "E",
     ("GET", "/"): "CA",
     ("GET", "/patient"): "PO",  # each their own
     ("GET", "/patients"): "POCA",

@@ -138,3 +138,21 @@ def test_replay_bench(tmp_path: Path) -> None:
     for key in ("readings", "readings_per_s", "reference_home_s"):
         assert figures[key] > 0  # type: ignore[operator]
     assert figures["alarms_equal_to_live"] is True
+
+
+def test_api_bench(tmp_path: Path) -> None:
+    figures = last_json(
+        "bench/api.py",
+        "--patients",
+        "2",
+        "--days",
+        "1",
+        "--requests",
+        "3",
+        "--warmup",
+        "1",
+        "--cache",
+        str(tmp_path),
+    )
+    assert "dashboard" in figures["endpoints"]  # type: ignore[operator]
+    assert figures["worst_p99_ms"] > 0  # type: ignore[operator]

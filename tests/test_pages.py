@@ -2,6 +2,7 @@
 gateway's API on a real store: log in per role, see the triage list, act on an alarm from
 the dashboard, and be refused where the role does not allow."""
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,13 +10,14 @@ import pytest
 
 from edge_twin.alert import AlarmEngine
 from edge_twin.config import Config
-from edge_twin.domain import Observation, Reading, Signal
+from edge_twin.domain import Observation, Reading, Rejection, RejectReason, Signal
 from edge_twin.estimate import TwinEstimator
-from edge_twin.store import Store, alarms, devices, readings
+from edge_twin.store import Store, alarms, devices, quarantine, readings
 from tests import browser
 from tests.conftest import PASSWORD, T0, api_user, serving_api
 
 pytestmark = pytest.mark.browser
+DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
 @pytest.fixture
@@ -82,14 +84,33 @@ def test_a_care_team_triages_and_acknowledges_from_the_dashboard(
     assert events[-1] == ("acknowledged", "nurse-ann", "gave 15 g of glucose")
 
 
-def test_an_engineer_is_refused_the_clinical_dashboard(ward: Config) -> None:
+def test_an_engineer_sees_the_gateway_and_no_clinical_value(ward: Config) -> None:
+    with Store(ward.store.path) as store:
+        AlarmEngine(store, lambda: T0).observe(
+            [Observation("pt-001", "battery_low", T0, True, "battery below 15%: cgm-001", {})]
+        )
+        with store.transaction() as conn:
+            rejected = Rejection(RejectReason.UNKNOWN_DEVICE, "cgm-009 is not provisioned")
+            quarantine.insert(conn, [(T0, "et/v1/dev/cgm-009/readings", b"{}", rejected, None)])
     with serving_api(ward) as url, browser.page() as page:
         log_in(page, url, "eng-bo")
-        assert page.url == f"{url}/docs"  # where an engineer lands
+        assert page.url == f"{url}/engineer"  # where an engineer lands
+        text = page.locator("body").inner_text()
+        assert page.locator('[data-device="cgm-001"]').count() == 1
+        technical = page.locator("section[data-section=technical-alarms]").inner_text()
+        assert "battery low" in technical
+        assert "urgent low" not in text  # a clinical alarm is not theirs
+        assert "48" not in text  # nor any glucose value
+        assert "unknown_device" in page.locator("section[data-section=quarantine]").inner_text()
+        if os.environ.get("EDGE_TWIN_DOCS_SCREENSHOTS"):
+            page.screenshot(path=str(DOCS_IMG / "engineer.png"), full_page=True)
         answer = page.goto(f"{url}/")
         assert answer is not None
         assert answer.status == 403
         assert "pt-002" not in page.content()
+        refused = page.goto(f"{url}/patients/pt-002/view")
+        assert refused is not None
+        assert refused.status == 403
 
 
 def test_a_patient_sees_their_glucose_and_what_to_do_and_says_they_saw_the_alarm(
@@ -104,6 +125,9 @@ def test_a_patient_sees_their_glucose_and_what_to_do_and_says_they_saw_the_alarm
         assert trend in "\u21c8\u2191\u2197\u2192\u2198\u2193\u21ca"  # and its trend arrow
         alarm = page.locator('div[data-alarm="urgent_low"]')
         assert "Take 15-20 g of fast sugar" in alarm.inner_text()
+        if os.environ.get("EDGE_TWIN_DOCS_SCREENSHOTS"):
+            page.set_viewport_size({"width": 800, "height": 1000})
+            page.screenshot(path=str(DOCS_IMG / "patient-home.png"), full_page=True)
         alarm.locator("button[data-do=ack]").click()
         page.locator('div[data-alarm="urgent_low"][data-state="acknowledged"]').wait_for(
             timeout=10_000

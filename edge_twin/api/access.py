@@ -66,6 +66,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/devices"): Rule(OPERATIONS),
     ("GET", "/model"): Rule(OPERATIONS),
     ("GET", "/quarantine"): Rule(ENGINEERS),  # metadata only
+    ("GET", "/engineer"): Rule(ENGINEERS),  # the engineer's page: no clinical values
     ("GET", "/"): Rule(CARE),
     ("GET", "/patient"): Rule(frozenset({Role.PATIENT})),  # their own page
     ("GET", "/patients"): Rule(CLINICAL),  # the ones the user may see

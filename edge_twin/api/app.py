@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -35,6 +38,7 @@ from edge_twin.alert import AlarmEngine, alarm_json
 from edge_twin.api import (
     access,
     dashboard,
+    engineer_page,
     events,
     login,
     patient_detail,
@@ -54,7 +58,7 @@ from edge_twin.api.serialize import (
 from edge_twin.assess import active_model, drift_report
 from edge_twin.clock import Clock, to_iso
 from edge_twin.config import ApiSection, Config
-from edge_twin.domain import Alarm, Role, Signal
+from edge_twin.domain import Alarm, Device, Role, Signal
 from edge_twin.errors import AlarmError, ConfigError, ModelError
 from edge_twin.store import (
     Store,
@@ -94,6 +98,10 @@ def _user(request: Request) -> users.User:
 UserDep = Annotated[users.User, Depends(_user)]
 
 
+# An alarm's id is a SQLite rowid: a larger number is not an alarm (422, not an overflow).
+AlarmId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+
+
 # The acting user is the one logged in: a "by" in the body is ignored.
 class AckBody(BaseModel):
     reason: str = Field(default="", max_length=500)
@@ -108,6 +116,15 @@ class PauseBody(BaseModel):
 # 5 min, a wristband every minute).
 NO_DATA_AFTER_S = 30 * 60.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def store_disk(path: Path) -> dict[str, int]:
+    """Free space where the store lives, and the store's size with its WAL."""
+    files = [path, path.with_name(path.name + "-wal")]
+    return {
+        "free_bytes": shutil.disk_usage(path.parent).free,
+        "store_bytes": sum(f.stat().st_size for f in files if f.exists()),
+    }
 
 
 def allowed_hosts(api: ApiSection) -> list[str]:
@@ -265,7 +282,7 @@ def create_app(
             token = users.issue(store, user.username, users.Kind.SESSION, ttl, now)
         if not to_page:
             return JSONResponse({"token": token, "expires_in": int(ttl), "role": user.role.value})
-        landing = {Role.CARE_TEAM: "/", Role.PATIENT: "/patient", Role.ENGINEER: "/docs"}
+        landing = {Role.CARE_TEAM: "/", Role.PATIENT: "/patient", Role.ENGINEER: "/engineer"}
         home = page or landing[user.role]
         response = RedirectResponse(home, 303)
         response.set_cookie(
@@ -278,10 +295,7 @@ def create_app(
         )
         return response
 
-    @app.get("/health")
-    def health(store: StoreDep) -> dict[str, Any]:
-        """Liveness and what flowed: schema, counts, ingest connection; "degraded" with
-        the reason when a worker the configuration asks for is not running."""
+    def health_report(store: Store) -> dict[str, Any]:
         running = ingest_status() if ingest_status else None
         problems = []
         if config.sync.url and running is not None and running.get("sync_worker_alive") is False:
@@ -305,7 +319,15 @@ def create_app(
             "consumers": [consumer_json(c, clock.now()) for c in consumers.statuses(store.conn)],
             # Counts only: which patients wait is for /sync (patient ids are patient data).
             "sync": sync_status(store, clock.now(), per_patient=False) if config.sync.url else None,
+            "disk": store_disk(config.store.path),
         }
+
+    @app.get("/health")
+    def health(store: StoreDep) -> dict[str, Any]:
+        """Liveness and what flowed: schema, counts, ingest connection, each log
+        consumer's backlog, disk; "degraded" with the reason when a worker the
+        configuration asks for is not running."""
+        return health_report(store)
 
     @app.get("/sync")
     def sync(request: Request, store: StoreDep, user: UserDep) -> dict[str, Any]:
@@ -444,7 +466,7 @@ def create_app(
 
     @app.get("/alarms/{alarm_id}")
     def get_alarm(
-        request: Request, alarm_id: int, store: StoreDep, user: UserDep
+        request: Request, alarm_id: AlarmId, store: StoreDep, user: UserDep
     ) -> dict[str, Any]:
         """One alarm and its audit log: every state change, who, when, why."""
         a = visible_alarm(request, store, user, alarm_id)
@@ -465,7 +487,7 @@ def create_app(
 
     @app.post("/alarms/{alarm_id}/acknowledge")
     def acknowledge(
-        request: Request, alarm_id: int, body: AckBody, store: StoreDep, user: UserDep
+        request: Request, alarm_id: AlarmId, body: AckBody, store: StoreDep, user: UserDep
     ) -> dict[str, Any]:
         """Acknowledge an alarm, as the logged-in user: it resolves when its condition
         clears (a latched one whose condition has cleared resolves now)."""
@@ -578,7 +600,9 @@ def create_app(
         pressure, weight and its change, heart rate, SpO2, breathing, steps, the
         decompensation risk over time, the alarms and their audit trail."""
         require_patient(store, patient_id)
-        h = views.patient_history(store, patient_id, clock.now(), config, days, hours, display.zone)
+        h = views.patient_timeline(
+            store, patient_id, clock.now(), config, days, hours, display.zone
+        )
         back = "/" if user.role is Role.CARE_TEAM else "/patient"
         problems = data_problems(store)
         return patient_detail.render(config.gateway.id, h, display, days, hours, problems, back)
@@ -605,6 +629,27 @@ def create_app(
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    @app.get("/engineer", response_class=HTMLResponse)
+    def engineer(store: StoreDep) -> str:
+        """The field engineer's page: health, devices and what they last said, open
+        technical alarms, log consumers, sync counts, disk, quarantine metadata; no
+        clinical values."""
+        statuses = devices.statuses(store)
+        found = [
+            {**device_json(d, statuses.get(d.device_id)), "last_seen_at": last_seen(store, d)}
+            for d in devices.all_devices(store)
+        ]
+        technical = [
+            alarm_json(a) for a in alarms.listing(store.conn, None, True, 10_000) if a.technical
+        ]
+        recent = [quarantine_json(q, values=False) for q in quarantine.recent(store, 20, None)]
+        return engineer_page.render(health_report(store), found, technical, recent, display)
+
+    def last_seen(store: Store, d: Device) -> str | None:
+        heard = [readings.latest_time(store, d.device_id, s) for s in d.device_type.signals]
+        last = max((t for t in heard if t is not None), default=None)
+        return None if last is None else to_iso(last)
+
     @app.get("/patient", response_class=HTMLResponse)
     def patient_page(store: StoreDep, user: UserDep) -> str:
         """The patient's own page (a tablet or a TV at home): glucose now with its trend,
@@ -613,18 +658,11 @@ def create_app(
         (pid,) = sorted(user.patients)  # a patient user sees exactly one (users.add)
         access.record(store, guard, user, "GET", "/patient", [pid], True)
         statuses = devices.statuses(store)
-        mine = []
-        for d in devices.all_devices(store):
-            if d.patient_id != pid:
-                continue
-            heard = [readings.latest_time(store, d.device_id, s) for s in d.device_type.signals]
-            last = max((t for t in heard if t is not None), default=None)
-            mine.append(
-                {
-                    **device_json(d, statuses.get(d.device_id)),
-                    "last_seen_at": None if last is None else to_iso(last),
-                }
-            )
+        mine = [
+            {**device_json(d, statuses.get(d.device_id)), "last_seen_at": last_seen(store, d)}
+            for d in devices.all_devices(store)
+            if d.patient_id == pid
+        ]
         open_alarms = [alarm_json(a) for a in alarms.listing(store.conn, pid, True, 100)]
         state = patient_state(store, pid)
         now = to_iso(clock.now())

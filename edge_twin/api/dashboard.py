@@ -155,7 +155,7 @@ class Display:
         return 1 if signal in (Signal.WEIGHT, Signal.SKIN_TEMP) else 0
 
 
-def _ago(age_s: float) -> str:
+def ago(age_s: float) -> str:
     if age_s < 90:
         return "just now"
     if age_s < 90 * 60:
@@ -188,7 +188,7 @@ def _signal_row(s: dict[str, Any], show: Display, now: datetime) -> str:
         f"{prov['model']} v{prov['model_version']} from {prov['n_measurements']} readings"
         f" of {', '.join(prov['device_ids'])}"
     )
-    last = f"{show.when(s['last_measured_at'], now)} ({_ago(s['age_s'])})"
+    last = f"{show.when(s['last_measured_at'], now)} ({ago(s['age_s'])})"
     return (
         f'<tr data-signal="{escape(s["signal"])}" title="{escape(model)}">'
         f"<td>{escape(NAMES.get(signal, signal.value))}</td>"

@@ -30,7 +30,7 @@ from edge_twin.api.dashboard import (
     banner,
 )
 from edge_twin.api.plots import CHART_STYLE, Chart, value_range
-from edge_twin.api.views import PatientHistory
+from edge_twin.api.views import PatientTimeline
 from edge_twin.assess import GlucoseSummary
 from edge_twin.clock import to_iso
 from edge_twin.domain import ReadingFlag, Signal
@@ -56,7 +56,7 @@ BAND_COLOURS = {
 }
 
 
-def _glucose_chart(h: PatientHistory, show: Display) -> str:
+def _glucose_chart(h: PatientTimeline, show: Display) -> str:
     if not h.glucose and "glucose" not in h.state["signals"]:
         return "<p class=muted>No glucose readings in this window.</p>"
     v = partial(show.value, Signal.GLUCOSE)
@@ -103,7 +103,7 @@ def _glucose_chart(h: PatientHistory, show: Display) -> str:
     return chart.svg("glucose") + legend
 
 
-def _markers(h: PatientHistory, start: float, types: set[str] | None = None) -> list[Any]:
+def _markers(h: PatientTimeline, start: float, types: set[str] | None = None) -> list[Any]:
     return [
         (a.raised_at, a.priority.value, f"{a.alarm_type.replace('_', ' ')}: {a.reason}")
         for a in h.alarms
@@ -179,7 +179,7 @@ def _profile_chart(g: GlucoseSummary, show: Display) -> str:
     )
 
 
-def _bp_chart(h: PatientHistory, show: Display) -> str:
+def _bp_chart(h: PatientTimeline, show: Display) -> str:
     if not h.blood_pressure:
         return "<p class=muted>No blood pressure readings in this period.</p>"
     lo, hi = value_range([v for _, d, s in h.blood_pressure for v in (d, s)] + [60.0, 170.0])
@@ -215,7 +215,7 @@ def weight_change(weights: list[tuple[float, float]], days: float) -> float | No
     return None if not earlier else w_last - earlier[-1][1]
 
 
-def _weight_chart(h: PatientHistory, show: Display) -> str:
+def _weight_chart(h: PatientTimeline, show: Display) -> str:
     if not h.weight:
         return "<p class=muted>No weight readings in this period.</p>"
     lo, hi = value_range([w for _, w in h.weight])
@@ -231,7 +231,7 @@ def _weight_chart(h: PatientHistory, show: Display) -> str:
     return f"<p>{' &middot; '.join(changes)}</p>" + chart.svg("weight")
 
 
-def _vital_chart(h: PatientHistory, signal: Signal, show: Display) -> str:
+def _vital_chart(h: PatientTimeline, signal: Signal, show: Display) -> str:
     bins = h.vitals.get(signal, [])
     name = NAMES[signal]
     if not bins:
@@ -253,7 +253,7 @@ def _vital_chart(h: PatientHistory, signal: Signal, show: Display) -> str:
     return f"<h3>{escape(name)}</h3>" + chart.svg(signal.value)
 
 
-def _steps_chart(h: PatientHistory, show: Display) -> str:
+def _steps_chart(h: PatientTimeline, show: Display) -> str:
     if not h.daily_steps:
         return "<p class=muted>No steps counted in this period.</p>"
     top = max(s for _, _, s in h.daily_steps)
@@ -263,7 +263,7 @@ def _steps_chart(h: PatientHistory, show: Display) -> str:
     return chart.svg("steps")
 
 
-def _risk_chart(h: PatientHistory, show: Display) -> str:
+def _risk_chart(h: PatientTimeline, show: Display) -> str:
     if not h.risks:
         return "<p class=muted>No decompensation risk assessed in this period.</p>"
     threshold = h.risks[-1].threshold * 100
@@ -292,7 +292,7 @@ def _risk_chart(h: PatientHistory, show: Display) -> str:
     )
 
 
-def _audit(h: PatientHistory, show: Display, now: datetime) -> str:
+def _audit(h: PatientTimeline, show: Display, now: datetime) -> str:
     rows: list[tuple[float, str]] = []
     for e, kind in h.events:
         rows.append(
@@ -334,7 +334,7 @@ def _brief(value: Any) -> str:
     return escape(str(value))
 
 
-def _controls(h: PatientHistory, days: int, hours: int) -> str:
+def _controls(h: PatientTimeline, days: int, hours: int) -> str:
     def options(values: tuple[int, ...], chosen: int, unit: str) -> str:
         return "".join(
             f'<option value="{n}"{" selected" if n == chosen else ""}>{n} {unit}</option>'
@@ -352,7 +352,7 @@ def _controls(h: PatientHistory, days: int, hours: int) -> str:
 
 def render(
     gateway_id: str,
-    h: PatientHistory,
+    h: PatientTimeline,
     show: Display,
     days: int,
     hours: int,

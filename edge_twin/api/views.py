@@ -46,7 +46,7 @@ def patient_state(store: Store, patient_id: str, now: float, config: Config) -> 
 
 
 @dataclass(frozen=True)
-class PatientHistory:
+class PatientTimeline:
     """What the patient's page draws: a glucose window (hours, with the twin's estimate
     and forecast), and a period (days) for everything else."""
 
@@ -75,7 +75,7 @@ VITALS = (Signal.HEART_RATE, Signal.SPO2, Signal.RESP_RATE)
 MAX_BINS = 400  # points a vital-sign line gets over the period (a plot is ~700 px wide)
 
 
-def patient_history(
+def patient_timeline(
     store: Store,
     patient_id: str,
     now: float,
@@ -83,7 +83,7 @@ def patient_history(
     days: float,
     hours: float,
     zone: ZoneInfo,
-) -> PatientHistory:
+) -> PatientTimeline:
     ids = devices.device_ids_of(store, patient_id)
     start, glucose_start = now - days * DAY_S, now - hours * 3600.0
     glucose = readings.points(store, ids, Signal.GLUCOSE, glucose_start, now + 1.0)
@@ -111,7 +111,7 @@ def patient_history(
             store, ids, Signal.STEPS, start, now + 1, DAY_S, midnight
         )
     ]
-    return PatientHistory(
+    return PatientTimeline(
         patient_id=patient_id,
         now=now,
         glucose_start=glucose_start,

@@ -9,8 +9,8 @@
 exported here; the modules behind it are this stage's own.
 """
 
-from edge_twin.estimate.history import MAX_TRACE_S, TracePoint, trace
 from edge_twin.estimate.models import DEFAULT_MODELS, SignalModel
+from edge_twin.estimate.rebuild import MAX_TRACE_S, TracePoint, trace
 from edge_twin.estimate.scorekeeper import Scorekeeper
 from edge_twin.estimate.tracker import (
     DAY_S,
