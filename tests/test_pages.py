@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from edge_twin.alert import AlarmEngine
@@ -134,3 +135,29 @@ def test_a_patient_sees_their_glucose_and_what_to_do_and_says_they_saw_the_alarm
         )
         assert page.goto(f"{url}/").status == 403  # not the care team's dashboard
         assert page.goto(f"{url}/patients/pt-001/state").status == 403  # not theirs
+
+
+def test_each_user_chooses_their_own_units_zone_and_clock(ward: Config) -> None:
+    other = api_user(ward.store.path, "care_team", "dr-other")
+    with serving_api(ward) as url, browser.page() as page:
+        log_in(page, url, "nurse-ann")
+        assert "mg/dL" in page.locator("section[data-patient=pt-002]").inner_text()
+        page.goto(f"{url}/settings")
+        page.select_option("#glucose_unit", "mmol/L")
+        page.fill("#time_zone", "Mars/Olympus")
+        page.click("button[type=submit]")
+        page.locator(".result", has_text="not an IANA time zone").wait_for(timeout=5000)
+        page.fill("#time_zone", "America/New_York")
+        page.select_option("#clock_24h", "false")
+        page.click("button[type=submit]")
+        page.locator(".result", has_text="saved").wait_for(timeout=5000)
+        page.goto(f"{url}/")
+        mine = page.locator("section[data-patient=pt-002] tr[data-signal=glucose]").inner_text()
+        assert "mmol/L" in mine
+        assert "mg/dL" not in mine  # (an alarm's reason keeps the words it was raised with)
+        assert " AM" in mine or " PM" in mine  # a 12-hour clock
+        assert "America/New_York" in page.locator("body").inner_text()
+        theirs = httpx.get(f"{url}/", headers=other).text  # the deployment's, unchanged
+        assert "mg/dL" in theirs
+        me = httpx.get(f"{url}/me", headers=other).json()
+        assert me["display"]["effective"]["glucose_unit"] == "mg/dL"

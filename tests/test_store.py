@@ -25,6 +25,7 @@ ALL_MIGRATIONS = [
     "0011_upstream_sync",
     "0012_alarm_audit",
     "0013_users",
+    "0014_user_display",
 ]
 
 

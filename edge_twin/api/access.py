@@ -61,6 +61,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/docs/oauth2-redirect"): Rule(ANY),
     ("GET", "/redoc"): Rule(ANY),
     ("GET", "/openapi.json"): Rule(ANY),  # a plain route: checked by the app's middleware
+    ("GET", "/me"): Rule(ANY),  # who is logged in, their display settings
+    ("PUT", "/me/display"): Rule(ANY),  # their own
+    ("GET", "/settings"): Rule(ANY),  # the same, as a page
     ("GET", "/health"): Rule(OPERATIONS),
     ("GET", "/sync"): Rule(OPERATIONS),  # per patient only for a care team's own
     ("GET", "/devices"): Rule(OPERATIONS),

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,6 +43,7 @@ from edge_twin.api import (
     login,
     patient_detail,
     patient_view,
+    settings_view,
     views,
 )
 from edge_twin.api.serialize import (
@@ -107,6 +108,12 @@ class AckBody(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+class DisplayBody(BaseModel):
+    glucose_unit: Literal["mg/dL", "mmol/L"] | None = None
+    time_zone: str | None = Field(default=None, max_length=64)
+    clock_24h: bool | None = None
+
+
 class PauseBody(BaseModel):
     minutes: float = Field(ge=1, le=24 * 60)
     reason: str = Field(default="", max_length=500)
@@ -163,7 +170,17 @@ def create_app(
         raise ConfigError(
             f"api.time_zone {config.api.time_zone!r} is not an IANA time zone (e.g. Europe/Paris)"
         ) from exc
-    display = dashboard.Display(zone, config.api.glucose_unit == "mmol/L")
+    deployment = dashboard.Display(zone, config.api.glucose_unit == "mmol/L")
+
+    def display_for(store: Store, user: users.User) -> dashboard.Display:
+        """The deployment's display, with what the user chose for themselves over it."""
+        own = users.display_choice(store, user.username)
+        return dashboard.Display(
+            ZoneInfo(own.time_zone) if own.time_zone else deployment.zone,
+            deployment.glucose_mmol if own.glucose_unit is None else own.glucose_unit == "mmol/L",
+            deployment.clock_24h if own.clock_24h is None else own.clock_24h,
+        )
+
     guard = access.Guard(read_only, frozenset(allowed_hosts(config.api)), access.MemorySessions())
     app.state.guard = guard
     if read_only:
@@ -568,7 +585,8 @@ def create_app(
                 open_alarms.setdefault(a.patient_id, []).append(alarm_json(a))
         now = to_iso(clock.now())
         problems = data_problems(store)
-        return dashboard.render(config.gateway.id, now, states, open_alarms, display, problems)
+        show = display_for(store, user)
+        return dashboard.render(config.gateway.id, now, states, open_alarms, show, problems)
 
     def data_problems(store: Store) -> list[str]:
         """Why the pages may not show the present: ingest not connected, or nothing
@@ -600,12 +618,11 @@ def create_app(
         pressure, weight and its change, heart rate, SpO2, breathing, steps, the
         decompensation risk over time, the alarms and their audit trail."""
         require_patient(store, patient_id)
-        h = views.patient_timeline(
-            store, patient_id, clock.now(), config, days, hours, display.zone
-        )
+        show = display_for(store, user)
+        h = views.patient_timeline(store, patient_id, clock.now(), config, days, hours, show.zone)
         back = "/" if user.role is Role.CARE_TEAM else "/patient"
         problems = data_problems(store)
-        return patient_detail.render(config.gateway.id, h, display, days, hours, problems, back)
+        return patient_detail.render(config.gateway.id, h, show, days, hours, problems, back)
 
     closing = threading.Event()  # set by ApiServer.stop: open event streams end
     app.state.closing = closing
@@ -629,8 +646,49 @@ def create_app(
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    @app.get("/me")
+    def me(store: StoreDep, user: UserDep) -> dict[str, Any]:
+        """Who is logged in: name, role, the patients they may see, and how the pages
+        show things to them (their own choices, and what is in effect)."""
+        own = users.display_choice(store, user.username)
+        show = display_for(store, user)
+        return {
+            "username": user.username,
+            "role": user.role.value,
+            "all_patients": user.all_patients,
+            "patients": sorted(user.patients),
+            "display": {
+                "own": asdict(own),
+                "effective": {
+                    "glucose_unit": "mmol/L" if show.glucose_mmol else "mg/dL",
+                    "time_zone": str(show.zone),
+                    "clock_24h": show.clock_24h,
+                },
+            },
+        }
+
+    @app.put("/me/display")
+    def set_my_display(body: DisplayBody, store: StoreDep, user: UserDep) -> dict[str, Any]:
+        """Choose how the pages show things to you: glucose unit, time zone, 24-hour
+        clock; null for the deployment's."""
+        if body.time_zone is not None:
+            try:
+                ZoneInfo(body.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise HTTPException(
+                    422, f"{body.time_zone!r} is not an IANA time zone (e.g. Europe/Paris)"
+                ) from None
+        choice = users.DisplayChoice(body.glucose_unit, body.time_zone, body.clock_24h)
+        users.set_display_choice(store, user.username, choice)
+        return me(store, user)
+
+    @app.get("/settings", response_class=HTMLResponse)
+    def settings_page(store: StoreDep, user: UserDep) -> str:
+        """The logged-in user's display settings, as a form."""
+        return settings_view.render(user, users.display_choice(store, user.username), deployment)
+
     @app.get("/engineer", response_class=HTMLResponse)
-    def engineer(store: StoreDep) -> str:
+    def engineer(store: StoreDep, user: UserDep) -> str:
         """The field engineer's page: health, devices and what they last said, open
         technical alarms, log consumers, sync counts, disk, quarantine metadata; no
         clinical values."""
@@ -643,7 +701,8 @@ def create_app(
             alarm_json(a) for a in alarms.listing(store.conn, None, True, 10_000) if a.technical
         ]
         recent = [quarantine_json(q, values=False) for q in quarantine.recent(store, 20, None)]
-        return engineer_page.render(health_report(store), found, technical, recent, display)
+        show = display_for(store, user)
+        return engineer_page.render(health_report(store), found, technical, recent, show)
 
     def last_seen(store: Store, d: Device) -> str | None:
         heard = [readings.latest_time(store, d.device_id, s) for s in d.device_type.signals]
@@ -666,6 +725,6 @@ def create_app(
         open_alarms = [alarm_json(a) for a in alarms.listing(store.conn, pid, True, 100)]
         state = patient_state(store, pid)
         now = to_iso(clock.now())
-        return patient_view.render(pid, now, state, open_alarms, mine, display)
+        return patient_view.render(pid, now, state, open_alarms, mine, display_for(store, user))
 
     return app

@@ -123,10 +123,12 @@ PRIORITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
 @dataclass(frozen=True, slots=True)
 class Display:
-    """How a deployment shows things (api.time_zone, api.glucose_unit)."""
+    """How a page shows things: the deployment's api.time_zone and api.glucose_unit, or
+    the user's own choice (PUT /me/display)."""
 
     zone: ZoneInfo
     glucose_mmol: bool = False
+    clock_24h: bool = True
 
     def when(self, iso: str, now: datetime) -> str:
         """A time in words people use: "today 07:40", "yesterday 22:10", "3 Dec 07:40"."""
@@ -138,7 +140,7 @@ class Display:
             day = "yesterday"
         else:
             day = f"{t.day} {t:%b}"
-        return f"{day} {t:%H:%M}"
+        return f"{day} {clock(t, self.clock_24h)}"
 
     def value(self, signal: Signal, v: float) -> float:
         return v / MMOL_TO_MGDL if signal is Signal.GLUCOSE and self.glucose_mmol else v
@@ -153,6 +155,11 @@ class Display:
         if signal is Signal.GLUCOSE:
             return 1 if self.glucose_mmol else 0
         return 1 if signal in (Signal.WEIGHT, Signal.SKIN_TEMP) else 0
+
+
+def clock(t: datetime, clock_24h: bool = True) -> str:
+    """07:40, or 7:40 AM on a 12-hour clock."""
+    return f"{t:%H:%M}" if clock_24h else f"{t.hour % 12 or 12}:{t:%M %p}"
 
 
 def ago(age_s: float) -> str:
@@ -310,6 +317,6 @@ def render(
         f"<h1>edge-twin gateway {escape(gateway_id)}</h1>{banner(problems or [])}"
         f"<p class=muted>{LIVE_BADGE} as of {show.when(now_iso, now)} ({escape(str(show.zone))})"
         " &middot; "
-        '<a href="/docs">API</a></p>'
+        '<a href="/settings">settings</a> &middot; <a href="/docs">API</a></p>'
         f"{body}</body></html>"
     )

@@ -127,7 +127,8 @@ def render(
         f"<body><h1>Gateway {gateway}</h1>{banner(health['problems'])}"
         f"<p class=muted>as of {show.when(health['now'], now)} ({escape(str(show.zone))})"
         " &middot;"
-        ' <a href="/health">/health</a> &middot; <a href="/docs">API</a></p>'
+        ' <a href="/health">/health</a> &middot; <a href="/settings">settings</a> &middot;'
+        ' <a href="/docs">API</a></p>'
         f"<section data-section=gateway><h2>Gateway</h2>{_table(['', ''], facts, '')}</section>"
         "<section data-section=technical-alarms><h2>Open technical alarms</h2>"
         f"{_table(['priority', 'alarm', 'patient', 'why', 'since', 'state'], alarm_rows, 'None.')}"

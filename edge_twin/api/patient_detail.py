@@ -69,6 +69,7 @@ def _glucose_chart(h: PatientTimeline, show: Display) -> str:
         v(40.0),
         v(top),
         show.zone,
+        clock_24h=show.clock_24h,
         unit=show.unit(Signal.GLUCOSE),
     )
     chart.hband(v(70.0), v(180.0), "target", "target range 70-180 mg/dL")
@@ -165,6 +166,7 @@ def _profile_chart(g: GlucoseSummary, show: Display) -> str:
         v(40.0),
         v(top),
         show.zone,
+        clock_24h=show.clock_24h,
         unit=show.unit(Signal.GLUCOSE),
         x_ticks=[(float(h), f"{h:02d}:00") for h in range(0, 25, 3)],
     )
@@ -190,6 +192,7 @@ def _bp_chart(h: PatientTimeline, show: Display) -> str:
         lo,
         hi,
         show.zone,
+        clock_24h=show.clock_24h,
         unit="mmHg",
     )
     s = h.settings
@@ -219,7 +222,7 @@ def _weight_chart(h: PatientTimeline, show: Display) -> str:
     if not h.weight:
         return "<p class=muted>No weight readings in this period.</p>"
     lo, hi = value_range([w for _, w in h.weight])
-    chart = Chart("Weight", h.start, h.now, lo, hi, show.zone, unit="kg")
+    chart = Chart("Weight", h.start, h.now, lo, hi, show.zone, "kg", clock_24h=show.clock_24h)
     chart.line(h.weight, "series", gap_s=3 * 86400)
     chart.dots(h.weight, "reading", 3)
     chart.markers(_markers(h, h.start, {"decompensation_risk"}))
@@ -245,6 +248,7 @@ def _vital_chart(h: PatientTimeline, signal: Signal, show: Display) -> str:
         lo,
         hi,
         show.zone,
+        clock_24h=show.clock_24h,
         unit=show.unit(signal),
         height=160,
     )
@@ -258,7 +262,17 @@ def _steps_chart(h: PatientTimeline, show: Display) -> str:
         return "<p class=muted>No steps counted in this period.</p>"
     top = max(s for _, _, s in h.daily_steps)
     _, hi = value_range([0.0, top])
-    chart = Chart("Steps per day", h.start, h.now, 0.0, hi, show.zone, unit="steps", height=160)
+    chart = Chart(
+        "Steps per day",
+        h.start,
+        h.now,
+        0.0,
+        hi,
+        show.zone,
+        "steps",
+        height=160,
+        clock_24h=show.clock_24h,
+    )
     chart.bars(h.daily_steps, "bar")
     return chart.svg("steps")
 
@@ -276,6 +290,7 @@ def _risk_chart(h: PatientTimeline, show: Display) -> str:
         0.0,
         hi,
         show.zone,
+        clock_24h=show.clock_24h,
         unit="%",
         height=180,
     )
@@ -376,7 +391,8 @@ def render(
         f"<h1>Patient {pid}</h1>{banner(problems)}"
         f"<p class=muted>{LIVE_BADGE} gateway {escape(gateway_id)} &middot;"
         f" as of {show.when(to_iso(h.now), now)}"
-        f" ({escape(str(show.zone))})</p>{_controls(h, days, hours)}"
+        f' ({escape(str(show.zone))}) &middot; <a href="/settings">settings</a></p>'
+        f"{_controls(h, days, hours)}"
         f'<section data-section="alarms"><h2>Alarms</h2>'
         f"{alarm_list(h.open_alarms, show, now) or '<p class=muted>No open alarms.</p>'}</section>"
         f'<section data-section="glucose"><h2>Glucose, last {hours} h</h2>{glucose}</section>'

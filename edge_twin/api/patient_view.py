@@ -141,6 +141,7 @@ def render(
         f"{_glucose(signals.get('glucose'), show, now)}{_latest(signals, show, now)}"
         f"{_devices(devices, show, now)}"
         f"<p class=muted>{LIVE_BADGE} as of {show.when(now_iso, now)} &middot;"
-        f' <a href="/patients/{escape(patient_id)}/view">my readings over time</a></p>'
+        f' <a href="/patients/{escape(patient_id)}/view">my readings over time</a> &middot;'
+        ' <a href="/settings">settings</a></p>'
         "</body></html>"
     )

@@ -53,6 +53,10 @@ svg.chart .unsure{fill:#fff;stroke:#1d2430}
 """
 
 
+def hour_text(t: datetime, clock_24h: bool) -> str:
+    return f"{t:%H:%M}" if clock_24h else f"{t.hour % 12 or 12} {t:%p}"
+
+
 def nice_step(span: float, ticks: int = 5) -> float:
     """A round step (1, 2 or 5 times a power of ten) giving about ``ticks`` ticks."""
     raw = span / max(ticks, 1)
@@ -89,6 +93,7 @@ class Chart:
     width: int = 720
     height: int = 220
     x_ticks: list[tuple[float, str]] | None = None  # instead of time ticks
+    clock_24h: bool = True
     parts: list[str] = field(default_factory=list)
 
     def x(self, t: float) -> float:
@@ -213,7 +218,11 @@ class Chart:
             while t <= self.t1:
                 local = datetime.fromtimestamp(t, UTC).astimezone(self.zone)
                 if local.minute == 0 and (local.hour * 3600) % step == 0:
-                    text = f"{local.day} {local:%b}" if local.hour == 0 else f"{local:%H:%M}"
+                    text = (
+                        f"{local.day} {local:%b}"
+                        if local.hour == 0
+                        else hour_text(local, self.clock_24h)
+                    )
                     out.append((t, text))
                 t += 3600.0
             return out

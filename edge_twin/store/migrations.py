@@ -459,3 +459,19 @@ def _users(db: Database) -> None:
         CREATE INDEX access_log_patient ON access_log (patient_id, id);
         """
     )
+
+
+@MIGRATIONS(name="0014_user_display")
+def _user_display(db: Database) -> None:
+    """Each user's own display choices over the deployment's (api.glucose_unit,
+    api.time_zone); NULL: the deployment's."""
+    db.executescript(
+        """
+        CREATE TABLE user_display (
+            username TEXT PRIMARY KEY REFERENCES users(username) ON DELETE CASCADE,
+            glucose_unit TEXT CHECK (glucose_unit IN ('mg/dL', 'mmol/L')),
+            time_zone TEXT,
+            clock_24h INTEGER
+        );
+        """
+    )

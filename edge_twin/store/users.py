@@ -114,6 +114,41 @@ def get(store: Store, username: str) -> User | None:
     return User(row[0], Role(row[1]), bool(row[2]), patients, bool(row[3]))
 
 
+@dataclass(frozen=True, slots=True)
+class DisplayChoice:
+    """A user's own display choices; None: the deployment's."""
+
+    glucose_unit: str | None = None  # mg/dL | mmol/L
+    time_zone: str | None = None  # IANA
+    clock_24h: bool | None = None
+
+
+def display_choice(store: Store, username: str) -> DisplayChoice:
+    row = store.conn.execute(
+        "SELECT glucose_unit, time_zone, clock_24h FROM user_display WHERE username = ?",
+        (username,),
+    ).fetchone()
+    if row is None:
+        return DisplayChoice()
+    return DisplayChoice(row[0], row[1], None if row[2] is None else bool(row[2]))
+
+
+def set_display_choice(store: Store, username: str, choice: DisplayChoice) -> None:
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO user_display (username, glucose_unit, time_zone, clock_24h)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET"
+            " glucose_unit = excluded.glucose_unit, time_zone = excluded.time_zone,"
+            " clock_24h = excluded.clock_24h",
+            (
+                username,
+                choice.glucose_unit,
+                choice.time_zone,
+                None if choice.clock_24h is None else int(choice.clock_24h),
+            ),
+        )
+
+
 def listing(store: Store) -> list[User]:
     names = [r[0] for r in store.conn.execute("SELECT username FROM users ORDER BY username")]
     return [u for u in (get(store, n) for n in names) if u is not None]
