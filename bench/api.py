@@ -4,9 +4,9 @@ holds ``--days`` days of ``--patients`` patients, p50/p99 per endpoint.
 The store is firmware_sim's reference home (its default cohort mix: heart failure,
 diabetes, both; CGM, wrist, cuff, scale; the simulator's rates and delivery faults)
 replayed through the gateway's own pipeline (``edge-twin replay``'s path: readings, the
-twin, risks, alarms). Building it takes minutes per simulated month, so it is cached
-under var/cache/api by cohort and schema; each run works on a copy (the access log
-grows as the pages are read).
+twin, risks, alarms). Building it takes about 10 minutes per simulated month, so it is
+cached under var/cache/api by cohort (delete it to rebuild with changed pipeline code);
+each run works on a migrated copy (the access log grows as the pages are read).
 
 The API runs as the gateway serves it (uvicorn on loopback, its clock at the end of the
 data); one client asks each endpoint ``--requests`` times in turn, as the user its rule
@@ -31,7 +31,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import sqlite_utils
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,7 +44,6 @@ from edge_twin.clock import ManualClock  # noqa: E402
 from edge_twin.config import load_config  # noqa: E402
 from edge_twin.domain import Role  # noqa: E402
 from edge_twin.store import Store, users  # noqa: E402
-from edge_twin.store.migrations import MIGRATIONS  # noqa: E402
 
 GOAL_P99_MS = 300.0
 PASSWORD = "bench-password-not-secret"
@@ -75,8 +73,7 @@ ENDPOINTS: dict[str, tuple[Role, str]] = {
 
 def cached_store(patients: int, days: float, seed: int, cache: Path) -> Path:
     source = cohort(patients, days, seed, ROOT / "var" / "cache" / "replay")
-    schema = len(MIGRATIONS.pending(sqlite_utils.Database(memory=True)))
-    out = cache / f"{source.name}-m{schema}.sqlite"
+    out = cache / f"{source.name}.sqlite"
     if not out.exists():
         cache.mkdir(parents=True, exist_ok=True)
         print(f"building the store from {source} (cached at {out})", file=sys.stderr)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from edge_twin.cli import ConfigOpt, run_console
 from edge_twin.config import load_config
-from edge_twin_demo.run import DemoOptions, DemoSummary, run_demo
+from edge_twin_demo.run import STORY_SEED, DemoOptions, DemoSummary, run_demo
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 console = Console()
@@ -32,7 +32,17 @@ def demo(
     speed: Annotated[
         float, typer.Option(min=1.0, help="Simulated seconds per wall-clock second.")
     ] = 1440.0,
-    seed: Annotated[int, typer.Option(help="Simulator seed: same seed, same home.")] = 1,
+    seed: Annotated[
+        int, typer.Option(help="Simulator seed: same seed, same home (the default tells a story).")
+    ] = STORY_SEED,
+    history_days: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=120.0,
+            help="Days of the home's history replayed at speed before the live hours.",
+        ),
+    ] = 30.0,
     db: Annotated[Path, typer.Option(help="SQLite file to (re)create and leave behind.")] = Path(
         "var/demo.sqlite"
     ),
@@ -64,7 +74,17 @@ def demo(
         if not host or not port.isdigit():
             raise typer.BadParameter("use HOST:PORT", param_hint="--broker")
         broker_addr = (host, int(port))
-    options = DemoOptions(patients, hours, speed, seed, db, api_port, broker_addr, fhir)
+    options = DemoOptions(
+        patients=patients,
+        hours=hours,
+        speed=speed,
+        seed=seed,
+        history_days=history_days,
+        db=db,
+        api_port=api_port,
+        broker=broker_addr,
+        fhir=fhir,
+    )
     cfg = load_config(config)
     with Progress(
         TextColumn("[bold]simulating"),
@@ -75,6 +95,10 @@ def demo(
         transient=as_json,
     ) as progress:
         task = progress.add_task("home", total=1.0)
+        if history_days:
+            progress.console.print(
+                f"replaying {history_days:g} days of history through the gateway's pipeline"
+            )
 
         def started(link: str, n: int) -> None:
             progress.console.print(
@@ -87,6 +111,7 @@ def demo(
             cfg,
             on_start=started,
             on_progress=lambda f: progress.update(task, completed=f),
+            on_history=lambda f: progress.update(task, completed=f),
         )
     if as_json:
         print(json.dumps(summary.as_json()))
@@ -131,11 +156,34 @@ def demo(
         "alarms: "
         + (", ".join(f"{k} {v}" for k, v in sorted(summary.alarms.items())) or "none")
         + "\n"
+        + _story(summary)
         + _sync_line(summary)
         + f"\nwall time {summary.wall_s:g} s; SQLite left at {summary.db}"
         + f"\nlog in again as {summary.login.get('username')}, password"
         f" {summary.login.get('password')} (edge-twin serve --store {summary.db} shows it later)"
     )
+
+
+def _story(summary: DemoSummary) -> str:
+    """The labelled episodes of the simulated truth and whether the gateway saw them
+    coming: what a newcomer should look at on the pages."""
+    lines = []
+    for e in summary.episodes:
+        what = "lows" if e.kind == "hypoglycaemia" else "decompensation"
+        lead = e.lead_min
+        if e.alarm is None or lead is None:
+            seen = "no alarm before its peak"
+        elif lead >= 2 * 24 * 60:
+            seen = f"{e.alarm.replace('_', ' ')} alarm {lead / 1440:.1f} days before its peak"
+        else:
+            seen = f"{e.alarm.replace('_', ' ')} alarm {lead:.0f} min before its lowest"
+        lines.append(
+            f"  {e.patient_id} {what} (truth: {e.onset[:16]} to {e.peak[:16]} UTC): {seen};"
+            f" page /patients/{e.patient_id}/view?days=30"
+        )
+    if not lines:
+        return ""
+    return "what the simulated truth held, and the gateway's alarms:\n" + "\n".join(lines) + "\n"
 
 
 def _sync_line(summary: DemoSummary) -> str:

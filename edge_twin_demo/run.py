@@ -9,6 +9,14 @@
     summary: what flowed, each patient's twin against the simulator's truth, and the
              resources that reached the FHIR server by type
 
+Before the live part, ``history_days`` of the same home are replayed into the store at
+speed through the gateway's own pipeline (``edge-twin replay``'s path): the weeks a
+decompensation takes to build. The default seed and the home's alignment (it ends at the
+last 12:00 UTC, so the simulated days fall on the same hours every run) give a story: a
+heart-failure patient whose decompensation builds over the history, and a diabetic
+patient with lows during the live hours. The summary says, for each labelled episode,
+whether and how early the gateway alarmed.
+
 The SQLite file is left behind for inspection.
 """
 
@@ -24,20 +32,33 @@ from typing import Any
 
 from edge_twin.assess import threshold_risks
 from edge_twin.broker import PrivateBroker
-from edge_twin.clock import AcceleratedClock
+from edge_twin.clock import AcceleratedClock, ManualClock, to_iso
 from edge_twin.config import Config
 from edge_twin.domain import Role, Signal
 from edge_twin.errors import EdgeTwinError
 from edge_twin.estimate import is_stale, patient_estimates
 from edge_twin.gateway import Gateway
+from edge_twin.ingest import RawMessage, replay
+from edge_twin.pipeline import Pipeline
 from edge_twin.store import Store, alarms, devices, quarantine, readings, risks, upstream, users
 from edge_twin.sync import SUMMARY_S, sync_status
 from edge_twin_demo.fhir_server import FhirTestServer
 from firmware_sim.home import Home
+from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher, paced_by
 
 DRAIN_TIMEOUT_S = 60.0
 DEMO_USER = "demo-care"
+DAY_S = 86400.0
+# The seed whose home, ending at a 12:00 UTC after 30 days of history and 12 live hours,
+# holds the story (found by scanning seeds for a decompensation peaking in the last days
+# and lows in the live hours; the scan is in docs/simulator.md).
+STORY_SEED = 89
+# Which alarm answers which labelled episode (and how far ahead it counts).
+ANSWERS = {
+    "hypoglycaemia": (("predicted_low", "low", "urgent_low"), 3600.0),
+    "hf_decompensation": (("decompensation_risk",), 30 * DAY_S),
+}
 
 
 @dataclass
@@ -45,7 +66,8 @@ class DemoOptions:
     patients: int = 4
     hours: float = 12.0
     speed: float = 1440.0
-    seed: int = 1
+    seed: int = STORY_SEED
+    history_days: float = 30.0  # replayed at speed before the live hours
     db: Path = Path("var/demo.sqlite")
     api_port: int = 8080
     broker: tuple[str, int] | None = None  # None: start a private mosquitto
@@ -76,6 +98,18 @@ class PatientSummary:
 
 
 @dataclass
+class EpisodeOutcome:
+    """A labelled episode of the simulated truth and what the gateway made of it."""
+
+    patient_id: str
+    kind: str  # hypoglycaemia | hf_decompensation
+    onset: str  # ISO
+    peak: str
+    alarm: str | None  # the first alarm that answered it, raised before its peak
+    lead_min: float | None  # how long before the peak
+
+
+@dataclass
 class DemoSummary:
     wall_s: float
     simulated_hours: float
@@ -95,6 +129,9 @@ class DemoSummary:
     sync_pending: dict[str, int] = field(default_factory=dict)  # left when the demo ended
     # The demo's care-team login (for the pages of the store it leaves, edge-twin serve).
     login: dict[str, str] = field(default_factory=dict)
+    history_days: float = 0.0
+    history_readings: int = 0
+    episodes: list[EpisodeOutcome] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,16 +142,26 @@ def run_demo(
     config: Config,
     on_start: Callable[[str, int], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    on_history: Callable[[float], None] | None = None,
 ) -> DemoSummary:
-    """Run the demo; ``on_start(api_url, n_messages)`` then ``on_progress(fraction)``."""
+    """Run the demo; ``on_history(fraction)`` while the history is replayed, then
+    ``on_start(api_url, n_messages)`` and ``on_progress(fraction)`` for the live hours."""
     wall0 = time.monotonic()
-    end = math.floor(time.time() / 60) * 60.0
+    # The last 12:00 UTC: the same seed gives the same story whatever the hour it runs.
+    end = math.floor((time.time() - DAY_S / 2) / DAY_S) * DAY_S + DAY_S / 2
     start = end - options.hours * 3600.0
+    first = start - options.history_days * DAY_S
     clock = AcceleratedClock(start, options.speed, until=end)
     home = Home(
-        options.patients, start, options.hours, options.seed, prefix=config.mqtt.topic_prefix
+        options.patients,
+        first,
+        options.history_days * 24 + options.hours,
+        options.seed,
+        prefix=config.mqtt.topic_prefix,
     )
-    messages = home.messages()
+    everything = home.messages()
+    history = [m for m in everything if m.t < start]
+    messages = [m for m in everything if m.t >= start]
 
     if options.db.resolve() == config.store.path.resolve():
         raise EdgeTwinError(
@@ -149,8 +196,15 @@ def run_demo(
         )
         with Store(cfg.store.path, cfg.store.synchronous) as store:
             for d in home.devices:
-                devices.provision(store, d.device_id, d.patient_id, d.device_type, start)
+                devices.provision(store, d.device_id, d.patient_id, d.device_type, first)
+        # One commit per message, as edge-twin replay: without an fsync each (the history
+        # can be made again; the live hours are acknowledged with the store's setting).
+        with Store(cfg.store.path, "NORMAL") as store:
+            history_readings = _replay_history(store, cfg, history, first, on_history)
+        with Store(cfg.store.path, cfg.store.synchronous) as store:
             if cfg.sync.url:
+                # Consent from the live hours on: the history stays on the gateway (a FHIR
+                # server would take minutes to receive weeks of it).
                 for pid in devices.patient_ids(store):
                     upstream.set_consent(store, pid, True, start, "demo")
             # The pages need a login: a care team that sees every simulated patient, and
@@ -184,6 +238,9 @@ def run_demo(
                 gateway, cfg, home, clock.now(), len(messages), time.monotonic() - wall0
             )
             summary.login = {"username": DEMO_USER, "password": password}
+            summary.history_days = options.history_days
+            summary.history_readings = history_readings
+            summary.episodes = _episodes(cfg, home, start)
             if cfg.sync.url:
                 summary.sync_url = cfg.sync.url
                 summary.sync_pending = _sync_pending(cfg)
@@ -222,6 +279,64 @@ def _wait_until_synced(cfg: Config) -> None:
         if not pending and not due:
             return
         time.sleep(0.1)
+
+
+def _replay_history(
+    store: Store,
+    cfg: Config,
+    history: list[Message],
+    first: float,
+    on_history: Callable[[float], None] | None,
+) -> int:
+    """The history through the gateway's pipeline, one message at a time with the clock
+    at each one's arrival (as ``edge-twin replay``); returns the readings stored."""
+    if not history:
+        return 0
+    clock = ManualClock(first)
+    done = [0]
+
+    def progress(_: object) -> None:
+        done[0] += 1
+        if on_history is not None and done[0] % 500 == 0:
+            on_history(done[0] / len(history))
+
+    capture = [RawMessage(m.topic, m.payload, m.t) for m in sorted(history, key=lambda m: m.t)]
+    summary = replay(Pipeline(store, cfg, clock), capture, clock, progress)
+    if on_history is not None:
+        on_history(1.0)
+    return summary.readings_new
+
+
+def _episodes(cfg: Config, home: Home, live_from: float) -> list[EpisodeOutcome]:
+    """Each lows in the live hours and each decompensation of the whole period, with the
+    first alarm that answered it before its peak."""
+    out = []
+    with Store(cfg.store.path, migrate=False) as store:
+        raised = alarms.listing(store.conn, open_only=False, limit=100_000)
+    for patient in home.patients:
+        for e in patient.episodes:
+            if e.kind not in ANSWERS or (e.kind == "hypoglycaemia" and e.onset < live_from):
+                continue
+            kinds, ahead = ANSWERS[e.kind]
+            answers = sorted(
+                a.raised_at
+                for a in raised
+                if a.patient_id == patient.patient_id
+                and a.alarm_type in kinds
+                and e.peak - ahead <= a.raised_at <= e.peak
+            )
+            first = next((a for a in raised if answers and a.raised_at == answers[0]), None)
+            out.append(
+                EpisodeOutcome(
+                    patient.patient_id,
+                    e.kind,
+                    to_iso(e.onset),
+                    to_iso(e.peak),
+                    None if first is None else first.alarm_type,
+                    None if not answers else round((e.peak - answers[0]) / 60.0, 1),
+                )
+            )
+    return out
 
 
 def _start_gateway(cfg: Config, clock: AcceleratedClock) -> Gateway:

@@ -119,6 +119,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
         "2",
         "--hours",
         "2",
+        "--history-days",
+        "1",
         "--speed",
         "7200",
         "--db",
@@ -129,6 +131,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["published"] == summary["ingested_messages"] > 0
+    assert summary["history_readings"] > 0  # a day replayed before the live hours
     # Every reading the devices sent was stored once, and belongs to a patient.
     assert summary["readings_stored"] == sum(p["readings"] for p in summary["patients"]) > 0
     assert summary["duplicates"] == 0

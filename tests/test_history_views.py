@@ -146,3 +146,27 @@ def test_plots_clip_break_at_gaps_and_round_their_axes() -> None:
     assert chart.svg("x").count("<polyline") == 2  # no line across the gap
     assert nice_step(97) == 20
     assert value_range([3.2, 97.5]) == (0.0, 100.0)
+
+
+def test_a_patients_readings_newest_first_across_devices_and_signals(tmp_path: Path) -> None:
+    with Store(tmp_path / "db.sqlite") as store:
+        devices.provision(store, "cgm-old", "pt-001", "cgm", T0)
+        devices.provision(store, "sc-001", "pt-001", "scale", T0)
+        devices.provision(store, "cgm-002", "pt-002", "cgm", T0)
+        with store.transaction() as conn:
+            readings.insert(
+                conn,
+                [
+                    Reading("pt-001", "cgm-old", Signal.GLUCOSE, T0 + 1, 100.0, T0),
+                    Reading("pt-001", "sc-001", Signal.WEIGHT, T0 + 3, 80.0, T0),
+                    Reading("pt-001", "cgm-old", Signal.GLUCOSE, T0 + 5, 101.0, T0),
+                    Reading("pt-002", "cgm-002", Signal.GLUCOSE, T0 + 4, 90.0, T0),
+                ],
+            )
+        devices.unprovision(store, "cgm-old")  # a replaced sensor: its readings stay theirs
+        newest = readings.for_patient(store, "pt-001", limit=2)
+        everything = readings.for_patient(store, "pt-001")
+        glucose = readings.for_patient(store, "pt-001", Signal.GLUCOSE)
+    assert [r.t for r in newest] == [T0 + 5, T0 + 3]
+    assert [r.t for r in everything] == [T0 + 5, T0 + 3, T0 + 1]
+    assert [r.value for r in glucose] == [101.0, 100.0]

@@ -17,10 +17,11 @@ from edge_twin.api.serialize import estimate_json, risk_json
 from edge_twin.assess import GlucoseSummary, summarize_glucose, threshold_risks
 from edge_twin.clock import to_iso
 from edge_twin.config import Config
-from edge_twin.domain import Alarm, DecompensationRisk, Signal
+from edge_twin.domain import Alarm, Signal
 from edge_twin.estimate import DAY_S, TracePoint, patient_estimates, trace
 from edge_twin.store import Store, alarms, devices, readings, risks
 from edge_twin.store.alarms import AlarmEvent, AuditEntry
+from edge_twin.store.risks import RiskPoint
 
 ZERO = timedelta(0)
 
@@ -64,7 +65,7 @@ class PatientTimeline:
     vitals: dict[Signal, list[tuple[float, float, float, float, int]]]  # readings.binned
     vitals_bin_s: float
     daily_steps: list[tuple[float, float, float]]  # local day start, end, total
-    risks: list[DecompensationRisk]
+    risks: list[RiskPoint]
     alarms: list[Alarm]  # raised in the period or open: the plots' markers
     open_alarms: list[dict[str, Any]]
     events: list[tuple[AlarmEvent, str]]  # the alarms' audit trail, newest first
@@ -126,7 +127,7 @@ def patient_timeline(
         vitals={s: readings.binned(store, ids, s, start, now + 1, bin_s) for s in VITALS},
         vitals_bin_s=bin_s,
         daily_steps=steps,
-        risks=risks.between(store, start, now + 1, patient_id),
+        risks=risks.series(store, patient_id, start, now + 1),
         alarms=alarms.raised_between(store.conn, patient_id, min(start, glucose_start), now + 1),
         open_alarms=[alarm_json(a) for a in alarms.listing(store.conn, patient_id, True, 100)],
         events=alarms.patient_events(store.conn, patient_id, start, 200),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import sqlite3
 from collections.abc import Sequence
@@ -9,6 +11,7 @@ from typing import Any
 
 from edge_twin.domain import Reading, ReadingFlag, Signal
 from edge_twin.store.database import Store
+from edge_twin.store.devices import device_ids_of
 
 _COLUMNS = "id, patient_id, device_id, signal, t, value, seq, received_at, flags"
 
@@ -103,15 +106,25 @@ def after(store: Store, after_id: int, limit: int) -> list[Reading]:
 def for_patient(
     store: Store, patient_id: str, signal: Signal | None = None, limit: int = 1000
 ) -> list[Reading]:
-    """Newest first."""
-    where, args = "patient_id = ?", [patient_id]
-    if signal is not None:
-        where += " AND signal = ?"
-        args.append(signal.value)
-    rows = store.conn.execute(
-        f"SELECT {_COLUMNS} FROM readings WHERE {where} ORDER BY t DESC LIMIT ?", (*args, limit)
-    )
-    return [_reading(row) for row in rows]
+    """Newest first. Each of the patient's devices' series (every device ever bound to
+    them) is read newest first through the UNIQUE (device_id, signal, t) index and the
+    series merged: the log has no index by patient, and a scan of it takes seconds."""
+    ids = device_ids_of(store, patient_id)
+    signals = [signal] if signal is not None else list(Signal)
+    series = [
+        [
+            _reading(row)
+            for row in store.conn.execute(
+                f"SELECT {_COLUMNS} FROM readings WHERE device_id = ? AND signal = ?"
+                " AND patient_id = ? ORDER BY t DESC LIMIT ?",
+                (device_id, s.value, patient_id, limit),
+            )
+        ]
+        for device_id in ids
+        for s in signals
+    ]
+    merged = heapq.merge(*series, key=lambda r: r.t, reverse=True)
+    return list(itertools.islice(merged, limit))
 
 
 def newest(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from edge_twin.domain import Contribution, DecompensationRisk, ModelProvenance
@@ -70,6 +70,29 @@ def between(
         args,
     )
     return _risks(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskPoint:
+    """An assessment as a plot draws it."""
+
+    t: float
+    probability: float
+    threshold: float
+    confidence: str
+
+
+def series(store: Store, patient_id: str, since: float, until: float) -> list[RiskPoint]:
+    """The patient's assessments with event time in [since, until), oldest first, without
+    their details (SQLite reads the threshold out of the JSON: no parse of each row's
+    features and contributions)."""
+    rows = store.conn.execute(
+        "SELECT t, probability, json_extract(details, '$.threshold'), confidence"
+        " FROM risk_assessments WHERE patient_id = ? AND kind = ? AND t >= ? AND t < ?"
+        " ORDER BY t, id",
+        (patient_id, KIND, since, until),
+    )
+    return [RiskPoint(float(t), float(p), float(th), str(c)) for t, p, th, c in rows]
 
 
 def after(

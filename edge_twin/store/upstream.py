@@ -205,6 +205,8 @@ def oldest_unsent(conn: sqlite3.Connection, positions: dict[str, int]) -> dict[s
     was stored (readings, alarm events and risks after the consumers' positions, stored
     since the consent; readings in pending windows). ``positions`` by consumer name."""
     out: dict[str, float] = {}
+    if not consenting(conn):
+        return out  # nothing may leave: no log need be read (a scan of all of them)
     rows = conn.execute(
         "SELECT r.patient_id, min(r.received_at) FROM readings r JOIN patients p"
         " ON p.patient_id = r.patient_id AND p.upstream_consent WHERE r.id > ?"
