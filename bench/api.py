@@ -9,9 +9,10 @@ cached under var/cache/api by cohort (delete it to rebuild with changed pipeline
 each run works on a migrated copy (the access log grows as the pages are read).
 
 The API runs as the gateway serves it (uvicorn on loopback, its clock at the end of the
-data); one client asks each endpoint ``--requests`` times in turn, as the user its rule
-allows (care team, patient, engineer), after ``--warmup`` unmeasured requests;
-patient routes rotate over the patients. Latency is the client's, request to last byte.
+data), without ingest beside it; one client asks each endpoint ``--requests`` times in
+turn, as the user its rule allows (care team, patient, engineer), after ``--warmup``
+unmeasured requests; patient routes rotate over the patients. Latency is the client's,
+request to last byte.
 
     .venv/bin/python bench/api.py [--patients 10] [--days 90] [--seed 31] [--requests 60]
 Last line: one JSON object with ``endpoints`` (name -> {p50_ms, p99_ms}) and

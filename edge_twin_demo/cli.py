@@ -175,8 +175,10 @@ def _story(summary: DemoSummary) -> str:
             seen = "no alarm before its peak"
         elif lead >= 2 * 24 * 60:
             seen = f"{e.alarm.replace('_', ' ')} alarm {lead / 1440:.1f} days before its peak"
-        else:
+        elif e.kind == "hypoglycaemia":
             seen = f"{e.alarm.replace('_', ' ')} alarm {lead:.0f} min before its lowest"
+        else:
+            seen = f"{e.alarm.replace('_', ' ')} alarm {lead / 60:.1f} h before its peak"
         lines.append(
             f"  {e.patient_id} {what} (truth: {e.onset[:16]} to {e.peak[:16]} UTC): {seen};"
             f" page /patients/{e.patient_id}/view?days=30"

@@ -38,7 +38,7 @@ from edge_twin.domain import Role, Signal
 from edge_twin.errors import EdgeTwinError
 from edge_twin.estimate import is_stale, patient_estimates
 from edge_twin.gateway import Gateway
-from edge_twin.ingest import RawMessage, replay
+from edge_twin.ingest import RawMessage, ReplaySummary, replay
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import Store, alarms, devices, quarantine, readings, risks, upstream, users
 from edge_twin.sync import SUMMARY_S, sync_status
@@ -293,12 +293,10 @@ def _replay_history(
     if not history:
         return 0
     clock = ManualClock(first)
-    done = [0]
 
-    def progress(_: object) -> None:
-        done[0] += 1
-        if on_history is not None and done[0] % 500 == 0:
-            on_history(done[0] / len(history))
+    def progress(done: ReplaySummary) -> None:  # called every 1,000 messages
+        if on_history is not None:
+            on_history(done.messages / len(history))
 
     capture = [RawMessage(m.topic, m.payload, m.t) for m in sorted(history, key=lambda m: m.t)]
     summary = replay(Pipeline(store, cfg, clock), capture, clock, progress)
@@ -318,14 +316,14 @@ def _episodes(cfg: Config, home: Home, live_from: float) -> list[EpisodeOutcome]
             if e.kind not in ANSWERS or (e.kind == "hypoglycaemia" and e.onset < live_from):
                 continue
             kinds, ahead = ANSWERS[e.kind]
-            answers = sorted(
-                a.raised_at
+            answers = [
+                a
                 for a in raised
                 if a.patient_id == patient.patient_id
                 and a.alarm_type in kinds
                 and e.peak - ahead <= a.raised_at <= e.peak
-            )
-            first = next((a for a in raised if answers and a.raised_at == answers[0]), None)
+            ]
+            first = min(answers, key=lambda a: a.raised_at, default=None)
             out.append(
                 EpisodeOutcome(
                     patient.patient_id,
@@ -333,7 +331,7 @@ def _episodes(cfg: Config, home: Home, live_from: float) -> list[EpisodeOutcome]
                     to_iso(e.onset),
                     to_iso(e.peak),
                     None if first is None else first.alarm_type,
-                    None if not answers else round((e.peak - answers[0]) / 60.0, 1),
+                    None if first is None else round((e.peak - first.raised_at) / 60.0, 1),
                 )
             )
     return out

@@ -11,8 +11,10 @@ import pytest
 
 from edge_twin.api.patient_detail import weight_change
 from edge_twin.api.plots import Chart, nice_step, value_range
+from edge_twin.api.views import daily_steps, patient_timeline
 from edge_twin.assess import summarize_glucose
 from edge_twin.assess.glucose_summary import local_hours
+from edge_twin.config import load_config
 from edge_twin.domain import Reading, Signal
 from edge_twin.estimate import TwinEstimator, trace
 from edge_twin.store import Store, devices, readings, twin_state
@@ -64,10 +66,15 @@ def test_band_edges_and_insufficient_wear() -> None:
 
 def test_the_daily_profile_is_in_local_hours_across_a_dst_change() -> None:
     # 2026-10-25: Paris leaves summer time at 03:00 local (01:00 UTC).
-    before = datetime(2026, 10, 24, 22, 30, tzinfo=UTC).timestamp()  # 00:30 CEST
-    after = datetime(2026, 10, 25, 22, 30, tzinfo=UTC).timestamp()  # 23:30 CET
-    hours = local_hours(np.array([before, after]), PARIS)
-    assert list(hours) == [0, 23]
+    at = [datetime(2026, 10, 25, 0, m, tzinfo=UTC).timestamp() for m in (50, 59)] + [
+        datetime(2026, 10, 25, 1, 10, tzinfo=UTC).timestamp()
+    ]
+    assert list(local_hours(np.array(at), PARIS)) == [2, 2, 2]  # 02:50, 02:59 CEST, 02:10 CET
+    # St John's (-02:30 in summer): its change falls on a half hour of UTC.
+    st_johns = ZoneInfo("America/St_Johns")
+    change = datetime(2026, 11, 1, 4, 30, tzinfo=UTC).timestamp()  # 02:00 NDT -> 01:00 NST
+    hours = local_hours(np.array([change - 600, change + 600]), st_johns)
+    assert list(hours) == [1, 1]  # 01:50 NDT, then 01:10 NST
 
 
 def test_the_rebuilt_estimate_ends_where_the_live_twin_is(tmp_path: Path) -> None:
@@ -99,24 +106,31 @@ def test_the_rebuilt_estimate_ends_where_the_live_twin_is(tmp_path: Path) -> Non
     assert all(same[p.t] == pytest.approx(p.mean, abs=1e-3) for p in points)
 
 
-def test_readings_in_bins(tmp_path: Path) -> None:
+def test_readings_in_bins_and_steps_per_local_day(tmp_path: Path) -> None:
     with Store(tmp_path / "db.sqlite") as store:
         devices.provision(store, "wr-001", "pt-001", "wrist", T0)
-        start = 1_780_000_000.0 - 1_780_000_000.0 % DAY
+        # 2026-10-23 00:00 Paris (CEST) for 4 days: summer time ends on the 25th.
+        start = datetime(2026, 10, 23, tzinfo=PARIS).timestamp()
         with store.transaction() as conn:
             readings.insert(
                 conn,
                 [
                     Reading("pt-001", "wr-001", Signal.STEPS, start + 60 * k, 10.0, T0)
-                    for k in range(int(2 * DAY / 60))
+                    for k in range(int(4 * DAY / 60))
                 ],
             )
-        daily = readings.binned(store, ["wr-001"], Signal.STEPS, start, start + 2 * DAY, DAY)
-        shifted = readings.binned(
-            store, ["wr-001"], Signal.STEPS, start, start + 2 * DAY, DAY, offset_s=-3600.0
+        hourly = readings.binned(
+            store, "pt-001", ["wr-001"], Signal.STEPS, start, start + DAY, 3600
         )
-    assert [(b, m * n) for b, m, _, _, n in daily] == [(start, 14400.0), (start + DAY, 14400.0)]
-    assert [n for *_, n in shifted] == [1380, 1440, 60]  # local midnights an hour earlier
+        days = daily_steps(store, "pt-001", ["wr-001"], start - 3600, start + 4 * DAY, PARIS)
+        nobody = readings.binned(
+            store, "pt-002", ["wr-001"], Signal.STEPS, start, start + DAY, 3600
+        )
+    assert [(m * n, lo, hi) for _, m, lo, hi, n in hourly] == [(600.0, 10.0, 10.0)] * 24
+    assert nobody == []  # the device's readings are its patient's only
+    # whole local days from the first midnight: the 25th has 25 hours; the last is so far
+    assert [round((e - m) / 3600) for m, e, _ in days] == [24, 24, 25, 23]
+    assert [total for *_, total in days] == [14400.0, 14400.0, 15000.0, 13800.0]
 
 
 def test_weight_change_over_days() -> None:
@@ -135,8 +149,12 @@ def test_time_ticks_fall_on_local_hours_and_midnights() -> None:
     assert ">2 Dec<" in svg  # a date at midnight
     assert svg.count(">06:00<") == 1  # the next day's: none before the start
     weeks = Chart("x", start, start + 14 * DAY, 0, 1, PARIS).svg("x")
-    assert ">3 Dec<" in weeks or ">2 Dec<" in weeks
+    assert ">2 Dec<" in weeks  # every second day, on even days of the era
+    assert ">3 Dec<" not in weeks
     assert ":00<" not in weeks  # days, not hours
+    kolkata = ZoneInfo("Asia/Kolkata")  # +05:30: its whole hours are UTC half hours
+    india = Chart("x", start, start + DAY, 0, 1, kolkata).svg("x")
+    assert india.count(":00<") >= 6
 
 
 def test_plots_clip_break_at_gaps_and_round_their_axes() -> None:
@@ -170,3 +188,22 @@ def test_a_patients_readings_newest_first_across_devices_and_signals(tmp_path: P
     assert [r.t for r in newest] == [T0 + 5, T0 + 3]
     assert [r.t for r in everything] == [T0 + 5, T0 + 3, T0 + 1]
     assert [r.value for r in glucose] == [101.0, 100.0]
+
+
+def test_a_moved_device_shows_each_patient_only_their_own_readings(tmp_path: Path) -> None:
+    with Store(tmp_path / "db.sqlite") as store:
+        devices.provision(store, "sc-001", "pt-001", "scale", T0)
+        with store.transaction() as conn:
+            readings.insert(conn, [Reading("pt-001", "sc-001", Signal.WEIGHT, T0, 91.0, T0)])
+        devices.unprovision(store, "sc-001")
+        devices.provision(store, "sc-001", "pt-002", "scale", T0 + DAY)
+        with store.transaction() as conn:
+            readings.insert(
+                conn, [Reading("pt-002", "sc-001", Signal.WEIGHT, T0 + DAY, 55.0, T0 + DAY)]
+            )
+        config = load_config(env={})
+        now = T0 + 2 * DAY
+        first = patient_timeline(store, "pt-001", now, config, 7, 24, PARIS)
+        second = patient_timeline(store, "pt-002", now, config, 7, 24, PARIS)
+    assert [w for _, w in first.weight] == [91.0]
+    assert [w for _, w in second.weight] == [55.0]

@@ -33,10 +33,18 @@ def two(make_config: Callable[..., Config]) -> Config:
     return cfg
 
 
-def messages(r: httpx.Response) -> Iterator[tuple[str, str]]:
+def opened(r: httpx.Response) -> Iterator[str]:
+    """The stream's lines, once it has taken its starting point (its first line, the
+    reconnection delay, comes after): what happens next is news to it."""
+    lines = r.iter_lines()
+    assert next(lines).startswith("retry:")
+    return lines
+
+
+def messages(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
     """(event, data) of a text/event-stream, as they come."""
     kind = ""
-    for line in r.iter_lines():
+    for line in lines:
         if line.startswith("event: "):
             kind = line[7:]
         elif line.startswith("data: ") and kind:
@@ -56,6 +64,7 @@ def test_a_stream_carries_only_the_users_own_patients(two: Config) -> None:
     with serving_api(two) as url, httpx.stream("GET", f"{url}/events", headers=mine) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
+        lines = opened(r)
         raise_low(two, "pt-002")  # not theirs: never sent
         raise_low(two, "pt-001")
         with Store(two.store.path) as store, store.transaction() as conn:
@@ -67,7 +76,7 @@ def test_a_stream_carries_only_the_users_own_patients(two: Config) -> None:
                 ],
             )
         got = []
-        for kind, data in messages(r):
+        for kind, data in messages(lines):
             got.append((kind, data))
             if kind == "readings":
                 break
@@ -88,18 +97,23 @@ def test_a_stream_ends_with_the_login_and_with_the_server(
     ended: list[str] = []
     with serving_api(two) as url:
         with httpx.stream("GET", f"{url}/events", headers=auth) as r:
+            lines = opened(r)
             with Store(two.store.path) as store:
                 users.disable(store, "dr-gone")
-            ended += [kind for kind, _ in messages(r)]  # returns when the server ends it
+            ended += [kind for kind, _ in messages(lines)]  # returns when the server ends it
         assert ended == ["logout"]
+        listening = threading.Event()
 
         def listen() -> None:
             with httpx.stream("GET", f"{url}/events", headers=other, timeout=30) as r:
-                ended.extend(kind for kind, _ in messages(r))
+                lines = opened(r)
+                listening.set()
+                ended.extend(kind for kind, _ in messages(lines))
                 ended.append("closed")
 
         reader = threading.Thread(target=listen)
         reader.start()
+        assert listening.wait(timeout=10)  # the stream is open when the server stops
     reader.join(timeout=10)  # the server stopped: the stream ended, it did not hang
     assert not reader.is_alive()
     assert ended[-1] == "closed"

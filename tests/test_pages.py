@@ -101,7 +101,8 @@ def test_an_engineer_sees_the_gateway_and_no_clinical_value(ward: Config) -> Non
         technical = page.locator("section[data-section=technical-alarms]").inner_text()
         assert "battery low" in technical
         assert "urgent low" not in text  # a clinical alarm is not theirs
-        assert "48" not in text  # nor any glucose value
+        assert "mg/dL" not in text  # nor any glucose value
+        assert "glucose 48" not in text
         assert "unknown_device" in page.locator("section[data-section=quarantine]").inner_text()
         if os.environ.get("EDGE_TWIN_DOCS_SCREENSHOTS"):
             page.screenshot(path=str(DOCS_IMG / "engineer.png"), full_page=True)

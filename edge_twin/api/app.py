@@ -127,7 +127,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 def store_disk(path: Path) -> dict[str, int]:
     """Free space where the store lives, and the store's size with its WAL."""
-    files = [path, path.with_name(path.name + "-wal")]
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
     return {
         "free_bytes": shutil.disk_usage(path.parent).free,
         "store_bytes": sum(f.stat().st_size for f in files if f.exists()),
@@ -599,7 +599,7 @@ def create_app(
                 f" ({running.get('last_error') or 'no answer yet'})"
             )
         if ingest_status is not None and devices.all_devices(store):
-            newest = readings.newest_arrival(store)
+            newest = readings.last_arrival(store)
             silence = clock.now() - newest
             if math.isfinite(newest) and silence > NO_DATA_AFTER_S:
                 out.append(f"no reading has arrived for {silence / 60:.0f} min")
@@ -622,22 +622,26 @@ def create_app(
         h = views.patient_timeline(store, patient_id, clock.now(), config, days, hours, show.zone)
         back = "/" if user.role is Role.CARE_TEAM else "/patient"
         problems = data_problems(store)
-        return patient_detail.render(config.gateway.id, h, show, days, hours, problems, back)
+        care = user.role is Role.CARE_TEAM
+        return patient_detail.render(
+            config.gateway.id, h, show, days, hours, problems, back, can_pause=care
+        )
 
     closing = threading.Event()  # set by ApiServer.stop: open event streams end
     app.state.closing = closing
     source = events.EventSource(config.store.path, read_only, guard, data_problems, closing)
 
     @app.get("/events", response_class=StreamingResponse)
-    async def live_events(request: Request, user: UserDep) -> StreamingResponse:
+    async def live_events(request: Request, store: StoreDep, user: UserDep) -> StreamingResponse:
         """Server-sent events for the pages: an alarm event, new readings, or a change in
         why data may not be current, for the user's own patients; no values (a page
         fetches itself again). Starts at the logs' ends; ends with the login."""
 
         def log_access() -> None:
-            with Store(config.store.path, migrate=False, read_only=read_only) as store:
-                mine = [p for p in devices.patient_ids(store) if user.may_see(p)]
-                access.record(store, guard, user, "GET", "/events", mine, True)
+            mine = [p for p in devices.patient_ids(store) if user.may_see(p)]
+            access.record(store, guard, user, "GET", "/events", mine, True)
+            # The request's connection would otherwise stay open as long as the stream.
+            store.close()
 
         await run_in_threadpool(log_access)
         return StreamingResponse(

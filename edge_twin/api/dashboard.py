@@ -76,8 +76,12 @@ function soon() {
   const gap = 1000 * Number(document.body.dataset.refreshS || 10);
   timer = setTimeout(() => { timer = null; refresh(); }, Math.max(0, last + gap - Date.now()));
 }
-if (window.EventSource) {
-  const stream = new EventSource('/events');
+// A hidden tab gives its stream back (a browser opens few connections to one host),
+// and catches up when shown again.
+let stream = null;
+function listen() {
+  if (!window.EventSource || stream) return;
+  stream = new EventSource('/events');
   stream.addEventListener('alarm', refresh);
   stream.addEventListener('status', refresh);
   stream.addEventListener('readings', soon);
@@ -85,6 +89,11 @@ if (window.EventSource) {
   stream.onopen = () => { live = true; showLive(); };
   stream.onerror = () => { live = false; showLive(); };
 }
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden) { if (stream) { stream.close(); stream = null; live = false; } }
+  else { listen(); refresh(); }
+});
+if (!document.hidden) listen();
 setInterval(() => { if (pending || Date.now() - last > 60000) refresh(); }, 5000);
 document.addEventListener('DOMContentLoaded', showLive);
 async function act(form, what) {
@@ -234,7 +243,7 @@ def _risk_line(risk: dict[str, Any] | None, show: Display, now: datetime) -> str
     )
 
 
-def _alarm_item(a: dict[str, Any], show: Display, now: datetime) -> str:
+def _alarm_item(a: dict[str, Any], show: Display, now: datetime, can_pause: bool) -> str:
     """An open alarm in words, and what the care team can do: acknowledge it, or pause
     it for 30 min (the engine's bounds apply), with a reason (kept in the audit log)."""
     kind = escape(a["type"])
@@ -243,8 +252,8 @@ def _alarm_item(a: dict[str, Any], show: Display, now: datetime) -> str:
         f' data-patient="{escape(a["patient_id"])}" data-type="{kind}">'
         '<input name="reason" placeholder="reason (required)" aria-label="reason">'
         '<button type="button" data-do="ack">Acknowledge</button>'
-        '<button type="button" data-do="pause">Pause 30 min</button>'
-        '<span class="result muted"></span></form>'
+        + ('<button type="button" data-do="pause">Pause 30 min</button>' if can_pause else "")
+        + '<span class="result muted"></span></form>'
     )
     return (
         f'<li data-alarm="{kind}" data-state="{escape(a["state"])}">'
@@ -256,11 +265,15 @@ def _alarm_item(a: dict[str, Any], show: Display, now: datetime) -> str:
     )
 
 
-def alarm_list(open_alarms: list[dict[str, Any]], show: Display, now: datetime) -> str:
+def alarm_list(
+    open_alarms: list[dict[str, Any]], show: Display, now: datetime, can_pause: bool = True
+) -> str:
+    """``can_pause``: the user's role may pause (a care team); a patient only acknowledges."""
     if not open_alarms:
         return ""
     ordered = sorted(open_alarms, key=lambda a: PRIORITY_ORDER.get(a["priority"], 9))
-    return f'<ul class="alarms">{"".join(_alarm_item(a, show, now) for a in ordered)}</ul>'
+    items = "".join(_alarm_item(a, show, now, can_pause) for a in ordered)
+    return f'<ul class="alarms">{items}</ul>'
 
 
 def banner(problems: list[str]) -> str:

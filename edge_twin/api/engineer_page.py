@@ -11,7 +11,20 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from edge_twin.alert import CATALOG
 from edge_twin.api.dashboard import STYLE, Display, ago, banner
+
+# Technical alarms whose reason names devices and counts only; the others' reasons may
+# quote clinical figures (a forecast's error in mg/dL): their type's description instead.
+SAYS_NO_VALUE = frozenset(
+    {
+        "device_offline",
+        "battery_low",
+        "sensor_session_ending",
+        "upstream_sync_failing",
+        "gateway_storage",
+    }
+)
 
 
 def _cell(v: Any) -> str:
@@ -85,7 +98,7 @@ def render(
             f'<span class="{escape(a["priority"])}">{escape(a["priority"])}</span>',
             escape(a["type"].replace("_", " ")),
             escape(a["patient_id"]),
-            escape(a["reason"]),
+            escape(a["reason"] if a["type"] in SAYS_NO_VALUE else CATALOG[a["type"]].description),
             _when(a["raised_at"], show, now),
             escape(a["state"]),
         ]

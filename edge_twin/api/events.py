@@ -9,7 +9,8 @@
 The stream starts at the logs' ends when it opens: a page already shows the past. It
 polls the store (its own short read connection each time; SQLite readers never block the
 writer) every ``poll_s``; it ends when the client goes, when the user's login ends or is
-disabled (checked every RECHECK_S), and when the server stops. Values are not sent:
+disabled (checked every RECHECK_S, which also picks up a change of their patients), and
+when the server stops. Values are not sent:
 a page that hears of a change fetches itself again, through the same access rules.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -65,6 +67,10 @@ def start(source: EventSource) -> Cursor:
         return Cursor(int(last_event.fetchone()[0]), readings.max_id(store), source.problems(store))
 
 
+def _kinds(problems: list[str]) -> list[str]:
+    return [re.sub(r"\d+", "#", p) for p in problems]
+
+
 def _message(kind: str, data: object) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -103,19 +109,20 @@ def poll(source: EventSource, user: users.User, cursor: Cursor) -> list[str]:
             if seen:
                 out.append(_message("readings", {"patients": seen}))
         problems = source.problems(store)
-        if problems != cursor.problems:
-            cursor.problems = problems
+        # A change of what is wrong, not of its figures ("no reading for 31 min", 32, ...).
+        if _kinds(problems) != _kinds(cursor.problems):
             out.append(_message("status", {"problems": problems}))
+        cursor.problems = problems
     return out
 
 
-def _still_logged_in(source: EventSource, request: Request) -> bool:
+def _logged_in_as(source: EventSource, request: Request) -> users.User | None:
+    """The user as they are now (their patients may have changed); None: logged out."""
     with _open(source) as store:
         try:
-            access.authenticate(request, store, source.guard)
+            return access.authenticate(request, store, source.guard)
         except HTTPException:
-            return False
-    return True
+            return None
 
 
 async def stream(source: EventSource, request: Request, user: users.User) -> AsyncIterator[str]:
@@ -128,9 +135,11 @@ async def stream(source: EventSource, request: Request, user: users.User) -> Asy
         now = time.monotonic()
         if now - last_check >= RECHECK_S:
             last_check = now
-            if not await run_in_threadpool(_still_logged_in, source, request):
+            current = await run_in_threadpool(_logged_in_as, source, request)
+            if current is None:
                 yield _message("logout", {})
                 return
+            user = current
         for message in await run_in_threadpool(poll, source, user, cursor):
             last_sent = now
             yield message

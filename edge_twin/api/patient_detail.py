@@ -313,7 +313,7 @@ def _audit(h: PatientTimeline, show: Display, now: datetime) -> str:
         rows.append(
             (
                 e.at,
-                f"<tr data-audit=alarm><td>{show.when(to_iso(e.at), now)}</td>"
+                f'<tr data-audit="alarm"><td>{show.when(to_iso(e.at), now)}</td>'
                 f"<td>{escape(kind.replace('_', ' '))}</td><td>{escape(e.event)}</td>"
                 f"<td>{escape(e.actor)}</td><td>{escape(e.reason)}</td></tr>",
             )
@@ -326,7 +326,7 @@ def _audit(h: PatientTimeline, show: Display, now: datetime) -> str:
         rows.append(
             (
                 a.at,
-                f"<tr data-audit={escape(a.action)}><td>{show.when(to_iso(a.at), now)}</td>"
+                f'<tr data-audit="{escape(a.action)}"><td>{show.when(to_iso(a.at), now)}</td>'
                 f"<td>{escape((a.alarm_type or 'settings').replace('_', ' '))}</td>"
                 f"<td>{escape(what)}: {change}</td><td>{escape(a.actor)}</td>"
                 f"<td>{escape(a.reason)}</td></tr>",
@@ -373,7 +373,9 @@ def render(
     hours: int,
     problems: list[str],
     back: str,
+    can_pause: bool = True,
 ) -> str:
+    """``can_pause``: the user may pause alarms (a care team; a patient acknowledges)."""
     now = datetime.fromtimestamp(h.now).astimezone(show.zone)
     pid = escape(h.patient_id)
     glucose = (
@@ -394,7 +396,8 @@ def render(
         f' ({escape(str(show.zone))}) &middot; <a href="/settings">settings</a></p>'
         f"{_controls(h, days, hours)}"
         f'<section data-section="alarms"><h2>Alarms</h2>'
-        f"{alarm_list(h.open_alarms, show, now) or '<p class=muted>No open alarms.</p>'}</section>"
+        f"{alarm_list(h.open_alarms, show, now, can_pause) or '<p class=muted>No open alarms.</p>'}"
+        "</section>"
         f'<section data-section="glucose"><h2>Glucose, last {hours} h</h2>{glucose}</section>'
         f'<section data-section="glucose-summary"><h2>Glucose over {days} days</h2>'
         f"{_summary(h.glucose_summary, show, now)}</section>"

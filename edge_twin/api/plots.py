@@ -214,7 +214,8 @@ class Chart:
         step = next((s for s in TIME_STEPS if span / s <= MAX_TICKS), TIME_STEPS[-1])
         out = []
         if step < 86400:
-            t = math.ceil(self.t0 / 3600.0) * 3600.0  # whole hours in every zone but a few
+            # Quarter hours: a local whole hour is one in every zone (+05:30, +05:45 too).
+            t = math.ceil(self.t0 / 900.0) * 900.0
             while t <= self.t1:
                 local = datetime.fromtimestamp(t, UTC).astimezone(self.zone)
                 if local.minute == 0 and (local.hour * 3600) % step == 0:
@@ -224,7 +225,7 @@ class Chart:
                         else hour_text(local, self.clock_24h)
                     )
                     out.append((t, text))
-                t += 3600.0
+                t += 900.0
             return out
         day = datetime.fromtimestamp(self.t0, UTC).astimezone(self.zone).date()
         every = step // 86400

@@ -87,8 +87,12 @@ def patient_timeline(
 ) -> PatientTimeline:
     ids = devices.device_ids_of(store, patient_id)
     start, glucose_start = now - days * DAY_S, now - hours * 3600.0
-    glucose = readings.points(store, ids, Signal.GLUCOSE, glucose_start, now + 1.0)
-    period_glucose = readings.points(store, ids, Signal.GLUCOSE, start, now + 1.0)
+
+    def points(signal: Signal, since: float) -> list[tuple[float, float, int]]:
+        return readings.points(store, patient_id, ids, signal, since, now + 1.0)
+
+    glucose = points(Signal.GLUCOSE, glucose_start)
+    period_glucose = points(Signal.GLUCOSE, start)
     summary = summarize_glucose(
         np.array([p[0] for p in period_glucose]),
         np.array([p[1] for p in period_glucose]),
@@ -96,22 +100,10 @@ def patient_timeline(
         now,
         zone,
     )
-    systolic = {t: v for t, v, _ in readings.points(store, ids, Signal.SYSTOLIC, start, now + 1)}
-    bp = [
-        (t, v, systolic[t])
-        for t, v, _ in readings.points(store, ids, Signal.DIASTOLIC, start, now + 1)
-        if t in systolic
-    ]
+    systolic = {t: v for t, v, _ in points(Signal.SYSTOLIC, start)}
+    bp = [(t, v, systolic[t]) for t, v, _ in points(Signal.DIASTOLIC, start) if t in systolic]
     bin_s = max(3600.0, math.ceil(days * DAY_S / MAX_BINS / 3600.0) * 3600.0)
-    # Daily bins start at the local midnight (the period's first day's offset).
-    offset = datetime.fromtimestamp(start, UTC).astimezone(zone).utcoffset() or ZERO
-    midnight = -offset.total_seconds() % DAY_S
-    steps = [
-        (b, b + DAY_S, mean * n)
-        for b, mean, _, _, n in readings.binned(
-            store, ids, Signal.STEPS, start, now + 1, DAY_S, midnight
-        )
-    ]
+    vitals = {s: readings.binned(store, patient_id, ids, s, start, now + 1, bin_s) for s in VITALS}
     return PatientTimeline(
         patient_id=patient_id,
         now=now,
@@ -123,13 +115,41 @@ def patient_timeline(
         glucose_trace=trace(store, patient_id, Signal.GLUCOSE, ids, glucose_start, now + 1),
         glucose_summary=summary,
         blood_pressure=bp,
-        weight=[(t, v) for t, v, _ in readings.points(store, ids, Signal.WEIGHT, start, now + 1)],
-        vitals={s: readings.binned(store, ids, s, start, now + 1, bin_s) for s in VITALS},
+        weight=[(t, v) for t, v, _ in points(Signal.WEIGHT, start)],
+        vitals=vitals,
         vitals_bin_s=bin_s,
-        daily_steps=steps,
+        daily_steps=daily_steps(store, patient_id, ids, start, now, zone),
         risks=risks.series(store, patient_id, start, now + 1),
         alarms=alarms.raised_between(store.conn, patient_id, min(start, glucose_start), now + 1),
         open_alarms=[alarm_json(a) for a in alarms.listing(store.conn, patient_id, True, 100)],
         events=alarms.patient_events(store.conn, patient_id, start, 200),
         audit=alarms.audit_log(store.conn, patient_id, 100),
     )
+
+
+QUARTER_S = 900.0  # every zone's offset is a whole number of quarter hours
+
+
+def daily_steps(
+    store: Store, patient_id: str, ids: list[str], start: float, now: float, zone: ZoneInfo
+) -> list[tuple[float, float, float]]:
+    """(local midnight, next local midnight, steps) of each whole local day from the
+    first midnight after ``start``, and today so far; summed from quarter-hour bins, so a
+    day is a calendar day (23 or 25 h across a DST change) in any zone."""
+    first = datetime.fromtimestamp(start, UTC).astimezone(zone).date() + timedelta(days=1)
+    midnights = []
+    day = first
+    while (m := datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()) <= now:
+        midnights.append(m)
+        day += timedelta(days=1)
+    if not midnights:
+        return []
+    bins = readings.binned(store, patient_id, ids, Signal.STEPS, midnights[0], now + 1, QUARTER_S)
+    ends = [*midnights[1:], now + 1]
+    totals = [0.0] * len(midnights)
+    k = 0
+    for b, mean, _, _, n in bins:
+        while b >= ends[k]:
+            k += 1
+        totals[k] += mean * n
+    return [(m, e, total) for m, e, total in zip(midnights, ends, totals, strict=True)]

@@ -24,15 +24,19 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-# (name, lower bound inclusive, upper bound exclusive) in mg/dL, on the readings' values
-# (integers on every CGM: "70-180" is 70 <= v < 181).
-BANDS: tuple[tuple[str, float, float], ...] = (
-    ("very_low", -np.inf, 54.0),
-    ("low", 54.0, 70.0),
-    ("in_range", 70.0, 180.5),
-    ("high", 180.5, 250.5),
-    ("very_high", 250.5, np.inf),
-)
+
+def band_masks(v: np.ndarray) -> dict[str, np.ndarray]:
+    """The consensus's ranges as it writes them (mg/dL): below 54, 54 to below 70, 70 to
+    180 inclusive, above 180 to 250 inclusive, above 250."""
+    return {
+        "very_low": v < 54.0,
+        "low": (v >= 54.0) & (v < 70.0),
+        "in_range": (v >= 70.0) & (v <= 180.0),
+        "high": (v > 180.0) & (v <= 250.0),
+        "very_high": v > 250.0,
+    }
+
+
 ZERO = timedelta(0)
 MIN_DAYS = 14.0
 MIN_ACTIVE = 0.70
@@ -56,7 +60,7 @@ class GlucoseSummary:
     sd_mgdl: float
     cv: float
     gmi_pct: float
-    bands: dict[str, float]  # BANDS name -> share of the readings
+    bands: dict[str, float]  # band_masks' names -> share of the readings
     profile: tuple[HourProfile, ...]
 
     @property
@@ -69,16 +73,17 @@ class GlucoseSummary:
 
 
 def local_hours(t: np.ndarray, zone: ZoneInfo) -> np.ndarray:
-    """The local hour of the day of each time; the zone's offset is looked up once an
-    hour of the period, not once a reading (weeks of readings at 5-min intervals)."""
-    hour_of = np.floor(t / 3600.0)
-    unique, index = np.unique(hour_of, return_inverse=True)
+    """The local hour of the day of each time; the zone's offset is looked up once a
+    quarter hour of the period (offsets and their changes fall on quarter hours), not
+    once a reading (weeks of readings at 5-min intervals)."""
+    quarter = np.floor(t / 900.0)
+    unique, index = np.unique(quarter, return_inverse=True)
     offsets = np.array(
         [
             (
-                datetime.fromtimestamp(h * 3600.0, UTC).astimezone(zone).utcoffset() or ZERO
+                datetime.fromtimestamp(q * 900.0, UTC).astimezone(zone).utcoffset() or ZERO
             ).total_seconds()
-            for h in unique
+            for q in unique
         ]
     )
     hours: np.ndarray = (np.floor((t + offsets[index]) / 3600.0) % 24).astype(int)
@@ -98,7 +103,7 @@ def summarize(
     slots = len(np.unique(np.floor((t - start) / interval)))
     mean = float(v.mean())
     sd = float(v.std(ddof=1))
-    bands = {name: float(np.mean((v >= lo) & (v < hi))) for name, lo, hi in BANDS}
+    bands = {name: float(mask.mean()) for name, mask in band_masks(v).items()}
     hours = local_hours(t, zone)
     profile = tuple(
         HourProfile(h, int(sel.sum()), tuple(float(p) for p in np.percentile(v[sel], PERCENTILES)))

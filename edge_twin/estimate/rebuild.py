@@ -65,6 +65,8 @@ def trace(
     for r in found:
         if r.t >= end:
             break
+        if r.patient_id != patient_id:
+            continue  # the device served someone else then
         gated = False
         if f is None:
             f = SignalFilter.start(model, r)

@@ -54,45 +54,49 @@ def series(
 
 
 def points(
-    store: Store, device_ids: Sequence[str], signal: Signal, start: float, end: float
+    store: Store,
+    patient_id: str,
+    device_ids: Sequence[str],
+    signal: Signal,
+    start: float,
+    end: float,
 ) -> list[tuple[float, float, int]]:
-    """(t, value, flags) of one signal from these devices with start <= t < end, in time
-    order: what a plot draws (the UNIQUE (device_id, signal, t) index, one probe each)."""
+    """(t, value, flags) of one signal of the patient from these devices with start <= t
+    < end, in time order: what a plot draws (the UNIQUE (device_id, signal, t) index, one
+    probe each). The patient is checked too: a device may have served someone else."""
     if not device_ids:
         return []
     marks = ",".join("?" * len(device_ids))
     rows = store.conn.execute(
         f"SELECT t, value, flags FROM readings WHERE device_id IN ({marks}) AND signal = ?"
-        " AND t >= ? AND t < ? ORDER BY t, id",
-        (*device_ids, signal.value, start, end),
+        " AND t >= ? AND t < ? AND patient_id = ? ORDER BY t, id",
+        (*device_ids, signal.value, start, end, patient_id),
     )
     return [(float(t), float(v), int(f)) for t, v, f in rows]
 
 
 def binned(
     store: Store,
+    patient_id: str,
     device_ids: Sequence[str],
     signal: Signal,
     start: float,
     end: float,
     bin_s: float,
-    offset_s: float = 0.0,
 ) -> list[tuple[float, float, float, float, int]]:
-    """(bin start, mean, min, max, count) of one signal over bins of ``bin_s`` seconds,
-    bins starting at ``offset_s`` past the epoch's multiples (a local midnight for daily
-    bins); the database does the sums, so weeks of minute data cost one scan."""
+    """(bin start, mean, min, max, count) of one signal of the patient over bins of
+    ``bin_s`` seconds from the epoch (every zone's local midnight falls on a quarter
+    hour); the database does the sums, so weeks of minute data cost one scan."""
     if not device_ids:
         return []
     marks = ",".join("?" * len(device_ids))
     rows = store.conn.execute(
-        "SELECT CAST((t - ?) / ? AS INTEGER) AS b, avg(value), min(value), max(value), count(*)"
+        "SELECT CAST(t / ? AS INTEGER) AS b, avg(value), min(value), max(value), count(*)"
         f" FROM readings WHERE device_id IN ({marks}) AND signal = ? AND t >= ? AND t < ?"
-        " GROUP BY b ORDER BY b",
-        (offset_s, bin_s, *device_ids, signal.value, start, end),
+        " AND patient_id = ? GROUP BY b ORDER BY b",
+        (bin_s, *device_ids, signal.value, start, end, patient_id),
     )
-    return [
-        (b * bin_s + offset_s, float(m), float(lo), float(hi), int(n)) for b, m, lo, hi, n in rows
-    ]
+    return [(b * bin_s, float(m), float(lo), float(hi), int(n)) for b, m, lo, hi, n in rows]
 
 
 def after(store: Store, after_id: int, limit: int) -> list[Reading]:
@@ -176,9 +180,18 @@ def count(store: Store) -> int:
 
 
 def newest_arrival(store: Store) -> float:
-    """The gateway time the newest-arrived reading came in (-inf: none yet)."""
+    """The latest gateway time any reading came in (-inf: none yet). Scans the log: for
+    a one-off (a replay's start); pages ask ``last_arrival``."""
     row = store.conn.execute("SELECT max(received_at) FROM readings").fetchone()
     return -math.inf if row[0] is None else float(row[0])
+
+
+def last_arrival(store: Store) -> float:
+    """When the last committed reading came in (-inf: none yet): one probe of the log's
+    end (ids are commit order), for what asks every second."""
+    row = store.conn.execute("SELECT received_at FROM readings ORDER BY id DESC LIMIT 1")
+    found = row.fetchone()
+    return -math.inf if found is None else float(found[0])
 
 
 def max_id(store: Store) -> int:
