@@ -137,7 +137,7 @@ def serve(
 ) -> None:
     """Serve a store's API and dashboard read-only, without MQTT or the pipeline (a
     store copied from a gateway, the one a demo left), until SIGINT/SIGTERM."""
-    from edge_twin.api import ApiServer, create_app
+    from edge_twin.api import ApiServer, create_app, tls_of
 
     cfg = _config(config)
     path = store or cfg.store.path
@@ -153,7 +153,8 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server = ApiServer(create_app(cfg, SystemClock(), read_only=True), api.host, api.port)
+    app = create_app(cfg, SystemClock(), read_only=True)
+    server = ApiServer(app, api.host, api.port, tls_of(cfg.api))
     server.start()
     try:
         console.print(f"serving {path} read-only at {server.url}")
@@ -723,7 +724,8 @@ def users_link(
         if users.get(store, username) is None:
             raise EdgeTwinError(f"no user {username!r}")
         code = users.issue(store, username, users.Kind.CODE, minutes * 60, SystemClock().now())
-    print(f"http://{cfg.api.host}:{cfg.api.port}/login/link?code={code}")
+    scheme = "https" if cfg.api.tls_cert else "http"
+    print(f"{scheme}://{cfg.api.host}:{cfg.api.port}/login/link?code={code}")
 
 
 @users_app.command("passwd")

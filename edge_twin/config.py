@@ -135,8 +135,13 @@ class ApiSection:
     allowed_hosts: str = ""
     # A login lasts this long (the session cookie, or a session's bearer token).
     session_hours: float = _rule(12.0, 0.1, 24 * 30)
-    # Mark the session cookie Secure: set when the API is served over TLS (behind a proxy).
+    # Mark the session cookie Secure: set when the API is served over TLS by a proxy in
+    # front of it (with api.tls_cert the gateway serves TLS itself, and marks it anyway).
     secure_cookies: bool = False
+    # TLS served by the gateway: a PEM certificate (chain) and its private key; both or
+    # neither (empty: plain HTTP, for loopback or behind a TLS proxy).
+    tls_cert: str = ""
+    tls_key: str = ""
     # How the pages show times and glucose: an IANA time zone, and mg/dL or mmol/L.
     time_zone: str = "UTC"
     glucose_unit: str = _rule("mg/dL", choices=("mg/dL", "mmol/L"))
@@ -185,6 +190,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     problems: list[str] = []
     _apply_env(raw, env, problems)
     config = _build(raw, problems, source=str(path) if path else "defaults")
+    if bool(config.api.tls_cert) != bool(config.api.tls_key):
+        problems.append("api.tls_cert and api.tls_key go together: set both or neither")
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return config

@@ -13,7 +13,7 @@ from edge_twin.alert import (
     WebhookSender,
     register_channel,
 )
-from edge_twin.api import ApiServer, create_app
+from edge_twin.api import ApiServer, create_app, tls_of
 from edge_twin.clock import Clock
 from edge_twin.config import Config
 from edge_twin.ingest import MqttIngest
@@ -80,7 +80,7 @@ class Gateway:
             self.ingest.start(wait=not self._degrade)
             if self._serve_api:
                 app = create_app(cfg, self.clock, self.status)
-                self.api = ApiServer(app, cfg.api.host, cfg.api.port)
+                self.api = ApiServer(app, cfg.api.host, cfg.api.port, tls_of(cfg.api))
                 self.api.start()
         except BaseException:
             self.stop()

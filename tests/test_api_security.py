@@ -2,14 +2,21 @@
 (DNS rebinding from a web page the user opened elsewhere) and cross-origin reads."""
 
 import re
+import ssl
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
-from edge_twin.config import Config
+from edge_twin.api import ApiServer, create_app, tls_of
+from edge_twin.clock import ManualClock
+from edge_twin.config import Config, load_config
+from edge_twin.errors import ConfigError
+from edge_twin.store import Store
 from tests import browser
-from tests.conftest import api_user, login_link, serving_api
+from tests.conftest import T0, api_user, login_link, serving_api
 
 
 def test_a_foreign_host_header_is_refused(make_config: Callable[..., Config]) -> None:
@@ -61,3 +68,48 @@ def test_the_api_docs_render_in_chromium_without_a_network(
         rendered = browser.dom(f"{url}{link}&next=/docs", settle_ms=5000)
     assert "opblock" in rendered  # Swagger UI drew the operations of the OpenAPI 3.1 spec
     assert "/patients/{patient_id}/state" in rendered
+
+
+def test_tls_when_configured(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    cfg = make_config(api={"port": 0, "tls_cert": str(cert), "tls_key": str(key)})
+    Store(cfg.store.path).close()
+    server = ApiServer(create_app(cfg, ManualClock(T0)), "127.0.0.1", 0, tls_of(cfg.api))
+    server.start()
+    try:
+        assert server.url.startswith("https://")
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert))) as https:
+            assert https.get(f"{server.url}/health/live").status_code == 200
+            link = https.get(server.url + login_link(cfg.store.path))
+            assert link.status_code == 303
+            assert "secure" in link.headers["set-cookie"].lower()  # never sent in clear
+        with pytest.raises(httpx.HTTPError):  # no plain HTTP on the TLS port
+            httpx.get(server.url.replace("https://", "http://") + "/health/live")
+    finally:
+        server.stop()
+    with pytest.raises(ConfigError, match="go together"):
+        load_config(env={"EDGE_TWIN_API_TLS_CERT": str(cert)})

@@ -13,7 +13,7 @@ from edge_twin.api.serialize import (
     reading_json,
     risk_json,
 )
-from edge_twin.api.server import ApiServer
+from edge_twin.api.server import ApiServer, tls_of
 from edge_twin.api.views import patient_state
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "quarantine_json",
     "reading_json",
     "risk_json",
+    "tls_of",
 ]

@@ -308,7 +308,7 @@ def create_app(
             max_age=int(ttl),
             httponly=True,
             samesite="strict",
-            secure=config.api.secure_cookies,
+            secure=config.api.secure_cookies or bool(config.api.tls_cert),
         )
         return response
 

@@ -8,16 +8,26 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from edge_twin.config import ApiSection
 from edge_twin.errors import EdgeTwinError
 
 
+def tls_of(api: ApiSection) -> tuple[str, str] | None:
+    return (api.tls_cert, api.tls_key) if api.tls_cert else None
+
+
 class ApiServer:
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(
+        self, app: FastAPI, host: str, port: int, tls: tuple[str, str] | None = None
+    ) -> None:
+        """``tls``: (certificate, private key) PEM files: served over HTTPS."""
         self._server = uvicorn.Server(
             uvicorn.Config(
                 app,
                 host=host,
                 port=port,
+                ssl_certfile=tls[0] if tls else None,
+                ssl_keyfile=tls[1] if tls else None,
                 log_level="warning",
                 access_log=False,
                 # Open event streams are told to end (app.state.closing); this bounds
@@ -26,6 +36,7 @@ class ApiServer:
             )
         )
         self._app = app
+        self.scheme = "https" if tls else "http"
         self._thread: threading.Thread | None = None
         self.host = host
         self.port = port
@@ -47,7 +58,7 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def stop(self) -> None:
         closing = getattr(self._app.state, "closing", None)
