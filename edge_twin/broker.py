@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from edge_twin.errors import BrokerError
@@ -45,22 +46,34 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def acl_rules(prefix: str, gateway_user: str) -> str:
+def acl_rules(
+    prefix: str, gateway_user: str, displays: Mapping[str, Iterable[str]] | None = None
+) -> str:
     """Each device may write only below its own topics (its user name is its device id);
-    the gateway may read every device's topics and owns its alarm topics; a bedside
-    display (user ``display``) reads alarms and sends acknowledge/pause commands."""
+    the gateway may read every device's topics and owns its alarm topics; each bedside
+    display (``displays``: its user name -> its patients) reads only its patients' alarms,
+    and sends commands on a topic of its own name (so the gateway knows who acts, from
+    the broker's authentication, not from the message)."""
+    lines = [
+        f"user {gateway_user}",
+        f"topic read {prefix}/dev/#",
+        f"topic readwrite {prefix}/gw/#",
+        "",
+    ]
+    for name, patients in sorted((displays or {}).items()):
+        lines.append(f"user {name}")
+        for pid in sorted(patients):
+            lines += [
+                f"topic read {prefix}/gw/+/alarms/{pid}",
+                f"topic read {prefix}/gw/+/alarms/{pid}/current",
+            ]
+        lines.append("")
     return "\n".join(
         [
-            f"user {gateway_user}",
-            f"topic read {prefix}/dev/#",
-            f"topic readwrite {prefix}/gw/#",
-            "",
-            "user display",
-            f"topic read {prefix}/gw/+/alarms/#",
-            f"topic write {prefix}/gw/+/alarm-cmd",
-            f"topic read {prefix}/gw/+/alarm-cmd/result",
-            "",
+            *lines,
             f"pattern write {prefix}/dev/%u/#",
+            f"pattern write {prefix}/gw/+/alarm-cmd/%u",
+            f"pattern read {prefix}/gw/+/alarm-cmd/%u/result",
             "",
         ]
     )
@@ -129,8 +142,10 @@ class PrivateBroker:
         users: dict[str, str] | None = None,
         gateway_user: str = "gateway",
         prefix: str = "et/v1",
+        displays: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.users = users
+        self._displays = displays
         self._gateway_user = gateway_user
         self._prefix = prefix
         self._own_dir = data_dir is None
@@ -151,7 +166,8 @@ class PrivateBroker:
             if self.users is not None:
                 write_password_file(self.data_dir / "passwd", self.users)
                 (self.data_dir / "acl").write_text(
-                    acl_rules(self._prefix, self._gateway_user), encoding="utf-8"
+                    acl_rules(self._prefix, self._gateway_user, self._displays),
+                    encoding="utf-8",
                 )
             conf.write_text(
                 broker_config(port, self.data_dir, authenticated=self.users is not None),

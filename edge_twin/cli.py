@@ -30,6 +30,7 @@ from edge_twin.api import (
     risk_json,
 )
 from edge_twin.assess import active_model, drift_report, install_model, rollback_model
+from edge_twin.broker import acl_rules
 from edge_twin.clock import ManualClock, SystemClock, parse_time, to_iso
 from edge_twin.config import Config, load_config
 from edge_twin.domain import Role
@@ -40,6 +41,7 @@ from edge_twin.store import (
     Store,
     alarms,
     devices,
+    displays,
     quarantine,
     readings,
     risks,
@@ -607,6 +609,65 @@ def sync_retry_parked(config: ConfigOpt = None) -> None:
     finally:
         client.close()
     console.print(f"{accepted} accepted, {refused} still refused")
+
+
+displays_app = typer.Typer(
+    help="Bedside displays and buzzers on the broker: the patients whose alarms each shows.",
+    no_args_is_help=True,
+)
+app.add_typer(displays_app, name="displays")
+
+
+@displays_app.command("add")
+def displays_add(
+    name: Annotated[str, typer.Argument(help="The display's broker user name.")],
+    patient: Annotated[list[str], typer.Option(help="A patient whose alarms it shows (repeat).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Bind a display to its patients. Give it a broker password (mosquitto_passwd) and
+    install the ACL that `edge-twin displays acl` prints."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        d = displays.add(store, name, patient, SystemClock().now())
+    console.print(f"display {d.name}: {', '.join(sorted(d.patients))}")
+
+
+@displays_app.command("list")
+def displays_list(config: ConfigOpt = None, as_json: JsonLines = False) -> None:
+    """The displays and their patients."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        listed = displays.listing(store)
+    if as_json:
+        for d in listed:
+            row = {"name": d.name, "patients": sorted(d.patients), "disabled": d.disabled}
+            print(json.dumps(row))
+        return
+    table = Table("display", "patients", "disabled")
+    for d in listed:
+        table.add_row(d.name, ", ".join(sorted(d.patients)), "yes" if d.disabled else "")
+    console.print(table)
+
+
+@displays_app.command("disable")
+def displays_disable(
+    name: Annotated[str, typer.Argument(help="The display.")], config: ConfigOpt = None
+) -> None:
+    """Refuse the display's commands from now on (remove its broker password too)."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        displays.disable(store, name)
+    console.print(f"display {name}: disabled")
+
+
+@displays_app.command("acl")
+def displays_acl(config: ConfigOpt = None) -> None:
+    """Print the broker's ACL for this gateway: devices write only their own topics, the
+    gateway user reads them, each enabled display reads only its patients' alarms."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        bound = {d.name: d.patients for d in displays.listing(store) if not d.disabled}
+    print(acl_rules(cfg.mqtt.topic_prefix, cfg.mqtt.username or "gateway", bound), end="")
 
 
 users_app = typer.Typer(

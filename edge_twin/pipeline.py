@@ -179,8 +179,9 @@ class Pipeline:
                 self._downstream()
             now = self.clock.now()
             while self.bus is not None and not self.bus.commands.empty():
-                result = handle_command(self.engine, self.bus.commands.get_nowait(), now)
-                self.bus.publish(f"{self.bus.command_topic}/result", result)
+                display, command = self.bus.commands.get_nowait()
+                result = handle_command(self.store, self.engine, display, command, now)
+                self.bus.publish(self.bus.result_topic(display), result)
             try:
                 if technical:
                     self.alerts.tick(now)

@@ -19,7 +19,7 @@ from edge_twin.clock import ManualClock, to_iso
 from edge_twin.config import Config
 from edge_twin.domain import Alarm, AlarmState
 from edge_twin.gateway import Gateway
-from edge_twin.store import Store, alarms, devices
+from edge_twin.store import Store, alarms, devices, displays
 from firmware_sim import wire
 from firmware_sim.home import SimDevice
 from firmware_sim.messages import Message
@@ -151,12 +151,12 @@ def test_a_real_low_is_predicted_raised_latched_and_acknowledged_over_mqtt(
             assert "latched" in home.events(alarm.id)
             assert home.alarms("low")  # medium priority, after its 10-min persistence
             assert home.alarms("low")[-1].state is AlarmState.RESOLVED  # non-latching
-            # acknowledge from a bedside display over MQTT
-            gw_topic = f"et/v1/gw/{home.cfg.gateway.id}/alarm-cmd"
+            # acknowledge from a bedside display over MQTT, on its own command topic
+            with Store(home.cfg.store.path) as store:
+                displays.add(store, "bedside", ["pt-001"], T0)
+            gw_topic = f"et/v1/gw/{home.cfg.gateway.id}/alarm-cmd/bedside"
             listener.publish(
-                gw_topic,
-                json.dumps({"action": "acknowledge", "alarm_id": alarm.id, "by": "bedside"}),
-                qos=1,
+                gw_topic, json.dumps({"action": "acknowledge", "alarm_id": alarm.id}), qos=1
             )
             wait_until(
                 lambda: home.alarms("urgent_low")[-1].state is AlarmState.RESOLVED,

@@ -249,3 +249,24 @@ def test_serve_shows_any_store_read_only(tmp_path: Path) -> None:
     assert "access dr-cy GET / pt-7 allowed" in stderr  # the access log, in the process's
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # nothing was written
     assert not (tmp_path / "other").exists()  # and the configured store was not touched
+
+
+def test_displays_and_the_broker_acl_made_from_them(tmp_path: Path) -> None:
+    env = {"EDGE_TWIN_STORE_PATH": str(tmp_path / "gw.sqlite")}
+    cli("edge-twin", "provision", "cgm-001", "pt-001", "--type", "cgm", env=env)
+    unknown = cli(
+        "edge-twin", "displays", "add", "bed-1", "--patient", "pt-009", env=env, check=False
+    )
+    assert unknown.returncode == 1
+    assert "unknown patients: pt-009" in unknown.stderr
+    cli("edge-twin", "displays", "add", "bed-1", "--patient", "pt-001", env=env)
+    acl = cli("edge-twin", "displays", "acl", env=env).stdout
+    assert "user bed-1\ntopic read et/v1/gw/+/alarms/pt-001\n" in acl
+    assert "pattern write et/v1/gw/+/alarm-cmd/%u" in acl
+    cli("edge-twin", "displays", "disable", "bed-1", env=env)
+    assert "user bed-1" not in cli("edge-twin", "displays", "acl", env=env).stdout
+    (row,) = [
+        json.loads(x)
+        for x in cli("edge-twin", "displays", "list", "--json", env=env).stdout.splitlines()
+    ]
+    assert row == {"name": "bed-1", "patients": ["pt-001"], "disabled": True}

@@ -26,6 +26,7 @@ ALL_MIGRATIONS = [
     "0012_alarm_audit",
     "0013_users",
     "0014_user_display",
+    "0015_displays",
 ]
 
 

@@ -8,8 +8,11 @@ with its own durable position in it.
     alarm_events after "alarm-webhook" -> HTTP POST to alert.webhook_url (the care team's
                                            on-call system), retried with back-off, never
                                            dropped; the event id makes retries idempotent
-    MQTT {prefix}/gw/{gateway}/alarm-cmd -> acknowledge / pause, answered on
-                                           .../alarm-cmd/result
+    MQTT {prefix}/gw/{gateway}/alarm-cmd/{display} -> acknowledge / pause by a display
+                                           (the last level is its broker user name: the
+                                           ACL lets it write there only), checked
+                                           against its patients; answered on
+                                           .../alarm-cmd/{display}/result
 
 Delivery is at least once and in order: an event counts as delivered when the broker
 acknowledged it (PUBACK); one published and then lost to a crash before the position moved
@@ -36,7 +39,7 @@ from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.payload import alarm_json, event_json
 from edge_twin.config import MqttSection
 from edge_twin.errors import BrokerError, ConfigError, EdgeTwinError
-from edge_twin.store import Store, alarms, consumers
+from edge_twin.store import Store, alarms, consumers, displays
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class AlarmBus:
         """``wait=False``: do not fail when the broker is away; paho connects when it can
         (nothing is published until then: the events wait in the log)."""
         self.prefix = f"{cfg.topic_prefix}/gw/{gateway_id}"
-        self.commands: queue.Queue[bytes] = queue.Queue()
+        self.commands: queue.Queue[tuple[str, bytes]] = queue.Queue()  # (display, command)
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"{cfg.client_id}-alarms"[:64],
@@ -88,8 +91,11 @@ class AlarmBus:
     def command_topic(self) -> str:
         return f"{self.prefix}/alarm-cmd"
 
+    def result_topic(self, display: str) -> str:
+        return f"{self.command_topic}/{display}/result"
+
     def _on_connect(self, client: paho.Client, *_: Any) -> None:
-        client.subscribe(self.command_topic, qos=1)
+        client.subscribe(f"{self.command_topic}/+", qos=1)
 
     def _on_publish(
         self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
@@ -102,8 +108,9 @@ class AlarmBus:
         return self._client.is_connected()
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        if msg.topic == self.command_topic:
-            self.commands.put(bytes(msg.payload))
+        display = msg.topic.removeprefix(self.command_topic + "/")
+        if msg.topic.startswith(self.command_topic + "/") and "/" not in display:
+            self.commands.put((display, bytes(msg.payload)))
 
     def publish(
         self, topic: str, payload: dict[str, Any] | list[Any], retain: bool = False
@@ -176,33 +183,46 @@ def deliver_mqtt(store: Store, bus: AlarmBus, gateway_id: str, now: float) -> in
     return delivered
 
 
-def handle_command(engine: AlarmEngine, payload: bytes, now: float) -> dict[str, Any]:
-    """{"action": "acknowledge", "alarm_id": 3, "by": "bedside-1", "reason": "..."} or
-    {"action": "pause", "patient_id": "pt-001", "type": "low", "minutes": 30, "by": ...}."""
+def handle_command(
+    store: Store, engine: AlarmEngine, display: str, payload: bytes, now: float
+) -> dict[str, Any]:
+    """A command from the display whose broker user name is ``display`` (the topic's last
+    level, which the broker's ACL reserves to it):
+    {"action": "acknowledge", "alarm_id": 3, "reason": "..."} or
+    {"action": "pause", "patient_id": "pt-001", "type": "low", "minutes": 30, "reason": ...}.
+    The actor is the display; a "by" in the message is kept in the reason as what the
+    display said, not as who acted. Only its own patients' alarms."""
     try:
+        who = displays.get(store, display)
+        if who is None or who.disabled:
+            raise ValueError(f"{display!r} is not a display of this gateway (edge-twin displays)")
         cmd = json.loads(payload)
         if not isinstance(cmd, dict):
             raise ValueError("a command is a JSON object")
-        by = str(cmd.get("by") or "mqtt")
+        reason = str(cmd.get("reason", ""))
+        if cmd.get("by"):
+            reason = f"{reason} (said by {str(cmd['by'])[:64]})".strip()
         action = cmd.get("action")
         if action == "acknowledge":
-            a = engine.acknowledge(int(cmd["alarm_id"]), by, str(cmd.get("reason", "")), now)
+            alarm_id = int(cmd["alarm_id"])
+            found = alarms.get(store.conn, alarm_id)
+            if found is None or found.patient_id not in who.patients:
+                raise ValueError(f"no alarm {alarm_id}")  # another's alarm: the same answer
+            a = engine.acknowledge(alarm_id, display, reason, now)
         elif action == "pause":
             minutes = float(cmd["minutes"])
             if not 1 <= minutes <= 24 * 60:
                 raise ValueError("minutes must be from 1 to 1440")
-            found = engine.pause(
-                str(cmd["patient_id"]),
-                str(cmd["type"]),
-                now + minutes * 60,
-                by,
-                str(cmd.get("reason", "")),
-                now,
+            patient = str(cmd["patient_id"])
+            if patient not in who.patients:
+                raise ValueError(f"{display} does not show {patient}'s alarms")
+            paused = engine.pause(
+                patient, str(cmd["type"]), now + minutes * 60, display, reason, now
             )
             return {
                 "ok": True,
                 "action": action,
-                "alarm": None if found is None else alarm_json(found),
+                "alarm": None if paused is None else alarm_json(paused),
             }
         else:
             raise ValueError(f"unknown action {action!r}: use acknowledge or pause")

@@ -475,3 +475,23 @@ def _user_display(db: Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0015_displays")
+def _displays(db: Database) -> None:
+    """Bedside displays and buzzers on the broker: each has its own broker credential
+    (its user name is its name) and the patients whose alarms it shows and may act on."""
+    db.executescript(
+        """
+        CREATE TABLE displays (
+            name TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE display_patients (
+            name TEXT NOT NULL REFERENCES displays(name) ON DELETE CASCADE,
+            patient_id TEXT NOT NULL,
+            PRIMARY KEY (name, patient_id)
+        ) WITHOUT ROWID;
+        """
+    )
