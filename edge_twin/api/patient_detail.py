@@ -104,6 +104,15 @@ def _glucose_chart(h: PatientTimeline, show: Display) -> str:
     return chart.svg("glucose") + legend
 
 
+def _period_chart(
+    h: PatientTimeline, show: Display, label: str, lo: float, hi: float, unit: str, height: int
+) -> Chart:
+    """A chart over the page's period, in the user's zone and clock."""
+    return Chart(
+        label, h.start, h.now, lo, hi, show.zone, unit, height=height, clock_24h=show.clock_24h
+    )
+
+
 def _markers(h: PatientTimeline, start: float, types: set[str] | None = None) -> list[Any]:
     return [
         (a.raised_at, a.priority.value, f"{a.alarm_type.replace('_', ' ')}: {a.reason}")
@@ -185,16 +194,8 @@ def _bp_chart(h: PatientTimeline, show: Display) -> str:
     if not h.blood_pressure:
         return "<p class=muted>No blood pressure readings in this period.</p>"
     lo, hi = value_range([v for _, d, s in h.blood_pressure for v in (d, s)] + [60.0, 170.0])
-    chart = Chart(
-        "Blood pressure: each measurement's systolic over its diastolic",
-        h.start,
-        h.now,
-        lo,
-        hi,
-        show.zone,
-        clock_24h=show.clock_24h,
-        unit="mmHg",
-    )
+    label = "Blood pressure: each measurement's systolic over its diastolic"
+    chart = _period_chart(h, show, label, lo, hi, "mmHg", 220)
     s = h.settings
     chart.hline(s.bp_systolic_mmhg, "limit", f"systolic alarm at {s.bp_systolic_mmhg:g}")
     chart.hline(s.bp_diastolic_mmhg, "limit", f"diastolic alarm at {s.bp_diastolic_mmhg:g}")
@@ -222,7 +223,7 @@ def _weight_chart(h: PatientTimeline, show: Display) -> str:
     if not h.weight:
         return "<p class=muted>No weight readings in this period.</p>"
     lo, hi = value_range([w for _, w in h.weight])
-    chart = Chart("Weight", h.start, h.now, lo, hi, show.zone, "kg", clock_24h=show.clock_24h)
+    chart = _period_chart(h, show, "Weight", lo, hi, "kg", 220)
     chart.line(h.weight, "series", gap_s=3 * 86400)
     chart.dots(h.weight, "reading", 3)
     chart.markers(_markers(h, h.start, {"decompensation_risk"}))
@@ -241,17 +242,8 @@ def _vital_chart(h: PatientTimeline, signal: Signal, show: Display) -> str:
         return f"<p class=muted>No {escape(name.lower())} readings in this period.</p>"
     lo, hi = value_range([b[2] for b in bins] + [b[3] for b in bins])
     half = h.vitals_bin_s / 2
-    chart = Chart(
-        f"{name}: mean per {h.vitals_bin_s / 3600:g} h with its range",
-        h.start,
-        h.now,
-        lo,
-        hi,
-        show.zone,
-        clock_24h=show.clock_24h,
-        unit=show.unit(signal),
-        height=160,
-    )
+    label = f"{name}: mean per {h.vitals_bin_s / 3600:g} h with its range"
+    chart = _period_chart(h, show, label, lo, hi, show.unit(signal), 160)
     chart.area([(b + half, mn, mx) for b, _, mn, mx, _ in bins], "spread")
     chart.line([(b + half, m) for b, m, _, _, _ in bins], "series", gap_s=2 * h.vitals_bin_s)
     return f"<h3>{escape(name)}</h3>" + chart.svg(signal.value)
@@ -262,17 +254,7 @@ def _steps_chart(h: PatientTimeline, show: Display) -> str:
         return "<p class=muted>No steps counted in this period.</p>"
     top = max(s for _, _, s in h.daily_steps)
     _, hi = value_range([0.0, top])
-    chart = Chart(
-        "Steps per day",
-        h.start,
-        h.now,
-        0.0,
-        hi,
-        show.zone,
-        "steps",
-        height=160,
-        clock_24h=show.clock_24h,
-    )
+    chart = _period_chart(h, show, "Steps per day", 0.0, hi, "steps", 160)
     chart.bars(h.daily_steps, "bar")
     return chart.svg("steps")
 
@@ -283,17 +265,8 @@ def _risk_chart(h: PatientTimeline, show: Display) -> str:
     threshold = h.risks[-1].threshold * 100
     top = max([threshold * 2, *(100 * r.probability for r in h.risks)])
     _, hi = value_range([0.0, min(top, 100.0)])
-    chart = Chart(
-        "Decompensation risk over time with the model's alert threshold",
-        h.start,
-        h.now,
-        0.0,
-        hi,
-        show.zone,
-        clock_24h=show.clock_24h,
-        unit="%",
-        height=180,
-    )
+    label = "Decompensation risk over time with the model's alert threshold"
+    chart = _period_chart(h, show, label, 0.0, hi, "%", 180)
     chart.hline(threshold, "limit", f"alert threshold {threshold:.0f}%")
     sure = [(r.t, 100 * r.probability) for r in h.risks if r.confidence != "low"]
     unsure = [(r.t, 100 * r.probability) for r in h.risks if r.confidence == "low"]
