@@ -911,6 +911,32 @@ def check(config: ConfigOpt = None) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def doctor(config: ConfigOpt = None, as_json: JsonLines = False) -> None:
+    """Is this gateway fit to watch patients? One line a check (config and store file
+    modes, store schema and integrity, disk, clock sync, risk model, broker, TLS
+    certificate, upstream FHIR server, service hardening), each failure with its fix.
+    Exit 1 if any fails."""
+    from edge_twin import doctor as checks
+
+    cfg = _config(config)
+    findings = checks.run_all(cfg, config or checks.config_path_from_env())
+    for f in findings:
+        if as_json:
+            print(
+                json.dumps(
+                    {"check": f.name, "status": f.status.value, "detail": f.detail, "fix": f.fix}
+                )
+            )
+            continue
+        mark = {"ok": ("ok   ", "green"), "fail": ("FAIL ", "red"), "skip": ("skip ", "dim")}
+        console.print(Text.assemble(mark[f.status.value], f"{f.name}: ", _literal(f.detail)))
+        if f.fix:
+            console.print(Text.assemble("     fix: ", _literal(f.fix)))
+    if any(f.status is checks.Status.FAIL for f in findings):
+        raise typer.Exit(1)
+
+
 def _literal(untrusted: str, lines: bool = False) -> Text:
     """Device-supplied text, shown as is: no Rich markup or emoji codes, and control
     characters (terminal escapes) written out as \\xNN instead of reaching the terminal

@@ -17,6 +17,7 @@ from edge_twin.api import ApiServer, create_app, tls_of
 from edge_twin.clock import Clock
 from edge_twin.config import Config
 from edge_twin.ingest import MqttIngest
+from edge_twin.notify import Notifier
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import PipelineLock, Store
 from edge_twin.sync import SyncWorker
@@ -43,6 +44,7 @@ class Gateway:
         self.webhook: WebhookSender | None = None
         self.sync: SyncWorker | None = None
         self._lock: PipelineLock | None = None
+        self.notifier = Notifier()  # systemd: ready, watchdog (from the ingest loop), stopping
 
     def start(self) -> None:
         cfg = self.config
@@ -72,10 +74,7 @@ class Gateway:
                 self.sync = SyncWorker(cfg.store.path, cfg.sync, cfg.gateway.id, self.clock.now)
                 self.sync.start()
             self.ingest = MqttIngest(
-                cfg.mqtt,
-                cfg.ingest,
-                self.pipeline,
-                self.clock,
+                cfg.mqtt, cfg.ingest, self.pipeline, self.clock, heartbeat=self.notifier.beat
             )
             self.ingest.start(wait=not self._degrade)
             if self._serve_api:
@@ -85,6 +84,7 @@ class Gateway:
         except BaseException:
             self.stop()
             raise
+        self.notifier.ready()
         log.info("gateway %s started", cfg.gateway.id)
 
     def status(self) -> dict[str, Any]:
@@ -98,6 +98,7 @@ class Gateway:
         return stats
 
     def stop(self) -> None:
+        self.notifier.stopping()
         if self.api is not None:
             self.api.stop()
             self.api = None

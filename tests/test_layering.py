@@ -21,6 +21,7 @@ RANK = {
     "domain": 1,
     "config": 2,
     "broker": 2,
+    "notify": 2,
     "store": 3,
     "ingest": 4,
     "estimate": 5,
@@ -31,6 +32,7 @@ RANK = {
     "api": 9,
     "export": 10,
     "gateway": 11,
+    "doctor": 11,
     "cli": 12,
 }
 # Packages whose modules are their own: others import only what ``__init__`` exports.

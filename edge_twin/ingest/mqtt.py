@@ -82,8 +82,12 @@ class MqttIngest:
         ingest: IngestSection,
         sink: Sink,
         clock: Clock,
+        heartbeat: Callable[[], None] = lambda: None,
     ) -> None:
+        """``heartbeat``: called at every turn of the ingest loop (the service watchdog:
+        it stops when the loop does)."""
         self._mqtt = mqtt
+        self._heartbeat = heartbeat
         self._ingest = ingest
         self._sink = sink
         self._clock = clock
@@ -243,6 +247,7 @@ class MqttIngest:
         backoff = RECONNECT_MIN_S
         max_age = self._ingest.batch_max_ms / 1000.0
         while not self._stop.is_set():
+            self._heartbeat()  # the service watchdog: this loop still turns
             # With messages buffered, poll without waiting: a poll that brings nothing
             # means the burst is over and the batch is committed at once.
             wait = 0.0 if self._buffer else 0.25

@@ -1,0 +1,262 @@
+"""``edge-twin doctor``: is this gateway fit to watch patients? One check a line, each
+failure with what to do about it. The field engineer's first command after an install
+and the first on a call.
+
+Each check returns ``Finding(name, status, detail, fix)``; status is ok, fail or skip
+(not applicable here: no TLS configured, no sync, no unit installed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from edge_twin.assess import active_model
+from edge_twin.config import Config
+from edge_twin.errors import EdgeTwinError
+from edge_twin.store import Store
+
+UNIT_PATHS = (
+    Path("/etc/systemd/system/edge-twin.service"),
+    Path("/lib/systemd/system/edge-twin.service"),
+)
+HARDENING_GOAL = 2.5  # systemd-analyze's "OK"
+CERT_WARN_DAYS = 14
+DISK_MIN_BYTES = 200 * 2**20  # the gateway_storage alarm's level
+DISK_MIN_SHARE = 0.05
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def _ok(name: str, detail: str) -> Finding:
+    return Finding(name, Status.OK, detail)
+
+
+def _fail(name: str, detail: str, fix: str) -> Finding:
+    return Finding(name, Status.FAIL, detail, fix)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def store_checks(cfg: Config) -> Iterator[Finding]:
+    path = cfg.store.path
+    if not path.exists():
+        yield _fail("store", f"{path} does not exist", "edge-twin migrate creates it")
+        return
+    try:
+        with Store(path, cfg.store.synchronous, migrate=False, read_only=True) as store:
+            pending = store.pending_migrations()
+            applied = store.schema_version()
+            problems = [r[0] for r in store.conn.execute("PRAGMA integrity_check").fetchall()]
+    except (EdgeTwinError, sqlite3.Error) as exc:
+        yield _fail("store", str(exc), "restore the last backup (the file cannot be read)")
+        return
+    if pending:
+        yield _fail("store schema", f"{len(pending)} migrations pending", "edge-twin migrate")
+    else:
+        yield _ok("store schema", applied[-1] if applied else "empty")
+    if problems == ["ok"]:
+        yield _ok("store integrity", "PRAGMA integrity_check: ok")
+    else:
+        yield _fail(
+            "store integrity",
+            "; ".join(problems[:3]),
+            "stop the service, copy the file aside, restore the last backup",
+        )
+    mode = _mode(path)
+    if mode & 0o077:
+        yield _fail(
+            "store file mode",
+            f"{path} is {mode:04o}: others may read every patient's data",
+            f"chmod 600 {path} (the service's UMask=0077 creates it so)",
+        )
+    else:
+        yield _ok("store file mode", f"{mode:04o}")
+
+
+def disk_check(cfg: Config) -> Finding:
+    where = cfg.store.path.parent if cfg.store.path.parent.exists() else Path(".")
+    usage = shutil.disk_usage(where)
+    share = usage.free / usage.total if usage.total else 0.0
+    detail = f"{usage.free / 2**30:.1f} GiB free ({share:.0%}) at {where}"
+    if usage.free < DISK_MIN_BYTES or share < DISK_MIN_SHARE:
+        return _fail("disk", detail, "free space: edge-twin backup, then lower store retention")
+    return _ok("disk", detail)
+
+
+# adjtimex(2): the kernel's view of NTP discipline; TIME_ERROR (5) = not synchronised.
+TIME_ERROR = 5
+
+
+class _Timex(ctypes.Structure):
+    # struct timex starts with modes (unsigned int); the rest is read as padding.
+    _fields_ = (("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 204))
+
+
+def kernel_clock_synchronised() -> bool | None:
+    """True/False from adjtimex(2) (read-only: modes 0); None where it cannot be asked."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        state = int(libc.adjtimex(ctypes.byref(_Timex())))
+    except (OSError, AttributeError):
+        return None
+    return None if state < 0 else state != TIME_ERROR
+
+
+def clock_check(synchronised: Callable[[], bool | None] = kernel_clock_synchronised) -> Finding:
+    found = synchronised()
+    if found is None:
+        return Finding("clock", Status.SKIP, "this system does not say whether it is synchronised")
+    if not found:
+        return _fail(
+            "clock",
+            "not synchronised: device times are judged against it (a Pi has no RTC)",
+            "enable time sync (systemctl enable --now systemd-timesyncd) and check the network",
+        )
+    return _ok("clock", "synchronised (kernel NTP state)")
+
+
+def model_check(cfg: Config) -> Finding:
+    try:
+        m = active_model(cfg.assess.model_dir)
+    except EdgeTwinError as exc:
+        return _fail("risk model", str(exc), "edge-twin model install (or rollback)")
+    return _ok("risk model", f"{m.card.name} {m.card.version}, sha256 verified")
+
+
+def broker_check(cfg: Config) -> Finding:
+    from edge_twin.ingest import probe_broker
+
+    try:
+        probe_broker(cfg.mqtt)
+    except EdgeTwinError as exc:
+        return _fail(
+            "broker",
+            str(exc),
+            "systemctl status mosquitto; check mqtt.host/port and the gateway's credential",
+        )
+    who = f" as {cfg.mqtt.username}" if cfg.mqtt.username else " (anonymous)"
+    return _ok("broker", f"{cfg.mqtt.host}:{cfg.mqtt.port} accepts the gateway{who}")
+
+
+def certificate_check(cfg: Config, now: float | None = None) -> Finding:
+    if not cfg.api.tls_cert:
+        return Finding("tls certificate", Status.SKIP, "the API serves plain HTTP (api.tls_cert)")
+    from cryptography import x509
+
+    path = Path(cfg.api.tls_cert)
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return _fail("tls certificate", f"{path}: {exc}", "install a PEM certificate there")
+    now = time.time() if now is None else now
+    days = (cert.not_valid_after_utc.timestamp() - now) / 86400
+    detail = f"{path} expires {cert.not_valid_after_utc:%Y-%m-%d} ({days:.0f} days)"
+    if days < CERT_WARN_DAYS:
+        return _fail("tls certificate", detail, "renew it (a browser refuses an expired one)")
+    return _ok("tls certificate", detail)
+
+
+def upstream_check(cfg: Config) -> Finding:
+    if not cfg.sync.url:
+        return Finding("upstream", Status.SKIP, "FHIR sync is off (sync.url)")
+    from edge_twin.sync import FhirClient
+
+    try:
+        client = FhirClient(cfg.sync)
+        try:
+            client.search("Patient", {"_count": "1", "_summary": "count"})
+        finally:
+            client.close()
+    except EdgeTwinError as exc:
+        return _fail(
+            "upstream",
+            f"{cfg.sync.url}: {exc}",
+            "check the network, sync.url and the gateway's credential at the FHIR server",
+        )
+    return _ok("upstream", f"{cfg.sync.url} answers and accepts the gateway's credential")
+
+
+def unit_check(paths: tuple[Path, ...] = UNIT_PATHS) -> Finding:
+    unit = next((p for p in paths if p.exists()), None)
+    analyze = shutil.which("systemd-analyze")
+    if unit is None or analyze is None:
+        return Finding("service hardening", Status.SKIP, "edge-twin.service is not installed")
+    out = subprocess.run(
+        [analyze, "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    found = re.search(r"Overall exposure level for \S+: ([\d.]+)", out)
+    if found is None:
+        return _fail("service hardening", f"systemd-analyze said nothing of {unit}", "")
+    score = float(found.group(1))
+    detail = f"{unit}: exposure {score:g}"
+    if score > HARDENING_GOAL:
+        return _fail(
+            "service hardening",
+            detail,
+            "install the project's deploy/systemd/edge-twin.service (scored 1.1)",
+        )
+    return _ok("service hardening", detail)
+
+
+def config_mode_check(path: Path | None) -> Finding:
+    if path is None:
+        return Finding("config file mode", Status.SKIP, "no config file (defaults)")
+    mode = _mode(path)
+    if mode & 0o007:
+        return _fail(
+            "config file mode",
+            f"{path} is {mode:04o}: anyone on the box may read its secrets",
+            f"chown root:edge-twin {path}; chmod 640 {path}",
+        )
+    return _ok("config file mode", f"{path} {mode:04o}")
+
+
+def run_all(cfg: Config, config_path: Path | None) -> list[Finding]:
+    return [
+        config_mode_check(config_path),
+        *store_checks(cfg),
+        disk_check(cfg),
+        clock_check(),
+        model_check(cfg),
+        broker_check(cfg),
+        certificate_check(cfg),
+        upstream_check(cfg),
+        unit_check(),
+    ]
+
+
+def config_path_from_env() -> Path | None:
+    value = os.environ.get("EDGE_TWIN_CONFIG")
+    return Path(value) if value else None
