@@ -863,8 +863,9 @@ def migrate(config: ConfigOpt = None) -> None:
 
 @app.command()
 def check(config: ConfigOpt = None) -> None:
-    """Self-check for field engineers: config, store, broker. Exit 1 if any fails."""
-    from edge_twin.ingest import probe_broker
+    """Self-check for field engineers: config, store, risk model, broker (edge-twin doctor
+    checks everything). Exit 1 if any fails."""
+    from edge_twin import doctor as checks
 
     failures = 0
 
@@ -897,16 +898,8 @@ def check(config: ConfigOpt = None) -> None:
             )
         except EdgeTwinError as exc:
             line(False, "store", str(exc))
-    try:
-        m = active_model(cfg.assess.model_dir)
-        line(True, "risk model", f"{m.card.name} {m.card.version} verified ({m.directory})")
-    except EdgeTwinError as exc:
-        line(False, "risk model", str(exc))
-    try:
-        probe_broker(cfg.mqtt)
-        line(True, "broker", f"{cfg.mqtt.host}:{cfg.mqtt.port} accepts connections")
-    except EdgeTwinError as exc:
-        line(False, "broker", str(exc))
+    for found in (checks.model_check(cfg), checks.broker_check(cfg)):
+        line(found.status is not checks.Status.FAIL, found.name, found.detail)
     if failures:
         raise typer.Exit(1)
 

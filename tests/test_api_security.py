@@ -3,7 +3,6 @@
 
 import re
 import ssl
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from edge_twin.config import Config, load_config
 from edge_twin.errors import ConfigError
 from edge_twin.store import Store
 from tests import browser
-from tests.conftest import T0, api_user, login_link, serving_api
+from tests.conftest import T0, api_user, login_link, self_signed, serving_api
 
 
 def test_a_foreign_host_header_is_refused(make_config: Callable[..., Config]) -> None:
@@ -71,31 +70,7 @@ def test_the_api_docs_render_in_chromium_without_a_network(
 
 
 def test_tls_when_configured(make_config: Callable[..., Config], tmp_path: Path) -> None:
-    cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(tmp_path, days=2)
     cfg = make_config(api={"port": 0, "tls_cert": str(cert), "tls_key": str(key)})
     Store(cfg.store.path).close()
     server = ApiServer(create_app(cfg, ManualClock(T0)), "127.0.0.1", 0, tls_of(cfg.api))

@@ -12,6 +12,7 @@ from edge_twin import doctor
 from edge_twin.broker import PrivateBroker
 from edge_twin.config import load_config
 from edge_twin.store import Store
+from tests.conftest import self_signed
 from tests.test_cli import BIN
 
 UNIT = Path(__file__).resolve().parent.parent / "deploy" / "systemd" / "edge-twin.service"
@@ -60,29 +61,7 @@ def test_a_healthy_gateway_and_each_failure_with_its_fix(
 
 
 def test_a_certificate_about_to_expire(tmp_path: Path) -> None:
-    cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "3",
-            "-subj",
-            "/CN=gw",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(tmp_path, days=3)
     cfg = load_config(env={"EDGE_TWIN_API_TLS_CERT": str(cert), "EDGE_TWIN_API_TLS_KEY": str(key)})
     soon = doctor.certificate_check(cfg)
     assert soon.status is doctor.Status.FAIL
