@@ -307,6 +307,42 @@ def show_quarantine(
 
 
 @app.command()
+def reprocess(
+    reason: Annotated[str, typer.Option(help="Quarantine reason whose messages to decode again.")],
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows, oldest first.")] = (
+        100_000
+    ),
+    as_json: JsonLines = False,
+) -> None:
+    """Decode quarantined messages again once their cause is fixed (a device provisioned,
+    the clock synchronised): what decodes is stored, what does not stays quarantined with
+    its new reason. Safe beside a running gateway, which applies what is stored."""
+    from edge_twin.clock import ClockTrust
+    from edge_twin.domain import RejectReason
+    from edge_twin.ingest import IngestWriter
+
+    try:
+        why = RejectReason(reason)
+    except ValueError:
+        known = ", ".join(r.value for r in RejectReason)
+        err.print(_literal(f"error: unknown reason {reason!r} (one of: {known})"))
+        raise typer.Exit(2) from None
+    cfg = _config(config)
+    trust = ClockTrust() if cfg.ingest.hold_until_clock_synced else ClockTrust.always()
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        result = IngestWriter(store, cfg, trust).reprocess(why, SystemClock().now(), limit)
+    if as_json:
+        print(json.dumps(asdict(result)))
+        return
+    console.print(
+        f"{why.value}: {result.rows} rows ({result.messages} messages) decoded again;"
+        f" readings stored {result.readings_new}; still quarantined "
+        + (", ".join(f"{k} {v}" for k, v in result.still_rejected.items()) or "none")
+    )
+
+
+@app.command()
 def state(
     patient_id: Annotated[str, typer.Argument(help="The patient.")],
     config: ConfigOpt = None,

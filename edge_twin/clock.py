@@ -10,9 +10,13 @@ answers as living them.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -82,6 +86,76 @@ class AcceleratedClock:
     def wall_seconds_until(self, t: float) -> float:
         """How long to sleep (wall seconds) until simulated time ``t``."""
         return max(0.0, (t - self.now()) / self.speed)
+
+
+# adjtimex(2): the kernel's view of NTP discipline; TIME_ERROR (5) = not synchronised.
+TIME_ERROR = 5
+
+
+class _Timex(ctypes.Structure):
+    # struct timex starts with modes (unsigned int); the rest is read as padding.
+    _fields_ = (("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 204))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # find_library may run ldconfig: once per process, not once per probe.
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+
+
+def kernel_clock_synchronised() -> bool | None:
+    """True/False from adjtimex(2) (read-only: modes 0); None where it cannot be asked."""
+    libc = _libc()
+    if libc is None:
+        return None
+    try:
+        state = int(libc.adjtimex(ctypes.byref(_Timex())))
+    except AttributeError:
+        return None
+    return None if state < 0 else state != TIME_ERROR
+
+
+class ClockTrust:
+    """Whether the gateway's clock may judge device times.
+
+    A Pi has no real-time clock: booted offline it runs from the last saved time, hours
+    or days behind, until NTP corrects it. Judged against such a clock, every reading
+    looks "from the future". While the probe says the clock is not synchronised, the
+    ingest holds such readings instead of rejecting them, and applies them once it is.
+    A probe that cannot tell (None) counts as synchronised: the check stays as it was.
+    The answer is cached for ``recheck_s`` (monotonic): the probe is a system call per
+    batch at most.
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], bool | None] = kernel_clock_synchronised,
+        recheck_s: float = 5.0,
+    ) -> None:
+        self._probe = probe
+        self._recheck_s = recheck_s
+        self._checked = -math.inf
+        self._answer = True
+        self._lock = threading.Lock()
+
+    @classmethod
+    def always(cls) -> ClockTrust:
+        """For clocks the caller controls (replays, the simulator, tests)."""
+        return cls(lambda: True, math.inf)
+
+    def synchronised(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= self._recheck_s:
+                self._answer = self._probe() is not False
+                self._checked = now
+            return self._answer
 
 
 def to_datetime(t: float) -> datetime:

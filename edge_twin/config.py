@@ -65,6 +65,9 @@ class IngestSection:
     future_tolerance_s: float = _rule(300.0, 0, 86_400)
     # A device whose clock is off by more than this (either way) has its readings flagged.
     clock_skew_tolerance_s: float = _rule(120.0, 1, 86_400)
+    # While the kernel says the clock is not NTP-synchronised, readings ahead of it are
+    # held (not rejected as future_time) and applied once it is. False: always judge.
+    hold_until_clock_synced: bool = True
 
 
 DEFAULT_STALE_AFTER_S: dict[str, float] = {s: spec.stale_after_s for s, spec in SIGNALS.items()}

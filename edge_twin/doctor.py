@@ -8,8 +8,6 @@ Each check returns ``Finding(name, status, detail, fix)``; status is ok, fail or
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import re
 import shutil
@@ -23,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from edge_twin.assess import active_model
+from edge_twin.clock import kernel_clock_synchronised
 from edge_twin.config import Config
 from edge_twin.errors import EdgeTwinError
 from edge_twin.store import Store
@@ -107,28 +106,6 @@ def disk_check(cfg: Config) -> Finding:
     if usage.free < DISK_MIN_BYTES or share < DISK_MIN_SHARE:
         return _fail("disk", detail, "free space: edge-twin backup, then lower store retention")
     return _ok("disk", detail)
-
-
-# adjtimex(2): the kernel's view of NTP discipline; TIME_ERROR (5) = not synchronised.
-TIME_ERROR = 5
-
-
-class _Timex(ctypes.Structure):
-    # struct timex starts with modes (unsigned int); the rest is read as padding.
-    _fields_ = (("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 204))
-
-
-def kernel_clock_synchronised() -> bool | None:
-    """True/False from adjtimex(2) (read-only: modes 0); None where it cannot be asked."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        state = int(libc.adjtimex(ctypes.byref(_Timex())))
-    except (OSError, AttributeError):
-        return None
-    return None if state < 0 else state != TIME_ERROR
 
 
 def clock_check(synchronised: Callable[[], bool | None] = kernel_clock_synchronised) -> Finding:

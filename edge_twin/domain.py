@@ -202,6 +202,9 @@ class RejectReason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     BAD_TIME = "bad_time"  # missing, relative or non-finite time
     FUTURE_TIME = "future_time"  # device clock ahead of the gateway beyond tolerance
+    # Ahead of the gateway while the gateway's own clock is not synchronised: held, and
+    # decoded again once it is (a Pi has no real-time clock).
+    CLOCK_UNSYNCHRONISED = "clock_unsynchronised"
     NOT_ALLOWED = "not_allowed"  # the device's type may not report this signal
 
 

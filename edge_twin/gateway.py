@@ -14,7 +14,7 @@ from edge_twin.alert import (
     register_channel,
 )
 from edge_twin.api import ApiServer, create_app, tls_of
-from edge_twin.clock import Clock
+from edge_twin.clock import Clock, ClockTrust, SystemClock
 from edge_twin.config import Config
 from edge_twin.ingest import MqttIngest
 from edge_twin.notify import Notifier
@@ -27,13 +27,25 @@ log = logging.getLogger(__name__)
 
 class Gateway:
     def __init__(
-        self, config: Config, clock: Clock, serve_api: bool = True, degrade: bool = False
+        self,
+        config: Config,
+        clock: Clock,
+        serve_api: bool = True,
+        degrade: bool = False,
+        clock_trust: ClockTrust | None = None,
     ) -> None:
         """``degrade``: start even when the broker is away or refuses the gateway (ingest
         and alarm delivery retry in the background; the API and pages serve the store,
-        and ``/health`` says what is wrong): how ``edge-twin run`` starts in the field."""
+        and ``/health`` says what is wrong): how ``edge-twin run`` starts in the field.
+        ``clock_trust``: whether ``clock`` may judge device times; by default the
+        kernel's NTP state for the system clock (unless ingest.hold_until_clock_synced
+        is off), always for a clock the caller controls."""
         self.config = config
         self.clock = clock
+        if clock_trust is None:
+            on_system = isinstance(clock, SystemClock) and config.ingest.hold_until_clock_synced
+            clock_trust = ClockTrust() if on_system else ClockTrust.always()
+        self.clock_trust = clock_trust
         self._serve_api = serve_api
         self._degrade = degrade
         self.store: Store | None = None
@@ -58,7 +70,7 @@ class Gateway:
                 register_channel(self.store, MQTT_CONSUMER, self.clock.now())
             if cfg.alert.webhook_url:
                 register_channel(self.store, WEBHOOK_CONSUMER, self.clock.now())
-            self.pipeline = Pipeline(self.store, cfg, self.clock)
+            self.pipeline = Pipeline(self.store, cfg, self.clock, self.clock_trust)
             if cfg.alert.mqtt:
                 bus = AlarmBus(cfg.mqtt, cfg.gateway.id, wait=not self._degrade)
                 self.alarm_bus = self.pipeline.bus = bus
@@ -95,6 +107,7 @@ class Gateway:
             stats["estimator"] = dict(self.pipeline.estimator.outcomes)
         if self.sync is not None:
             stats["sync_worker_alive"] = self.sync.alive
+        stats["clock_synchronised"] = self.clock_trust.synchronised()
         return stats
 
     def stop(self) -> None:

@@ -39,7 +39,7 @@ from edge_twin.alert import (
     handle_command,
 )
 from edge_twin.assess import RiskAssessor, active_model
-from edge_twin.clock import Clock, SystemClock
+from edge_twin.clock import Clock, ClockTrust, SystemClock
 from edge_twin.config import Config
 from edge_twin.domain import Signal
 from edge_twin.errors import EdgeTwinError, ModelError
@@ -61,16 +61,24 @@ CATCH_UP_SHARE = 0.25
 # measures the latency under such load; bench/ingest.py the drain).
 LIVE_BATCH_MESSAGES = 50
 LIVE_BACKLOG = 500
+# Quarantine rows held for the clock decoded again per idle moment once it is synchronised.
+RELEASE_ROWS = 500
 
 
 class Pipeline:
     """Everything downstream of the MQTT socket, on one store connection and one thread."""
 
-    def __init__(self, store: Store, config: Config, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        clock: Clock | None = None,
+        clock_trust: ClockTrust | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.clock = clock or SystemClock()
-        self.writer = IngestWriter(store, config)
+        self.writer = IngestWriter(store, config, clock_trust)
         self.estimator = TwinEstimator(store, now=self.clock.now)
         self.scorekeeper = Scorekeeper(store)
         self.risk: RiskAssessor | None = None
@@ -86,6 +94,7 @@ class Pipeline:
             self.engine,
             config.estimate.stale_after_s.get(Signal.GLUCOSE, 900.0),
             config.sync.alarm_after_s if config.sync.url else None,
+            self.writer.clock_trust.synchronised,
         )
         self.bus: AlarmBus | None = None  # attached by the gateway when MQTT is up
         self._risk_pending: set[str] = set()
@@ -162,6 +171,21 @@ class Pipeline:
             finally:
                 self.messages_settled += result.messages
 
+    def _release_held(self) -> None:
+        """Readings held while the clock was not synchronised: decoded again once it is,
+        a slice per idle moment so live messages keep their priority."""
+        try:
+            released = self.writer.release_held(self.clock.now(), RELEASE_ROWS)
+        except EdgeTwinError as exc:
+            log.error("releasing readings held for the clock failed, will retry: %s", exc)
+            return
+        if released is not None and released.rows:
+            log.warning(
+                "clock synchronised: %d held messages decoded again, %d readings stored",
+                released.messages,
+                released.readings_new,
+            )
+
     def settled(self, messages: int) -> bool:
         """True once ``messages`` messages were committed and everything they started has
         finished: twin, risk, alarms. The twin having caught up is not enough for a reader
@@ -174,6 +198,7 @@ class Pipeline:
         technical alarms and escalation (unless ``technical`` is False: replay before the
         store's newest arrival)."""
         with self._lock:
+            self._release_held()
             if self.estimator.lag():
                 self.estimator.catch_up()
                 self._downstream()

@@ -10,6 +10,7 @@ import pytest
 
 from edge_twin import doctor
 from edge_twin.broker import PrivateBroker
+from edge_twin.clock import kernel_clock_synchronised
 from edge_twin.config import load_config
 from edge_twin.store import Store
 from tests.conftest import self_signed
@@ -73,7 +74,7 @@ def test_the_clock_the_store_and_the_unit(tmp_path: Path) -> None:
     assert doctor.clock_check(lambda: False).status is doctor.Status.FAIL
     assert doctor.clock_check(lambda: True).status is doctor.Status.OK
     assert doctor.clock_check(lambda: None).status is doctor.Status.SKIP
-    assert doctor.kernel_clock_synchronised() in (True, False, None)  # asks the kernel
+    assert kernel_clock_synchronised() in (True, False, None)  # asks the kernel
     # a damaged file: refused, with what to do
     db = tmp_path / "gw.sqlite"
     with Store(db) as store:

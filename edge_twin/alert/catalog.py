@@ -141,6 +141,15 @@ CATALOG: dict[str, AlarmType] = {
             0.0,
             "the gateway's disk is nearly full: readings may stop being stored",
         ),
+        AlarmType(
+            "gateway_clock_unsynchronised",
+            Priority.MEDIUM,
+            True,
+            0.0,
+            "the gateway's clock is not synchronised (no NTP since boot: a Pi has no"
+            " real-time clock) and readings that look ahead of it are held: they raise no"
+            " alarm until it is",
+        ),
     )
 }
 

@@ -442,3 +442,18 @@ def storage(now: float, free_bytes: int, total_bytes: int) -> Observation:
         {"free_bytes": free_bytes, "total_bytes": total_bytes},
         ("/health",),
     )
+
+
+def clock_unsynchronised(now: float, synchronised: bool, held: int) -> Observation:
+    """The gateway's clock is not synchronised and readings ahead of it are held: they
+    are stored once it is, but until then they raise no alarm (the IEC 60601-1-8 way: a
+    distributed alarm system says when it cannot do its job)."""
+    return Observation(
+        "gateway",
+        "gateway_clock_unsynchronised",
+        now,
+        not synchronised and held > 0,
+        f"{held} messages held until the gateway's clock is synchronised",
+        {"held_messages": held},
+        ("/health",),
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from edge_twin.alert import conditions
 from edge_twin.alert.engine import AlarmEngine
@@ -29,6 +29,7 @@ from edge_twin.domain import (
     ForecastSkill,
     Observation,
     ReadingFlag,
+    RejectReason,
     Signal,
 )
 from edge_twin.estimate import baseline_level, estimate_at, runs_current_model
@@ -37,6 +38,7 @@ from edge_twin.store import (
     alarms,
     devices,
     forecasts,
+    quarantine,
     readings,
     risks,
     twin_state,
@@ -67,6 +69,13 @@ CLINICAL_SIGNALS = (Signal.GLUCOSE, Signal.SYSTOLIC, Signal.DIASTOLIC)
 ALARM_SIGNALS = frozenset(s for s, spec in SIGNALS.items() if spec.clinical)
 
 
+def _due(last: float, now: float, every: float) -> bool:
+    """Time for a periodic check: ``every`` seconds since the last, or the clock went
+    back (NTP corrected a clock that was ahead): a check is never skipped until the
+    clock has caught up with its old mistake."""
+    return not 0.0 <= now - last < every
+
+
 class AlertStage:
     def __init__(
         self,
@@ -74,10 +83,14 @@ class AlertStage:
         engine: AlarmEngine,
         stale_glucose_s: float,
         upstream_alarm_after_s: float | None = None,
+        clock_synchronised: Callable[[], bool] | None = None,
     ) -> None:
         """``upstream_alarm_after_s``: FHIR sync is on, and a patient's data waiting this
-        long upstream raises ``upstream_sync_failing``."""
+        long upstream raises ``upstream_sync_failing``. ``clock_synchronised``: the
+        gateway's clock may be unsynchronised (clock.ClockTrust), and readings held for
+        it raise ``gateway_clock_unsynchronised``."""
         self._store = store
+        self._clock_synchronised = clock_synchronised
         self.engine = engine
         self._stale_glucose_s = stale_glucose_s
         self._upstream_after_s = upstream_alarm_after_s
@@ -184,7 +197,7 @@ class AlertStage:
     def tick(self, now: float) -> list[int]:
         """Technical alarms and escalation at gateway time ``now`` (at most every
         TICK_EVERY_S)."""
-        if now - self._ticked < TICK_EVERY_S:
+        if not _due(self._ticked, now, TICK_EVERY_S):
             return []
         self._ticked = now
         observations: list[Observation] = []
@@ -206,16 +219,21 @@ class AlertStage:
                 observations.append(
                     conditions.stale_glucose(pid, cgm_last[pid], now, self._stale_glucose_s)
                 )
-        if now - self._fit_checked >= FORECAST_FIT_EVERY_S:
+        if _due(self._fit_checked, now, FORECAST_FIT_EVERY_S):
             self._fit_checked = now
             observations += self._forecast_fit(now)
-        if self._upstream_after_s is not None and now - self._upstream_checked >= UPSTREAM_EVERY_S:
+        upstream_due = _due(self._upstream_checked, now, UPSTREAM_EVERY_S)
+        if self._upstream_after_s is not None and upstream_due:
             self._upstream_checked = now
             observations += self._upstream(now, self._upstream_after_s)
-        if now - self._storage_checked >= STORAGE_EVERY_S:
+        if _due(self._storage_checked, now, STORAGE_EVERY_S):
             self._storage_checked = now
             usage = shutil.disk_usage(self._store.path.parent)
             observations.append(conditions.storage(now, usage.free, usage.total))
+        if self._clock_synchronised is not None:
+            synchronised = self._clock_synchronised()
+            held = quarantine.count(self._store, RejectReason.CLOCK_UNSYNCHRONISED)
+            observations.append(conditions.clock_unsynchronised(now, synchronised, held))
         written = self.engine.observe(observations)
         self._checked_at = now
         return written + self.engine.escalate(now)

@@ -59,7 +59,7 @@ from edge_twin.api.serialize import (
 from edge_twin.assess import active_model, drift_report
 from edge_twin.clock import Clock, to_iso
 from edge_twin.config import ApiSection, Config
-from edge_twin.domain import Alarm, Device, Role, Signal
+from edge_twin.domain import Alarm, Device, RejectReason, Role, Signal
 from edge_twin.errors import AlarmError, ConfigError, ModelError
 from edge_twin.store import (
     Store,
@@ -322,6 +322,12 @@ def create_app(
             problems.append(
                 f"ingest is not connected to the broker at {config.mqtt.host}:"
                 f"{config.mqtt.port} ({why}); retrying"
+            )
+        held = quarantine.count(store, RejectReason.CLOCK_UNSYNCHRONISED)
+        if held and running is not None and running.get("clock_synchronised") is False:
+            problems.append(
+                f"the gateway's clock is not synchronised: {held} messages that look ahead"
+                " of it are held until it is"
             )
         return {
             "status": "degraded" if problems else "ok",

@@ -67,6 +67,9 @@ class Decoder:
 
     ``latest`` tells, per (device, signal), the newest device time already accepted, so a
     reading older than that is flagged LATE; the decoder updates it as it accepts readings.
+    ``clock_synchronised`` says whether the gateway's clock may judge device times: while
+    it may not, a reading ahead of it is held (CLOCK_UNSYNCHRONISED) rather than rejected
+    as FUTURE_TIME, to be decoded again once it may (clock.ClockTrust).
     """
 
     def __init__(
@@ -75,8 +78,10 @@ class Decoder:
         limits: DecodeLimits,
         lookup: Callable[[str], Device | None],
         latest: Callable[[str, Signal], float | None],
+        clock_synchronised: Callable[[], bool] = lambda: True,
     ) -> None:
         self._prefix = prefix
+        self._clock_synchronised = clock_synchronised
         self._limits = limits
         self._lookup = lookup
         self._latest_from_store = latest
@@ -185,6 +190,7 @@ class Decoder:
         base_unit: str | None = None
         allowed = device.device_type.signals
         limits = self._limits
+        synchronised: bool | None = None  # asked only when a reading is ahead
         for index, rec in enumerate(records):
             # Base fields apply to this and later records (RFC 8428 section 4.5).
             if "bt" in rec:
@@ -201,10 +207,15 @@ class Decoder:
             if measurement is None:
                 continue
             if measurement.t > received_at + limits.future_tolerance_s:
+                if synchronised is None:
+                    synchronised = self._clock_synchronised()
+                ahead = f"device time is {measurement.t - received_at:.0f} s ahead of the gateway"
                 out.rejections.append(
-                    Rejection(
-                        R.FUTURE_TIME,
-                        f"device time is {measurement.t - received_at:.0f} s ahead of the gateway",
+                    Rejection(R.FUTURE_TIME, ahead, index)
+                    if synchronised
+                    else Rejection(
+                        R.CLOCK_UNSYNCHRONISED,
+                        f"{ahead}, whose clock is not synchronised: held until it is",
                         index,
                     )
                 )
@@ -212,7 +223,8 @@ class Decoder:
             out.readings.append(self._bind(device, measurement, received_at))
         if not out.readings and not out.rejections:
             out.rejections.append(Rejection(R.NOT_SENML, "the pack holds no measurement record"))
-        if out.readings:
+        # A device's clock offset measured against an unsynchronised clock means nothing.
+        if out.readings and synchronised is not False:
             self._track_clock(device.device_id, received_at, out)
 
     def _track_clock(self, device_id: str, received_at: float, out: Decoded) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from edge_twin.clock import ClockTrust
 from edge_twin.config import Config
-from edge_twin.domain import Device, DeviceStatus, Reading, Rejection
+from edge_twin.domain import Device, DeviceStatus, Reading, Rejection, RejectReason
 from edge_twin.ingest.decode import DecodeLimits, Decoder
 from edge_twin.store import Store, devices, quarantine, readings
 
@@ -85,9 +86,27 @@ class DeviceRegistry:
         return device
 
 
+# Reasons whose recorded arrival time was judged by a wrong clock: decoded again at the
+# time of reprocessing (readings older than ingest.backfill_after_s then count as
+# backfilled: no clinical alarm on old data).
+CLOCK_REASONS = frozenset({RejectReason.FUTURE_TIME, RejectReason.CLOCK_UNSYNCHRONISED})
+
+
+@dataclass(slots=True)
+class ReprocessResult:
+    """What decoding quarantined messages again did."""
+
+    reason: str
+    rows: int = 0  # quarantine rows taken
+    messages: int = 0
+    readings_new: int = 0
+    still_rejected: dict[str, int] = field(default_factory=dict)  # by (new) reason
+
+
 class IngestWriter:
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: Store, config: Config, clock_trust: ClockTrust | None = None) -> None:
         self._store = store
+        self.clock_trust = clock_trust or ClockTrust.always()
         self.registry = DeviceRegistry(store)
         self.decoder = Decoder(
             prefix=config.mqtt.topic_prefix,
@@ -99,7 +118,11 @@ class IngestWriter:
             ),
             lookup=self.registry.lookup,
             latest=lambda device_id, signal: readings.latest_time(store, device_id, signal),
+            clock_synchronised=self.clock_trust.synchronised,
         )
+        # Readings held while the clock was not synchronised wait in the quarantine (a
+        # restart included) until release_held() decodes them again.
+        self.holding = quarantine.count(store, RejectReason.CLOCK_UNSYNCHRONISED) > 0
 
     def commit(self, messages: Sequence[RawMessage], statuses: bool = True) -> BatchResult:
         """Decode and durably store ``messages``; raises StoreError if the commit fails
@@ -135,4 +158,61 @@ class IngestWriter:
         result.readings_duplicate = len(accepted) - new
         result.rejected = len(rejected)
         result.rejections = [r[3] for r in rejected]
+        if any(r.reason is RejectReason.CLOCK_UNSYNCHRONISED for r in result.rejections):
+            self.holding = True
+        return result
+
+    def release_held(self, now: float, limit: int = 500) -> ReprocessResult | None:
+        """Once the clock is synchronised, decode again (up to ``limit`` rows of) what was
+        held for it; None while there is nothing to release or the clock is still not
+        trusted. Called by the pipeline when idle until ``holding`` is False."""
+        if not self.holding or not self.clock_trust.synchronised():
+            return None
+        held = RejectReason.CLOCK_UNSYNCHRONISED
+        result = self.reprocess(held, now, limit)
+        self.holding = result.rows == limit or held.value in result.still_rejected
+        return result
+
+    def reprocess(self, reason: RejectReason, now: float, limit: int = 10_000) -> ReprocessResult:
+        """Decode the oldest ``limit`` messages quarantined for ``reason`` again (the cause
+        fixed: a device provisioned, the clock synchronised) and store the outcome in one
+        transaction: their quarantine rows go; the readings they now give are stored
+        (readings already stored from the same message are duplicates, ignored); the
+        records rejected again are quarantined again, with their new reason. Messages
+        judged by a wrong clock (CLOCK_REASONS) are decoded as arriving ``now``."""
+        result = ReprocessResult(reason.value)
+        rows = quarantine.oldest_with_reason(self._store, reason.value, limit)
+        result.rows = len(rows)
+        # One quarantined message may have several rows (one per rejected record).
+        messages: dict[tuple[float, str, bytes], set[int | None]] = {}
+        for row in rows:
+            messages.setdefault((row.received_at, row.topic, row.payload), set()).add(
+                row.record_index
+            )
+        result.messages = len(messages)
+        self.registry.refresh()
+        accepted: list[Reading] = []
+        rejected: list[tuple[float, str, bytes, Rejection, str | None]] = []
+        for (received_at, topic, payload), records in messages.items():
+            at = now if reason in CLOCK_REASONS else received_at
+            decoded = self.decoder.decode(topic, payload, at)
+            accepted.extend(decoded.readings)
+            # Records rejected for other reasons already have their own rows.
+            rejected += [
+                (at, topic, payload, r, decoded.device_id)
+                for r in decoded.rejections
+                if r.record_index in records or None in records
+            ]
+        try:
+            with self._store.transaction() as conn:
+                quarantine.delete(conn, [row.id for row in rows])
+                result.readings_new = readings.insert(conn, accepted) if accepted else 0
+                if rejected:
+                    quarantine.insert(conn, rejected)
+        except BaseException:
+            self.decoder.forget_latest()
+            raise
+        for *_, rejection, _ in rejected:
+            key = rejection.reason.value
+            result.still_rejected[key] = result.still_rejected.get(key, 0) + 1
         return result

@@ -39,16 +39,35 @@ def insert(
     )
 
 
-def recent(store: Store, limit: int = 100, reason: str | None = None) -> list[QuarantinedMessage]:
-    where, args = ("WHERE reason = ?", [reason]) if reason else ("", [])
+def _select(store: Store, tail: str, args: Sequence[object]) -> list[QuarantinedMessage]:
     rows = store.conn.execute(
         "SELECT id, received_at, topic, payload, reason, detail, record_index, device_id"
-        f" FROM quarantine {where} ORDER BY id DESC LIMIT ?",
-        (*args, limit),
+        f" FROM quarantine {tail}",
+        tuple(args),
     )
     return [QuarantinedMessage(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+
+
+def recent(store: Store, limit: int = 100, reason: str | None = None) -> list[QuarantinedMessage]:
+    where, args = ("WHERE reason = ?", [reason]) if reason else ("", [])
+    return _select(store, f"{where} ORDER BY id DESC LIMIT ?", (*args, limit))
 
 
 def counts_by_reason(store: Store) -> dict[str, int]:
     rows = store.conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY 1")
     return {str(r[0]): int(r[1]) for r in rows}
+
+
+def count(store: Store, reason: str) -> int:
+    row = store.conn.execute("SELECT count(*) FROM quarantine WHERE reason = ?", (reason,))
+    return int(row.fetchone()[0])
+
+
+def oldest_with_reason(store: Store, reason: str, limit: int) -> list[QuarantinedMessage]:
+    """The oldest ``limit`` rows quarantined for ``reason``, oldest first (to decode again)."""
+    return _select(store, "WHERE reason = ? ORDER BY id LIMIT ?", (reason, limit))
+
+
+def delete(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    """Delete rows by id in the caller's transaction (they were decoded again)."""
+    conn.executemany("DELETE FROM quarantine WHERE id = ?", [(i,) for i in ids])
