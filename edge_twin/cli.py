@@ -889,6 +889,67 @@ def export_cmd(
     err.print(f"exported {summary} ({to_iso(start)} .. {to_iso(end)})")
 
 
+@app.command("backup")
+def backup_cmd(
+    config: ConfigOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The archive to write (default: backups/ beside the store)."),
+    ] = None,
+    keep: Annotated[
+        int, typer.Option(min=1, help="Archives kept in the default directory (oldest go).")
+    ] = 7,
+    as_json: JsonLines = False,
+) -> None:
+    """Back up the store (a consistent copy while the gateway runs) and the installed
+    risk models into one archive, created 0600, with a manifest of checksums."""
+    from edge_twin import backup
+
+    cfg = _config(config)
+    now = SystemClock().now()
+    target = out or backup.default_archive(cfg, now)
+    manifest = backup.backup(cfg, target, now)
+    pruned = [] if out is not None else backup.prune(cfg, keep)
+    size = sum(m.size for m in manifest.members)
+    if as_json:
+        print(
+            json.dumps(
+                {"archive": str(target), "pruned": [str(p) for p in pruned], **asdict(manifest)}
+            )
+        )
+        return
+    console.print(
+        _literal(
+            f"{target}: {len(manifest.members)} files, {size / 2**20:.1f} MiB before"
+            f" compression, schema {manifest.schema[-1] if manifest.schema else 'empty'}"
+        )
+    )
+    for path in pruned:
+        console.print(_literal(f"removed the older {path.name}"))
+
+
+@app.command("restore")
+def restore_cmd(
+    archive: Annotated[Path, typer.Argument(help="An archive written by edge-twin backup.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Restore a backup in place of the store and models (stop the gateway first): the
+    archive is verified against its checksums, a store from a newer edge-twin is refused,
+    the current store is kept aside, and the restored one is migrated."""
+    from edge_twin import backup
+
+    cfg = _config(config)
+    manifest, kept = backup.restore(cfg, archive, SystemClock().now())
+    console.print(
+        _literal(
+            f"restored {cfg.store.path} from {archive} (gateway {manifest.gateway_id},"
+            f" made {manifest.created_at} by edge-twin {manifest.edge_twin_version})"
+        )
+    )
+    if kept is not None:
+        console.print(_literal(f"the store that was there is kept as {kept}"))
+
+
 @app.command()
 def migrate(config: ConfigOpt = None) -> None:
     """Create or upgrade the SQLite store to the current schema."""

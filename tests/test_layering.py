@@ -33,6 +33,7 @@ RANK = {
     "export": 10,
     "gateway": 11,
     "doctor": 11,
+    "backup": 11,
     "cli": 12,
 }
 # Packages whose modules are their own: others import only what ``__init__`` exports.

@@ -163,6 +163,12 @@ class Store:
         """Names of the applied migrations, oldest first."""
         return [m.name for m in MIGRATIONS.applied(self.db)]
 
+    def unknown_migrations(self) -> list[str]:
+        """Applied migrations this code does not know: the file comes from a newer
+        version (restoring it here would run old code on a schema it cannot read)."""
+        known = {m.name for m in MIGRATIONS.pending(sqlite_utils.Database(memory=True))}
+        return [name for name in self.schema_version() if name not in known]
+
     def close(self) -> None:
         self.conn.close()
 
