@@ -14,13 +14,20 @@ Settings that decide whether data is lost (docs/performance.md):
 
 from __future__ import annotations
 
+import base64
 import getpass
+import hashlib
+import hmac
+import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_twin.errors import BrokerError
@@ -79,6 +86,117 @@ def acl_rules(
     )
 
 
+# mosquitto 2's "$7$" password hash: PBKDF2-HMAC-SHA512 with the iteration count in the
+# line, so a count far above mosquitto_passwd's 101 needs no newer broker.
+HASH_SALT_BYTES = 12
+
+
+def hash_password(password: str, iterations: int) -> str:
+    salt = secrets.token_bytes(HASH_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches a "$7$" hash (False for any other form)."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
+        return False
+    try:
+        salt, expected = base64.b64decode(parts[3]), base64.b64decode(parts[4])
+    except ValueError:
+        return False
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]))
+    return hmac.compare_digest(digest, expected)
+
+
+def new_secret() -> str:
+    """A device's broker password: 192 random bits, typable (URL-safe base64)."""
+    return secrets.token_urlsafe(24)
+
+
+def password_lines(hashes: Mapping[str, str]) -> str:
+    """A mosquitto password file from user name -> hash."""
+    return "".join(f"{user}:{hashed}\n" for user, hashed in sorted(hashes.items()))
+
+
+def write_private(path: Path, text: str, mode: int = 0o640) -> None:
+    """Replace ``path`` whole (a reload never reads half a file), with ``mode``; the
+    group is the directory's (install.sh makes it setgid mosquitto, so the broker reads)."""
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(partial, mode)
+    os.replace(partial, path)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFiles:
+    """The files of a broker whose credentials and ACL the gateway manages."""
+
+    dir: Path
+
+    @property
+    def passwd(self) -> Path:
+        return self.dir / "passwd"
+
+    @property
+    def acl(self) -> Path:
+        return self.dir / "acl"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.dir / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.dir / "server.key"
+
+
+def field_config(
+    files: BrokerFiles,
+    tls_port: int,
+    plain_port: int = 1883,
+    max_packet_bytes: int = 131_072,
+    tls_bind: str = "",
+) -> str:
+    """The drop-in of a gateway's mosquitto (/etc/mosquitto/conf.d/edge-twin.conf):
+    plain MQTT on loopback only (the gateway itself, a local bridge); devices over TLS
+    with their own password; nobody anonymous; each credential bound to its topics."""
+    return "\n".join(
+        [
+            "# Written by edge-twin (edge-twin broker setup): edits are overwritten.",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"password_file {files.passwd}",
+            f"acl_file {files.acl}",
+            f"max_packet_size {max_packet_bytes}",
+            "# Settings that decide whether data is lost (docs/architecture.md).",
+            "persistence true",
+            "max_queued_messages 0",
+            f"max_queued_bytes {256 * 1024 * 1024}",
+            "max_inflight_messages 1000",
+            "set_tcp_nodelay true",
+            "# Plain MQTT never leaves the box.",
+            f"listener {plain_port} 127.0.0.1",
+            "# Devices in the home: TLS to the gateway's own CA (edge-twin provision shows it).",
+            f"listener {tls_port}{' ' + tls_bind if tls_bind else ''}",
+            f"cafile {files.ca_cert}",
+            f"certfile {files.server_cert}",
+            f"keyfile {files.server_key}",
+            "tls_version tlsv1.2",
+            "",
+        ]
+    )
+
+
 def write_password_file(path: Path, users: dict[str, str]) -> None:
     """Hashed password file through Debian's mosquitto_passwd (never plain text)."""
     exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -91,17 +209,41 @@ def write_password_file(path: Path, users: dict[str, str]) -> None:
             raise BrokerError(f"mosquitto_passwd failed for {user!r}: {proc.stderr.strip()}")
 
 
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """A second, TLS listener of a private broker, with the files of a managed one."""
+
+    port: int
+    files: BrokerFiles
+
+
 def broker_config(
-    port: int, data_dir: Path, max_inflight: int = 1000, authenticated: bool = False
+    port: int,
+    data_dir: Path,
+    max_inflight: int = 1000,
+    authenticated: bool = False,
+    tls: TlsListener | None = None,
 ) -> str:
+    files = tls.files if tls is not None else BrokerFiles(data_dir)
     auth = (
         [
             "allow_anonymous false",
-            f"password_file {data_dir}/passwd",
-            f"acl_file {data_dir}/acl",
+            f"password_file {files.passwd}",
+            f"acl_file {files.acl}",
         ]
         if authenticated
         else ["allow_anonymous true"]
+    )
+    secure = (
+        [
+            f"listener {tls.port} 127.0.0.1",
+            f"cafile {files.ca_cert}",
+            f"certfile {files.server_cert}",
+            f"keyfile {files.server_key}",
+            "tls_version tlsv1.2",
+        ]
+        if tls is not None
+        else []
     )
     return "\n".join(
         [
@@ -109,7 +251,9 @@ def broker_config(
             # the private data dir: stay the user who started it.
             f"user {getpass.getuser()}",
             "per_listener_settings false",
+            f"pid_file {data_dir}/mosquitto.pid",
             f"listener {port} 127.0.0.1",
+            *secure,
             *auth,
             "persistence true",
             f"persistence_location {data_dir}/",
@@ -132,7 +276,9 @@ class PrivateBroker:
 
     ``restart()`` stops and starts it on the same port and data dir (persistence test).
     With ``users`` (name -> password) anonymous clients are refused and the ACL of
-    ``acl_rules`` binds each device's credential to its own topics.
+    ``acl_rules`` binds each device's credential to its own topics. With ``tls``, it
+    also listens with TLS, and authenticates from that listener's managed files (written
+    by ``edge-twin provision``; ``reload()`` re-reads them, as mosquitto's SIGHUP does).
     """
 
     def __init__(
@@ -143,8 +289,10 @@ class PrivateBroker:
         gateway_user: str = "gateway",
         prefix: str = "et/v1",
         displays: Mapping[str, Iterable[str]] | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self.users = users
+        self.tls = tls
         self._displays = displays
         self._gateway_user = gateway_user
         self._prefix = prefix
@@ -170,7 +318,12 @@ class PrivateBroker:
                     encoding="utf-8",
                 )
             conf.write_text(
-                broker_config(port, self.data_dir, authenticated=self.users is not None),
+                broker_config(
+                    port,
+                    self.data_dir,
+                    authenticated=self.users is not None or self.tls is not None,
+                    tls=self.tls,
+                ),
                 encoding="utf-8",
             )
             self._proc = subprocess.Popen(
@@ -212,6 +365,12 @@ class PrivateBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its password file and ACL."""
+        if self._proc is None:
+            raise BrokerError("the broker is not running")
+        self._proc.send_signal(signal.SIGHUP)
 
     @property
     def running(self) -> bool:

@@ -40,6 +40,7 @@ from edge_twin.store import (
     PipelineLock,
     Store,
     alarms,
+    credentials,
     devices,
     displays,
     quarantine,
@@ -220,29 +221,106 @@ def replay(
     )
 
 
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", help="Who does it, for the log (default: the user behind sudo)."),
+]
+
+
+def _show_access(access: Any, as_json: bool) -> None:
+    """A device's or display's broker settings: printed once, with a QR code to scan."""
+    from edge_twin.provisioning import qr
+
+    if as_json:
+        print(json.dumps({**asdict(access), "uri": access.uri}))
+        return
+    console.print(
+        _literal(
+            f"broker  {access.host}:{access.port} (TLS)\nuser    {access.username}\n"
+            f"password {access.password}\nCA      {access.ca_cert}\n"
+            f"CA SHA-256 {access.ca_sha256}",
+            lines=True,
+        )
+    )
+    console.print(Text(qr(access.uri)))
+    err.print("the password is shown once; edge-twin credentials rotate gives a new one")
+
+
+def _thresholds(items: list[str] | None) -> dict[str, object]:
+    parsed: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        try:
+            parsed[key] = float(value)
+        except ValueError:
+            raise EdgeTwinError(f"{item!r}: use KEY=NUMBER") from None
+        if not sep:
+            raise EdgeTwinError(f"{item!r}: use KEY=NUMBER")
+    return parsed
+
+
 @app.command()
 def provision(
     device_id: Annotated[str, typer.Argument(help="The device's identity (its MQTT topic id).")],
     patient_id: Annotated[str, typer.Argument(help="The patient the device belongs to.")],
     device_type: Annotated[str, typer.Option("--type", "-t", help="cgm, wrist, bp_cuff or scale.")],
     config: ConfigOpt = None,
+    consent_upstream: Annotated[
+        bool | None,
+        typer.Option(
+            "--upstream/--no-upstream",
+            help="Record the patient's consent to FHIR upstream sharing (or its refusal).",
+        ),
+    ] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="An alarm threshold KEY=VALUE for the patient (repeat)."),
+    ] = None,
+    by: ByOpt = None,
+    as_json: JsonLines = False,
 ) -> None:
-    """Bind a device to a patient. Readings from unbound devices are quarantined."""
+    """Bind a device to a patient (readings from unbound devices are quarantined), with
+    the patient's consent and thresholds if given, and, where the gateway manages its
+    broker (broker.dir), the device's own broker credential: shown once, with a QR code."""
+    from edge_twin.provisioning import actor, provision_device
+
     cfg = _config(config)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
-        d = devices.provision(store, device_id, patient_id, device_type, SystemClock().now())
+        d, access = provision_device(
+            store,
+            cfg,
+            device_id,
+            patient_id,
+            device_type,
+            SystemClock().now(),
+            by or actor(),
+            consent_upstream,
+            _thresholds(threshold),
+        )
+    if as_json:
+        if access is None:
+            print(json.dumps({"device_id": d.device_id, "patient_id": d.patient_id}))
+        else:
+            _show_access(access, True)
+        return
     console.print(f"{d.device_id} ({d.device_type}) -> patient {d.patient_id}")
+    if access is not None:
+        _show_access(access, False)
 
 
 @app.command()
 def unprovision(
     device_id: Annotated[str, typer.Argument(help="The device to unbind.")],
     config: ConfigOpt = None,
+    by: ByOpt = None,
 ) -> None:
-    """Unbind a device; its later readings are quarantined as unknown_device."""
+    """Unbind a device and revoke its broker credential; its later readings are refused
+    by the broker (or quarantined as unknown_device)."""
+    from edge_twin.provisioning import actor, unprovision_device
+
     cfg = _config(config)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
-        devices.unprovision(store, device_id)
+        unprovision_device(store, cfg, device_id, SystemClock().now(), by or actor())
     console.print(f"{device_id} unprovisioned")
 
 
@@ -659,13 +737,21 @@ def displays_add(
     name: Annotated[str, typer.Argument(help="The display's broker user name.")],
     patient: Annotated[list[str], typer.Option(help="A patient whose alarms it shows (repeat).")],
     config: ConfigOpt = None,
+    by: ByOpt = None,
+    as_json: JsonLines = False,
 ) -> None:
-    """Bind a display to its patients. Give it a broker password (mosquitto_passwd) and
-    install the ACL that `edge-twin displays acl` prints."""
+    """Bind a display to its patients; where the gateway manages its broker (broker.dir),
+    give it its own credential (shown once) and rewrite the ACL. Otherwise give it a
+    broker password by hand and install the ACL that `edge-twin displays acl` prints."""
+    from edge_twin.provisioning import actor, add_display
+
     cfg = _config(config)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
-        d = displays.add(store, name, patient, SystemClock().now())
-    console.print(f"display {d.name}: {', '.join(sorted(d.patients))}")
+        d, access = add_display(store, cfg, name, patient, SystemClock().now(), by or actor())
+    if not as_json:
+        console.print(f"display {d.name}: {', '.join(sorted(d.patients))}")
+    if access is not None:
+        _show_access(access, as_json)
 
 
 @displays_app.command("list")
@@ -687,12 +773,16 @@ def displays_list(config: ConfigOpt = None, as_json: JsonLines = False) -> None:
 
 @displays_app.command("disable")
 def displays_disable(
-    name: Annotated[str, typer.Argument(help="The display.")], config: ConfigOpt = None
+    name: Annotated[str, typer.Argument(help="The display.")],
+    config: ConfigOpt = None,
+    by: ByOpt = None,
 ) -> None:
-    """Refuse the display's commands from now on (remove its broker password too)."""
+    """Refuse the display's commands from now on and revoke its broker credential."""
+    from edge_twin.provisioning import actor, disable_display
+
     cfg = _config(config)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
-        displays.disable(store, name)
+        disable_display(store, cfg, name, SystemClock().now(), by or actor())
     console.print(f"display {name}: disabled")
 
 
@@ -704,6 +794,131 @@ def displays_acl(config: ConfigOpt = None) -> None:
     with Store(cfg.store.path, cfg.store.synchronous) as store:
         bound = {d.name: d.patients for d in displays.listing(store) if not d.disabled}
     print(acl_rules(cfg.mqtt.topic_prefix, cfg.mqtt.username or "gateway", bound), end="")
+
+
+credentials_app = typer.Typer(
+    help="Broker credentials of devices and displays: list, rotate, revoke, the log.",
+    no_args_is_help=True,
+)
+app.add_typer(credentials_app, name="credentials")
+
+
+@credentials_app.command("list")
+def credentials_list(config: ConfigOpt = None, as_json: JsonLines = False) -> None:
+    """The broker's users (devices, displays, the gateway): when issued, whether revoked."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        listed = credentials.listing(store)
+    rows = [
+        {
+            "username": c.username,
+            "kind": c.kind.value,
+            "issued_at": to_iso(c.issued_at),
+            "revoked_at": None if c.revoked_at is None else to_iso(c.revoked_at),
+        }
+        for c in listed
+    ]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table("user", "kind", "issued", "revoked")
+    for row in rows:
+        table.add_row(row["username"], row["kind"], row["issued_at"], row["revoked_at"] or "")
+    console.print(table)
+
+
+@credentials_app.command("rotate")
+def credentials_rotate(
+    username: Annotated[str, typer.Argument(help="The device or display.")],
+    config: ConfigOpt = None,
+    by: ByOpt = None,
+    as_json: JsonLines = False,
+) -> None:
+    """A new password for a device or display (shown once); the old one stops working
+    when the broker re-reads its files."""
+    from edge_twin.provisioning import actor, rotate
+
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        access = rotate(store, cfg, username, SystemClock().now(), by or actor())
+    _show_access(access, as_json)
+
+
+@credentials_app.command("revoke")
+def credentials_revoke(
+    username: Annotated[str, typer.Argument(help="The device or display.")],
+    config: ConfigOpt = None,
+    by: ByOpt = None,
+) -> None:
+    """Remove a credential from the broker (a lost or stolen device); the binding stays."""
+    from edge_twin.provisioning import actor, revoke
+
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        revoke(store, cfg, username, SystemClock().now(), by or actor())
+    console.print(f"{username}: credential revoked")
+
+
+@credentials_app.command("log")
+def credentials_log(
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonLines = False,
+) -> None:
+    """Who provisioned, unprovisioned, issued, rotated or revoked what, newest first."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        entries = credentials.history(store, limit)
+    if as_json:
+        for e in entries:
+            print(json.dumps({**asdict(e), "at": to_iso(e.at)}))
+        return
+    table = Table("at", "who", "action", "subject", "detail")
+    for e in entries:
+        table.add_row(to_iso(e.at), _literal(e.actor), e.action, e.subject, _literal(e.detail))
+    console.print(table)
+
+
+broker_app = typer.Typer(
+    help="The gateway's own mosquitto: its CA, TLS certificate, drop-in and files.",
+    no_args_is_help=True,
+)
+app.add_typer(broker_app, name="broker")
+
+
+@broker_app.command("setup")
+def broker_setup(
+    config: ConfigOpt = None,
+    dropin: Annotated[Path, typer.Option(help="Where mosquitto reads the drop-in.")] = Path(
+        "/etc/mosquitto/conf.d/edge-twin.conf"
+    ),
+) -> None:
+    """As root, at install and upgrade: the gateway's CA (once), the broker's TLS server
+    certificate (renewed within 30 days of expiry) and mosquitto's drop-in. Idempotent."""
+    import datetime as dt
+
+    from edge_twin.provisioning import setup_broker
+
+    cfg = _config(config)
+    done = setup_broker(cfg, dropin, dt.datetime.now(dt.UTC))
+    for line in done or ["nothing to do"]:
+        console.print(_literal(line))
+
+
+@broker_app.command("sync")
+def broker_sync(config: ConfigOpt = None, by: ByOpt = None) -> None:
+    """Write the broker's password file and ACL from the store, the gateway's own
+    credential (mqtt.password) included; the broker re-reads them on SIGHUP."""
+    from edge_twin.provisioning import actor, sync_gateway_credential
+
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        changed = sync_gateway_credential(store, cfg, SystemClock().now(), by or actor())
+    console.print(
+        f"broker files written to {cfg.broker.dir}"
+        + ("; the gateway's credential changed" if changed else "")
+    )
 
 
 users_app = typer.Typer(

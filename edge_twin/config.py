@@ -40,6 +40,9 @@ class MqttSection:
     client_id: str = "edge-twin-gateway"
     username: str = ""
     password: str = ""
+    # Read the password from this file when mqtt.password is empty; ${VAR} is expanded,
+    # so a systemd unit's LoadCredential= is "${CREDENTIALS_DIRECTORY}/mqtt-password".
+    password_file: str = ""
     keepalive_s: int = _rule(30, 5, 3600)
     # How long the broker keeps our session (and queues QoS 1 messages) while we are down.
     session_expiry_s: int = _rule(7 * 24 * 3600, 0, 4294967295)
@@ -151,6 +154,28 @@ class ApiSection:
 
 
 @dataclass(frozen=True)
+class BrokerSection:
+    """The gateway's own mosquitto, as `edge-twin broker` and `edge-twin provision`
+    manage it (deploy/install.sh sets it up). Empty ``dir``: credentials and ACL are
+    managed by hand."""
+
+    # passwd, acl, ca.crt, server.crt and server.key of the broker's drop-in.
+    dir: str = ""
+    # The gateway CA's private key (root only): needed to issue the server certificate.
+    ca_key: str = ""
+    # The TLS listener devices use (all interfaces); plain MQTT stays on loopback.
+    tls_port: int = _rule(8883, 1, 65535)
+    # The name devices connect to (default: this host's name + ".local", mDNS).
+    device_host: str = ""
+    # More names or IP addresses for the server certificate, comma-separated.
+    cert_names: str = ""
+    # PBKDF2-SHA512 iterations of the broker's password hashes (mosquitto's default: 101).
+    hash_iterations: int = _rule(210_000, 10_000, 10_000_000)
+    # The largest MQTT packet the broker accepts (a SenML pack, its topic and headers).
+    max_packet_bytes: int = _rule(131_072, 4096, 16_777_216)
+
+
+@dataclass(frozen=True)
 class Config:
     gateway: GatewaySection = field(default_factory=GatewaySection)
     mqtt: MqttSection = field(default_factory=MqttSection)
@@ -161,6 +186,7 @@ class Config:
     alert: AlertSection = field(default_factory=AlertSection)
     api: ApiSection = field(default_factory=ApiSection)
     sync: SyncSection = field(default_factory=SyncSection)
+    broker: BrokerSection = field(default_factory=BrokerSection)
 
 
 _SECTIONS: dict[str, type] = {
@@ -173,6 +199,7 @@ _SECTIONS: dict[str, type] = {
     "alert": AlertSection,
     "api": ApiSection,
     "sync": SyncSection,
+    "broker": BrokerSection,
 }
 
 
@@ -195,9 +222,26 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     config = _build(raw, problems, source=str(path) if path else "defaults")
     if bool(config.api.tls_cert) != bool(config.api.tls_key):
         problems.append("api.tls_cert and api.tls_key go together: set both or neither")
+    config = _read_password_file(config, problems)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return config
+
+
+def _read_password_file(config: Config, problems: list[str]) -> Config:
+    mqtt = config.mqtt
+    if mqtt.password or not mqtt.password_file:
+        return config
+    path = Path(os.path.expandvars(mqtt.password_file))
+    try:
+        password = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        problems.append(
+            f"mqtt.password_file: cannot read {path} ({exc.strerror}); on an installed gateway"
+            " run edge-twin as root (the wrapper passes the credential) or as the service"
+        )
+        return config
+    return replace(config, mqtt=replace(mqtt, password=password))
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:

@@ -135,6 +135,17 @@ def run(
     home_outages_per_day: Storms = 0.0,
     clock_skew_s: Skew = 0.0,
     clock_drift_ppm: Drift = 0.0,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON lines as `edge-twin provision --json` prints them (username, password):"
+            " each device logs in with its own."
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(help="Connect with TLS, trusting this CA (the gateway's ca.crt)."),
+    ] = None,
 ) -> None:
     """Publish the home's messages over MQTT (QoS 1), one MQTT client per device, with
     the transport faults asked for."""
@@ -152,9 +163,20 @@ def run(
     home = Home(patients, t0, hours, seed, prefix=prefix, **network)
     messages = home.messages()
     pace = paced_by(_SimClock(t0, speed)) if speed > 0 else None
+    passwords = None
+    if credentials is not None:
+        rows = [json.loads(line) for line in credentials.read_text().splitlines() if line.strip()]
+        passwords = {str(r["username"]): str(r["password"]) for r in rows}
+        missing = [d.device_id for d in home.devices if d.device_id not in passwords]
+        if missing:
+            err.print(f"[red]error:[/] no credential for {', '.join(missing)} in {credentials}")
+            raise typer.Exit(1)
+    ca = None if ca_file is None else str(ca_file)
     try:
         with (
-            HomePublisher(host, port, home.devices, prefix=prefix) as publisher,
+            HomePublisher(
+                host, port, home.devices, prefix=prefix, passwords=passwords, ca_cert=ca
+            ) as publisher,
             Progress(console=err) as bar,
         ):
             task = bar.add_task("publishing", total=len(messages))

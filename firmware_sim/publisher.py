@@ -41,8 +41,11 @@ class HomePublisher:
         qos: int = 1,
         prefix: str = wire.DEFAULT_PREFIX,
         passwords: dict[str, str] | None = None,
+        ca_cert: str | None = None,
     ) -> None:
-        """``passwords``: device id -> password; the device id is the MQTT user name."""
+        """``passwords``: device id -> password; the device id is the MQTT user name.
+        ``ca_cert``: connect with TLS, trusting this CA only (the gateway's; the host name
+        is checked against the broker's certificate)."""
         self.host, self.port, self.qos = host, port, qos
         self._clients: dict[str, paho.Client] = {}
         for device in devices:
@@ -54,6 +57,8 @@ class HomePublisher:
             client.will_set(wire.online_topic(device.device_id, prefix), b"0", qos=1, retain=True)
             if passwords is not None:
                 client.username_pw_set(device.device_id, passwords[device.device_id])
+            if ca_cert is not None:
+                client.tls_set(ca_certs=ca_cert)
             self._clients[device.device_id] = client
         self._in_flight: deque[paho.MQTTMessageInfo] = deque()
         self.published = 0

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from edge_twin.broker import PrivateBroker
+from edge_twin.broker import BrokerFiles, PrivateBroker, field_config
 from edge_twin.clock import ManualClock
 from edge_twin.config import Config
 from edge_twin.gateway import Gateway
 from tests.conftest import T0
 
-UNIT = Path(__file__).resolve().parent.parent / "deploy" / "systemd" / "edge-twin.service"
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+UNIT = DEPLOY / "systemd" / "edge-twin.service"
 GOAL = 2.5  # systemd-analyze: "OK"
 
 
@@ -77,3 +78,8 @@ def test_ready_watchdog_from_the_ingest_loop_and_stopping(
     assert "READY=1" in got
     assert got.count("WATCHDOG=1") >= 3
     assert after == "STOPPING=1"  # no beat in between: systemd would have restarted it
+
+
+def test_the_shipped_broker_drop_in_is_what_broker_setup_writes_by_default() -> None:
+    shipped = (DEPLOY / "mosquitto" / "edge-twin.conf").read_text()
+    assert shipped == field_config(BrokerFiles(Path("/etc/edge-twin/broker")), 8883)

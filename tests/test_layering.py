@@ -34,6 +34,8 @@ RANK = {
     "gateway": 11,
     "doctor": 11,
     "backup": 11,
+    "provisioning": 11,
+    "pki": 2,
     "cli": 12,
 }
 # Packages whose modules are their own: others import only what ``__init__`` exports.

@@ -27,6 +27,7 @@ ALL_MIGRATIONS = [
     "0013_users",
     "0014_user_display",
     "0015_displays",
+    "0016_broker_credentials",
 ]
 
 

@@ -5,12 +5,14 @@ Modules: ``database`` (open + migrate), ``migrations`` (the schema's history),
 ``devices``, ``readings``, ``quarantine``, ``twin_state``, ``risks``, ``alarms``,
 ``forecasts``, ``consumers`` (durable positions in the logs), ``upstream`` (FHIR sync's
 consent, parked resources and summary windows), ``users`` (users, sessions, the access
-log), ``displays`` (bedside displays on the broker and their patients). See ``docs/schema.md``.
+log), ``displays`` (bedside displays on the broker and their patients), ``credentials``
+(the broker's users, their password hashes, the provisioning log). See ``docs/schema.md``.
 """
 
 from edge_twin.store import (
     alarms,
     consumers,
+    credentials,
     devices,
     displays,
     forecasts,
@@ -29,6 +31,7 @@ __all__ = [
     "Store",
     "alarms",
     "consumers",
+    "credentials",
     "devices",
     "displays",
     "forecasts",

@@ -495,3 +495,29 @@ def _displays(db: Database) -> None:
         ) WITHOUT ROWID;
         """
     )
+
+
+@MIGRATIONS(name="0016_broker_credentials")
+def _broker_credentials(db: Database) -> None:
+    """The broker's users (devices, displays, the gateway itself) with their password
+    hashes: the broker's password file is written from here (edge_twin/provisioning.py),
+    so a backup of the store carries them. And who provisioned what, when."""
+    db.executescript(
+        """
+        CREATE TABLE broker_credentials (
+            username TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            issued_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE TABLE provisioning_log (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        """
+    )
