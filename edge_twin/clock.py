@@ -67,13 +67,21 @@ class AcceleratedClock:
     (the end of a simulated period), so the results stay readable afterwards.
     """
 
-    def __init__(self, start: float, speed: float, until: float | None = None) -> None:
+    def __init__(
+        self,
+        start: float,
+        speed: float,
+        until: float | None = None,
+        wall0: float | None = None,
+    ) -> None:
+        """``wall0``: the time.monotonic() at which simulated time is ``start`` (default:
+        now); monotonic time is the machine's, so two processes can share one clock."""
         if speed <= 0:
             raise ValueError("speed must be > 0")
         self.start = start
         self.speed = speed
         self.until = until
-        self._wall0 = time.monotonic()
+        self._wall0 = time.monotonic() if wall0 is None else wall0
 
     def now(self) -> float:
         t = self.start + (time.monotonic() - self._wall0) * self.speed

@@ -165,6 +165,8 @@ class BrokerSection:
     ca_key: str = ""
     # The TLS listener devices use (all interfaces); plain MQTT stays on loopback.
     tls_port: int = _rule(8883, 1, 65535)
+    # The TLS listener's address (empty: every interface).
+    tls_bind: str = ""
     # The name devices connect to (default: this host's name + ".local", mDNS).
     device_host: str = ""
     # More names or IP addresses for the server certificate, comma-separated.
@@ -222,26 +224,38 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     config = _build(raw, problems, source=str(path) if path else "defaults")
     if bool(config.api.tls_cert) != bool(config.api.tls_key):
         problems.append("api.tls_cert and api.tls_key go together: set both or neither")
-    config = _read_password_file(config, problems)
+    config = _read_password_file(config)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return config
 
 
-def _read_password_file(config: Config, problems: list[str]) -> Config:
+def _read_password_file(config: Config) -> Config:
+    """mqtt.password from mqtt.password_file when it can be read. When it cannot, only
+    what connects to the broker fails (``mqtt_password``): the other commands (users,
+    backup, provisioning) do not need the gateway's broker credential."""
     mqtt = config.mqtt
     if mqtt.password or not mqtt.password_file:
         return config
+    try:
+        return replace(config, mqtt=replace(mqtt, password=mqtt_password(mqtt)))
+    except ConfigError:
+        return config
+
+
+def mqtt_password(mqtt: MqttSection) -> str:
+    """The gateway's broker password: mqtt.password, or read from mqtt.password_file
+    (raises ConfigError, saying why, when it cannot be read)."""
+    if mqtt.password or not mqtt.password_file:
+        return mqtt.password
     path = Path(os.path.expandvars(mqtt.password_file))
     try:
-        password = path.read_text(encoding="utf-8").strip()
+        return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        problems.append(
+        raise ConfigError(
             f"mqtt.password_file: cannot read {path} ({exc.strerror}); on an installed gateway"
-            " run edge-twin as root (the wrapper passes the credential) or as the service"
-        )
-        return config
-    return replace(config, mqtt=replace(mqtt, password=password))
+            " run edge-twin as root (its wrapper passes the credential on) or as the service"
+        ) from None
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:

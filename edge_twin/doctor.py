@@ -144,22 +144,60 @@ def broker_check(cfg: Config) -> Finding:
     return _ok("broker", f"{cfg.mqtt.host}:{cfg.mqtt.port} accepts the gateway{who}")
 
 
-def certificate_check(cfg: Config, now: float | None = None) -> Finding:
-    if not cfg.api.tls_cert:
-        return Finding("tls certificate", Status.SKIP, "the API serves plain HTTP (api.tls_cert)")
+def _certificate(name: str, path: Path, renew: str, now: float | None) -> Finding:
     from cryptography import x509
 
-    path = Path(cfg.api.tls_cert)
     try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError) as exc:
-        return _fail("tls certificate", f"{path}: {exc}", "install a PEM certificate there")
+        return _fail(name, f"{path}: {exc}", "install a PEM certificate there")
     now = time.time() if now is None else now
     days = (cert.not_valid_after_utc.timestamp() - now) / 86400
     detail = f"{path} expires {cert.not_valid_after_utc:%Y-%m-%d} ({days:.0f} days)"
     if days < CERT_WARN_DAYS:
-        return _fail("tls certificate", detail, "renew it (a browser refuses an expired one)")
-    return _ok("tls certificate", detail)
+        return _fail(name, detail, renew)
+    return _ok(name, detail)
+
+
+def certificate_check(cfg: Config, now: float | None = None) -> Finding:
+    if not cfg.api.tls_cert:
+        return Finding("tls certificate", Status.SKIP, "the API serves plain HTTP (api.tls_cert)")
+    return _certificate(
+        "tls certificate",
+        Path(cfg.api.tls_cert),
+        "renew it (a browser refuses an expired one)",
+        now,
+    )
+
+
+def broker_certificate_check(cfg: Config, now: float | None = None) -> Finding:
+    """The broker's TLS certificate, which every device checks (broker.dir)."""
+    if not cfg.broker.dir:
+        return Finding("broker certificate", Status.SKIP, "the broker is managed by hand")
+    return _certificate(
+        "broker certificate",
+        Path(cfg.broker.dir) / "server.crt",
+        "edge-twin broker setup (as root) renews it; then systemctl restart mosquitto",
+        now,
+    )
+
+
+def broker_files_check(cfg: Config) -> Finding:
+    """The password file and ACL exist and nobody but the broker's group reads them."""
+    if not cfg.broker.dir:
+        return Finding("broker files", Status.SKIP, "the broker is managed by hand")
+    folder = Path(cfg.broker.dir)
+    for name in ("passwd", "acl", "server.key"):
+        path = folder / name
+        if not path.exists():
+            return _fail("broker files", f"{path} is missing", "edge-twin broker sync (setup)")
+        if _mode(path) & 0o007:
+            return _fail(
+                "broker files",
+                f"{path} is {_mode(path):04o}: anyone on the box may read it",
+                f"chmod 640 {path}",
+            )
+    return _ok("broker files", f"passwd, acl and server.key in {folder}, not world-readable")
 
 
 def upstream_check(cfg: Config) -> Finding:
@@ -229,6 +267,8 @@ def run_all(cfg: Config, config_path: Path | None) -> list[Finding]:
         model_check(cfg),
         broker_check(cfg),
         certificate_check(cfg),
+        broker_certificate_check(cfg),
+        broker_files_check(cfg),
         upstream_check(cfg),
         unit_check(),
     ]

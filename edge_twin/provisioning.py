@@ -237,7 +237,9 @@ def setup_broker(cfg: Config, dropin: Path, now: dt.datetime) -> list[str]:
             now,
         )
         done.append(f"issued the broker's certificate until {issued.not_after:%Y-%m-%d}")
-    text = field_config(files, cfg.broker.tls_port, cfg.mqtt.port, cfg.broker.max_packet_bytes)
+    text = field_config(
+        files, cfg.broker.tls_port, cfg.mqtt.port, cfg.broker.max_packet_bytes, cfg.broker.tls_bind
+    )
     if not dropin.exists() or dropin.read_text(encoding="utf-8") != text:
         dropin.parent.mkdir(parents=True, exist_ok=True)
         write_private(dropin, text, 0o644)

@@ -118,6 +118,15 @@ def test_restore_refuses_damage_a_newer_schema_and_a_running_gateway(
     with pytest.raises(StoreError, match=r"damaged: store\.sqlite"):
         backup.restore(cfg, damaged, T0)
 
+    def escape(name: str, data: bytes) -> bytes:
+        return data.replace(b'"models/ACTIVE"', b'"../ACTIVE"') if name == "manifest.json" else data
+
+    escaping = tmp_path / "escaping.tar.gz"
+    _rewrite(archive, escaping, escape)
+    with pytest.raises(StoreError, match=r"names '\.\./ACTIVE'"):
+        backup.restore(cfg, escaping, T0)
+    assert not (cfg.store.path.parent / "ACTIVE").exists()
+
     with PipelineLock(cfg.store.path), pytest.raises(StoreError, match="in use"):
         backup.restore(cfg, archive, T0)
 

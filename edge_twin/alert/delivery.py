@@ -37,7 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.payload import alarm_json, event_json
-from edge_twin.config import MqttSection
+from edge_twin.config import MqttSection, mqtt_password
 from edge_twin.errors import BrokerError, ConfigError, EdgeTwinError
 from edge_twin.store import Store, alarms, consumers, displays
 
@@ -65,7 +65,7 @@ class AlarmBus:
             protocol=paho.MQTTv5,
         )
         if cfg.username:
-            self._client.username_pw_set(cfg.username, cfg.password or None)
+            self._client.username_pw_set(cfg.username, mqtt_password(cfg) or None)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish

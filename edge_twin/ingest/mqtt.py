@@ -33,7 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_twin.clock import Clock
-from edge_twin.config import IngestSection, MqttSection
+from edge_twin.config import IngestSection, MqttSection, mqtt_password
 from edge_twin.errors import BrokerError, EdgeTwinError
 from edge_twin.ingest import contract
 from edge_twin.ingest.sink import Sink
@@ -107,7 +107,7 @@ class MqttIngest:
             reconnect_on_failure=False,  # we reconnect ourselves, with backoff
         )
         if mqtt.username:
-            client.username_pw_set(mqtt.username, mqtt.password or None)
+            client.username_pw_set(mqtt.username, mqtt_password(mqtt) or None)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
@@ -332,7 +332,7 @@ def probe_broker(mqtt: MqttSection, timeout: float = 5.0) -> None:
         protocol=paho.MQTTv5,
     )
     if mqtt.username:
-        client.username_pw_set(mqtt.username, mqtt.password or None)
+        client.username_pw_set(mqtt.username, mqtt_password(mqtt) or None)
     client.on_connect = on_connect
     try:
         client.connect(mqtt.host, mqtt.port, keepalive=10)

@@ -61,6 +61,13 @@ class PipelineLock:
         self.release()
 
 
+def _create_private(path: Path) -> None:
+    """A new store file is created 0600 whatever the umask: it holds every patient's
+    data (SQLite gives its -wal and -shm files the same mode)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class Store:
     """A connection to the edge-twin SQLite file, migrated to the current schema."""
 
@@ -83,6 +90,7 @@ class Store:
             else:
                 if str(path) != ":memory:":
                     self.path.parent.mkdir(parents=True, exist_ok=True)
+                    _create_private(self.path)
                 target, uri = str(path), False
             # isolation_level=None: no implicit transactions; we open them explicitly.
             conn = sqlite3.connect(
