@@ -16,6 +16,7 @@
 # (/usr/bin/python3), --mqtt-port N (1883, loopback), --tls-port N (8883), --tls-bind ADDR
 # (every interface), --api-port N (8080, loopback). docs/field-guide.md explains each step.
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) stops the script too
 umask 022
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -67,7 +68,8 @@ dropin="$root/etc/mosquitto/conf.d/edge-twin.conf"
 journald="$root/etc/systemd/journald.conf.d/edge-twin.conf"
 config="$etc/edge-twin.toml"
 unit_names=(edge-twin.service edge-twin-backup.service edge-twin-backup.timer
-  edge-twin-broker-reload.path edge-twin-broker-reload.service)
+  edge-twin-broker-reload.path edge-twin-broker-reload.service
+  edge-twin-broker-renew.service edge-twin-broker-renew.timer)
 
 live_systemd() { [ -z "$root" ] && [ -d /run/systemd/system ]; }
 
@@ -108,8 +110,10 @@ build_release() {  # prints the release directory
       die "pip could not install the package (its last lines above)"
     fi
     rm -f "$scratch.pip.log"
-    mkdir -p "$rel/share/doc/edge-twin"
+    mkdir -p "$rel/share/doc/edge-twin" "$rel/share/edge-twin"
     cp -r "$scratch/docs/." "$rel/share/doc/edge-twin/"
+    # Its units go with it: a rollback puts back the units of the release it returns to.
+    cp -r "$scratch/deploy" "$rel/share/edge-twin/deploy"
     echo "$version-$hash" > "$rel/COMPLETE"
   fi
   rm -rf "$scratch"
@@ -167,8 +171,12 @@ directories() {
   # The broker (user mosquitto) must pass through to broker/; the config file is 0640.
   install -d -m 0755 -o root -g root "$etc"
   install -d -m 0700 -o root -g root "$creds"
-  # The broker (group mosquitto) reads what the service user writes here: setgid.
-  install -d -m 2750 -o "$user" -g mosquitto "$broker_dir"
+  # The CA and TLS files are root's, read by the broker (setgid: new files are group
+  # mosquitto; the key 0640); the password file and ACL are the service user's to
+  # rewrite (provisioning), in a directory of their own: root never writes where it
+  # writes. Others may pass through broker/ (to auth/), not list it.
+  install -d -m 2751 -o root -g mosquitto "$broker_dir"
+  install -d -m 2750 -o "$user" -g mosquitto "$broker_dir/auth"
   install -d -m 0700 -o "$user" -g "$user" "$state"
 }
 
@@ -233,7 +241,7 @@ if [ "\$(id -u)" = 0 ]; then
   fi
   # The broker's CA and certificate are root's.
   if [ "\${1:-}" = broker ] && [ "\${2:-}" = setup ]; then exec "\$exe" "\$@"; fi
-  cd /
+  # (In this directory: a relative path means what it says, if $user may read it.)
   exec runuser -u "$user" -- "\$exe" "\$@"
 fi
 exec "\$exe" "\$@"
@@ -245,10 +253,11 @@ EOF
   chmod 0755 "$wrapper"
 }
 
-render_unit() {  # the unit with this install's paths and user
+render_unit() {  # render_unit RELEASE NAME: the release's unit with this install's paths
   sed -e "s#/opt/edge-twin#$opt#g" -e "s#/etc/edge-twin#$etc#g" \
-    -e "s#/var/lib/edge-twin#$state#g" -e "s#^User=edge-twin#User=$user#" \
-    -e "s#^Group=edge-twin#Group=$user#" "$here/deploy/systemd/$1"
+    -e "s#/var/lib/edge-twin#$state#g" -e "s#/usr/local/bin/edge-twin#$wrapper#g" \
+    -e "s#^User=edge-twin#User=$user#" -e "s#^Group=edge-twin#Group=$user#" \
+    "$1/share/edge-twin/deploy/systemd/$2"
 }
 
 install_if_changed() {  # install_if_changed TARGET MODE < content; true if it changed
@@ -260,46 +269,70 @@ install_if_changed() {  # install_if_changed TARGET MODE < content; true if it c
   rm -f "$new"
 }
 
-units_changed=0
-system_units() {
+journald_changed=0
+system_units() {  # system_units RELEASE
   local name
   for name in "${unit_names[@]}"; do
-    if render_unit "$name" | install_if_changed "$units/$name" 0644; then units_changed=1; fi
+    render_unit "$1" "$name" > "$units/.$name.new" || return 1
+    install_if_changed "$units/$name" 0644 < "$units/.$name.new" || true
+    rm -f "$units/.$name.new"
   done
-  install_if_changed "$journald" 0644 < "$here/deploy/journald/edge-twin.conf" || true
+  if install_if_changed "$journald" 0644 < "$1/share/edge-twin/deploy/journald/edge-twin.conf"
+  then journald_changed=1; fi
 }
 
-broker_and_store() {  # release
-  local rel="$1"
-  EDGE_TWIN_CONFIG="$config" EDGE_TWIN_MQTT_PASSWORD="$(cat "$creds/mqtt-password")" \
-    "$rel/bin/edge-twin" broker setup --dropin "$dropin"
-  chgrp mosquitto "$broker_dir"/*.key "$broker_dir"/*.crt
-  chmod 0640 "$broker_dir/server.key"
-  as_service "$rel" migrate
-  as_service "$rel" broker sync --by install.sh
+broker_restart=0
+broker_files() {  # broker_files RELEASE: CA, certificate, drop-in (root); passwd, ACL
+  local rel="$1" done
+  done="$(EDGE_TWIN_CONFIG="$config" EDGE_TWIN_MQTT_PASSWORD="$(cat "$creds/mqtt-password")" \
+    "$rel/bin/edge-twin" broker setup --dropin "$dropin")" || return 1
+  if [ -n "$done" ]; then printf '%s\n' "$done"; fi
+  # mosquitto re-reads passwords, ACL and certificates on SIGHUP, but not its listeners.
+  if grep -q "^wrote " <<< "$done"; then broker_restart=1; fi
+  as_service "$rel" broker sync --by install.sh || return 1
 }
 
-start_services() {  # changed?
+start_services() {  # start_services RESTART(0|1)
   if ! live_systemd; then
     say "no running systemd here (or --root): units installed in $units, not started"
-    return
+    return 0
   fi
-  systemctl daemon-reload
-  [ "$units_changed" = 1 ] && systemctl try-restart systemd-journald.service || true
-  systemctl enable --now mosquitto.service edge-twin-broker-reload.path edge-twin-backup.timer
-  systemctl reload-or-restart mosquitto.service
-  systemctl enable edge-twin.service
-  if [ "$1" = 1 ]; then systemctl restart edge-twin.service; else systemctl start edge-twin.service; fi
+  systemctl daemon-reload || return 1
+  if [ "$journald_changed" = 1 ]; then systemctl restart systemd-journald.service || true; fi
+  systemctl enable --now mosquitto.service edge-twin-broker-reload.path \
+    edge-twin-backup.timer edge-twin-broker-renew.timer || return 1
+  if [ "$broker_restart" = 1 ]; then systemctl restart mosquitto.service || return 1
+  else systemctl reload-or-restart mosquitto.service || return 1; fi
+  systemctl enable edge-twin.service || return 1
+  if [ "$1" = 1 ]; then systemctl restart edge-twin.service
+  else systemctl start edge-twin.service; fi
 }
 
-service_up() {  # systemd's view: active within a minute (Type=notify: READY sent)
+service_up() {  # systemd's view: active (READY sent) and still active 30 s later
   live_systemd || return 0
   local i
-  for i in $(seq 60); do
-    systemctl is-active --quiet edge-twin.service && return 0
+  for i in $(seq 90); do
+    if systemctl is-active --quiet edge-twin.service; then
+      sleep 30
+      systemctl is-active --quiet edge-twin.service
+      return
+    fi
     sleep 1
   done
   return 1
+}
+
+store_path() {  # where the configuration puts the store (asked of the release)
+  (cd / && EDGE_TWIN_CONFIG="$config" runuser -u "$user" -- "$1/bin/python" -c \
+    'import os, pathlib
+from edge_twin.config import load_config
+print(load_config(pathlib.Path(os.environ["EDGE_TWIN_CONFIG"])).store.path)')
+}
+
+schema_of() {  # the migrations applied to the store, one line
+  (cd / && runuser -u "$user" -- "$python" -c \
+    'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print(",".join(r[0] for r in c.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")))' \
+    "$1")
 }
 
 # --- actions ------------------------------------------------------------------------
@@ -314,62 +347,90 @@ do_install() {
     switch_to "$rel"; changed=1
   elif [ "$was" != "$rel" ]; then
     say "release $(basename "$was") is installed; this checkout is $(basename "$rel"):" \
-      "use --upgrade to move to it"
+      "use --upgrade to move to it (the installed one is checked and kept as it is)"
     rel="$was"
   fi
   wrapper_script
   secrets_and_config
-  broker_and_store "$rel"
-  system_units
+  broker_files "$rel"
+  as_service "$rel" migrate
+  system_units "$rel"
   start_services "$changed"
   service_up || die "edge-twin.service did not start: journalctl -u edge-twin"
   say "installed $(basename "$rel"); check it with: edge-twin doctor"
 }
 
+activate() {  # activate RELEASE: everything after the switch, failing as a whole
+  local rel="$1"
+  broker_files "$rel" || return 1
+  # Under systemd the service migrates the store when it starts (ExecStartPre); here,
+  # without it, this does.
+  if ! live_systemd; then as_service "$rel" migrate || return 1; fi
+  system_units "$rel" || return 1
+  start_services 1 || return 1
+  service_up || return 1
+  healthy "$rel" || return 1
+}
+
 do_upgrade() {
   [ -n "$(current_release)" ] || die "nothing installed yet: run without --upgrade first"
   system_packages
-  local rel was backup
+  local rel was backup store before trial
   was="$(current_release)"
   rel="$(build_release)"
   if [ "$rel" = "$was" ]; then say "$(basename "$rel") is already current"; return; fi
-  # First on a copy of the store: the new release migrates it and checks itself.
+  # First on a copy of the store: the new release restores it, migrates and checks it.
   backup="$state/backups/pre-upgrade-$(basename "$rel").tar.gz"
   as_service "$was" backup --out "$backup"
   say "trying $(basename "$rel") on a copy of the store ($backup)"
-  local trial="$state/upgrade-trial"
+  trial="$state/upgrade-trial"
   rm -rf "$trial"
   install -d -m 0700 -o "$user" -g "$user" "$trial"
-  if ! (EDGE_TWIN_STORE_PATH="$trial/store.sqlite" EDGE_TWIN_ASSESS_MODEL_DIR="$trial/models" \
-        as_service "$rel" restore "$backup" \
-        && EDGE_TWIN_STORE_PATH="$trial/store.sqlite" EDGE_TWIN_ASSESS_MODEL_DIR="$trial/models" \
-        healthy "$rel"); then
+  if ! (export EDGE_TWIN_STORE_PATH="$trial/store.sqlite" \
+          EDGE_TWIN_ASSESS_MODEL_DIR="$trial/models" \
+        && as_service "$rel" restore "$backup" && healthy "$rel"); then
     rm -rf "$trial" "$rel"
     die "$(basename "$rel") failed its check on a copy of the store: still on $(basename "$was")"
   fi
   rm -rf "$trial"
+  store="$(store_path "$was")"
+  before="$(schema_of "$store")"
   switch_to "$rel"
   wrapper_script
-  broker_and_store "$rel"
-  system_units
-  start_services 1
-  if ! service_up || ! healthy "$rel"; then
+  if ! activate "$rel"; then
     say "$(basename "$rel") failed its health check: rolling back to $(basename "$was")"
+    if live_systemd; then systemctl stop edge-twin.service || true; fi
     switch_to "$was"
-    start_services 1
-    die "upgrade rolled back; the store before it is in $backup"
+    if [ "$(schema_of "$store")" != "$before" ]; then
+      # The new release migrated the store: the previous one gets the store as it was
+      # before the upgrade; the migrated one is kept beside it (what arrived since).
+      local kept suffix
+      kept="$store.failed-upgrade-$(date -u +%Y%m%dT%H%M%SZ)"
+      for suffix in "" -wal -shm; do  # its journal goes with it: committed data
+        if [ -e "$store$suffix" ]; then mv "$store$suffix" "$kept$suffix"; fi
+      done
+      as_service "$was" restore "$backup"
+      say "the store before the upgrade is back; the migrated one is kept as $kept"
+    fi
+    broker_files "$was" || true
+    system_units "$was"
+    start_services 1 || true
+    die "upgrade rolled back to $(basename "$was")"
   fi
+  # Only the newest pre-upgrade archives are kept.
+  ls -1t "$state"/backups/pre-upgrade-*.tar.gz 2>/dev/null | tail -n +3 | xargs -r rm -f
   say "upgraded to $(basename "$rel"); $(basename "$was") is kept (--rollback)"
 }
 
 do_rollback() {
-  local previous
-  previous=""
+  local previous=""
   if [ -L "$opt/previous" ]; then previous="$(readlink -f "$opt/previous")"; fi
   [ -n "$previous" ] && [ -f "$previous/COMPLETE" ] || die "no previous release to roll back to"
   switch_to "$previous"
+  system_units "$previous"
   start_services 1
-  say "rolled back to $(basename "$previous")"
+  say "rolled back to $(basename "$previous") (its store is the one in use: restore the" \
+    "pre-upgrade backup in $state/backups if that release cannot read it)"
 }
 
 do_uninstall() {

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tarfile
@@ -92,7 +93,9 @@ def default_archive(cfg: Config, now: float) -> Path:
 def prune(cfg: Config, keep: int) -> list[Path]:
     """Delete this gateway's oldest archives in the default directory beyond ``keep``."""
     folder = default_archive(cfg, 0.0).parent
-    archives = sorted(folder.glob(f"edge-twin-{cfg.gateway.id}-*.tar.gz"))
+    # This gateway's own (gateway "home" must not prune "home-2"'s in a shared folder).
+    own = re.compile(rf"edge-twin-{re.escape(cfg.gateway.id)}-\d{{8}}T\d{{6}}\.\d{{3}}Z\.tar\.gz")
+    archives = sorted(p for p in folder.glob("edge-twin-*.tar.gz") if own.fullmatch(p.name))
     gone = archives[: max(0, len(archives) - keep)]
     for path in gone:
         path.unlink()

@@ -120,17 +120,22 @@ def password_lines(hashes: Mapping[str, str]) -> str:
     return "".join(f"{user}:{hashed}\n" for user, hashed in sorted(hashes.items()))
 
 
-def write_private(path: Path, text: str, mode: int = 0o640) -> None:
+def write_private(path: Path, data: str | bytes, mode: int = 0o640) -> None:
     """Replace ``path`` whole (a reload never reads half a file), with ``mode``; the
-    group is the directory's (install.sh makes it setgid mosquitto, so the broker reads)."""
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(partial, mode)
-    os.replace(partial, path)
+    group is the directory's (install.sh makes the broker's directories group mosquitto,
+    so the broker reads). Written to a new, randomly named file first (O_EXCL: never
+    through a link someone left in the directory), then renamed over ``path``."""
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +144,19 @@ class BrokerFiles:
 
     dir: Path
 
+    # The password file and ACL are the service user's to write (provisioning), in a
+    # directory of their own: root writes only beside it (the CA and TLS files).
+    @property
+    def auth(self) -> Path:
+        return self.dir / "auth"
+
     @property
     def passwd(self) -> Path:
-        return self.dir / "passwd"
+        return self.auth / "passwd"
 
     @property
     def acl(self) -> Path:
-        return self.dir / "acl"
+        return self.auth / "acl"
 
     @property
     def ca_cert(self) -> Path:
@@ -224,12 +235,16 @@ def broker_config(
     authenticated: bool = False,
     tls: TlsListener | None = None,
 ) -> str:
-    files = tls.files if tls is not None else BrokerFiles(data_dir)
+    passwd, acl = (
+        (tls.files.passwd, tls.files.acl)
+        if tls is not None
+        else (data_dir / "passwd", data_dir / "acl")
+    )
     auth = (
         [
             "allow_anonymous false",
-            f"password_file {files.passwd}",
-            f"acl_file {files.acl}",
+            f"password_file {passwd}",
+            f"acl_file {acl}",
         ]
         if authenticated
         else ["allow_anonymous true"]
@@ -237,9 +252,9 @@ def broker_config(
     secure = (
         [
             f"listener {tls.port} 127.0.0.1",
-            f"cafile {files.ca_cert}",
-            f"certfile {files.server_cert}",
-            f"keyfile {files.server_key}",
+            f"cafile {tls.files.ca_cert}",
+            f"certfile {tls.files.server_cert}",
+            f"keyfile {tls.files.server_key}",
             "tls_version tlsv1.2",
         ]
         if tls is not None

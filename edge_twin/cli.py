@@ -286,7 +286,7 @@ def provision(
 
     cfg = _config(config)
     with Store(cfg.store.path, cfg.store.synchronous) as store:
-        d, access = provision_device(
+        done = provision_device(
             store,
             cfg,
             device_id,
@@ -297,15 +297,20 @@ def provision(
             consent_upstream,
             _thresholds(threshold),
         )
+    d, access = done.device, done.access
+    kept = "its broker credential is kept (edge-twin credentials rotate gives a new one)"
     if as_json:
         if access is None:
-            print(json.dumps({"device_id": d.device_id, "patient_id": d.patient_id}))
+            row = {"device_id": d.device_id, "patient_id": d.patient_id}
+            print(json.dumps({**row, "credential_kept": done.credential_kept}))
         else:
             _show_access(access, True)
         return
     console.print(f"{d.device_id} ({d.device_type}) -> patient {d.patient_id}")
     if access is not None:
         _show_access(access, False)
+    elif done.credential_kept:
+        console.print(kept)
 
 
 @app.command()
@@ -1150,8 +1155,11 @@ def restore_cmd(
 ) -> None:
     """Restore a backup in place of the store and models (stop the gateway first): the
     archive is verified against its checksums, a store from a newer edge-twin is refused,
-    the current store is kept aside, and the restored one is migrated."""
+    the current store is kept aside, and the restored one is migrated. Where the gateway
+    manages its broker, its password file and ACL are rewritten from the restored store
+    (with this gateway's own credential)."""
     from edge_twin import backup
+    from edge_twin.provisioning import actor, sync_gateway_credential
 
     cfg = _config(config)
     manifest, kept = backup.restore(cfg, archive, SystemClock().now())
@@ -1163,6 +1171,20 @@ def restore_cmd(
     )
     if kept is not None:
         console.print(_literal(f"the store that was there is kept as {kept}"))
+    if cfg.broker.dir:
+        # The restored store's broker users, with this gateway's own credential: the
+        # broker's password file and ACL follow the store (it re-reads them on SIGHUP).
+        try:
+            with Store(cfg.store.path, cfg.store.synchronous) as store:
+                sync_gateway_credential(store, cfg, SystemClock().now(), actor())
+            console.print(
+                _literal(
+                    f"the broker's password file and ACL in {cfg.broker.dir}"
+                    " are the restored store's"
+                )
+            )
+        except EdgeTwinError as exc:
+            err.print(_literal(f"warning: {exc}; then run edge-twin broker sync"))
 
 
 @app.command()

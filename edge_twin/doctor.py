@@ -108,6 +108,50 @@ def disk_check(cfg: Config) -> Finding:
     return _ok("disk", detail)
 
 
+# eMMC's own wear estimate (JEDEC life_time, in 10% steps: 0x01 0-10% used ... 0x0A
+# 90-100%, 0x0B past its end of life); SD cards say nothing of theirs.
+EMMC_WORN = 0x0A
+
+
+def block_device(path: Path, sys_root: Path = Path("/sys")) -> Path | None:
+    """The /sys/block entry of the disk holding ``path`` (the disk, not its partition)."""
+    st = os.stat(path)
+    link = sys_root / "dev" / "block" / f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    if not link.exists():
+        return None
+    device = link.resolve()
+    return device.parent if (device / "partition").exists() else device
+
+
+def storage_wear_check(cfg: Config, sys_root: Path = Path("/sys")) -> Finding:
+    """SD cards and eMMC wear out under writes: what this one says of itself, and how
+    much was written since boot."""
+    where = cfg.store.path.parent if cfg.store.path.parent.exists() else Path(".")
+    disk = block_device(where, sys_root)
+    if disk is None or not disk.name.startswith("mmcblk"):
+        return Finding("storage wear", Status.SKIP, "the store is not on an SD card or eMMC")
+    life = disk / "device" / "life_time"
+    try:
+        written = int((disk / "stat").read_text().split()[6]) * 512 / 2**30
+        worst = max(int(v, 16) for v in life.read_text().split()) if life.exists() else None
+    except (OSError, ValueError, IndexError) as exc:
+        return Finding("storage wear", Status.SKIP, f"{disk.name} does not say: {exc}")
+    since = f"{written:.1f} GiB written to {disk.name} since boot"
+    if worst is None:
+        return _ok(
+            "storage wear",
+            f"SD card (it reports no wear); {since}; keep backups off the box",
+        )
+    if worst >= EMMC_WORN:
+        return _fail(
+            "storage wear",
+            f"eMMC life_time {worst:#04x} (>= 90% of its rated writes used); {since}",
+            "replace the gateway's storage soon: edge-twin backup, restore on a new one",
+        )
+    used = f"{(worst - 1) * 10}-{worst * 10}%"
+    return _ok("storage wear", f"eMMC life_time {worst:#04x} ({used} used); {since}")
+
+
 def clock_check(synchronised: Callable[[], bool | None] = kernel_clock_synchronised) -> Finding:
     found = synchronised()
     if found is None:
@@ -186,9 +230,10 @@ def broker_files_check(cfg: Config) -> Finding:
     """The password file and ACL exist and nobody but the broker's group reads them."""
     if not cfg.broker.dir:
         return Finding("broker files", Status.SKIP, "the broker is managed by hand")
-    folder = Path(cfg.broker.dir)
-    for name in ("passwd", "acl", "server.key"):
-        path = folder / name
+    from edge_twin.broker import BrokerFiles
+
+    files = BrokerFiles(Path(cfg.broker.dir))
+    for path in (files.passwd, files.acl, files.server_key):
         if not path.exists():
             return _fail("broker files", f"{path} is missing", "edge-twin broker sync (setup)")
         if _mode(path) & 0o007:
@@ -197,7 +242,7 @@ def broker_files_check(cfg: Config) -> Finding:
                 f"{path} is {_mode(path):04o}: anyone on the box may read it",
                 f"chmod 640 {path}",
             )
-    return _ok("broker files", f"passwd, acl and server.key in {folder}, not world-readable")
+    return _ok("broker files", f"passwd, acl and server.key in {files.dir}, not world-readable")
 
 
 def upstream_check(cfg: Config) -> Finding:
@@ -263,6 +308,7 @@ def run_all(cfg: Config, config_path: Path | None) -> list[Finding]:
         config_mode_check(config_path),
         *store_checks(cfg),
         disk_check(cfg),
+        storage_wear_check(cfg),
         clock_check(),
         model_check(cfg),
         broker_check(cfg),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edge_twin.broker import write_private
 from edge_twin.errors import ConfigError
 
 CA_DAYS = 20 * 365
@@ -36,16 +36,8 @@ class Issued:
 
 
 def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Written whole under a temporary name, then renamed: never a half key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(partial, mode)
-    os.replace(partial, path)
+    write_private(path, data, mode)
 
 
 def _name(common_name: str) -> x509.Name:

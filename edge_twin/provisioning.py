@@ -99,8 +99,8 @@ def write_broker_files(store: Store, cfg: Config) -> BrokerFiles:
             "broker.dir is not set: this gateway's broker credentials are managed by hand"
             " (deploy/install.sh sets broker.dir)"
         )
-    if not files.dir.is_dir():
-        raise ProvisioningError(f"{files.dir} does not exist: run edge-twin broker setup first")
+    if not files.auth.is_dir():
+        raise ProvisioningError(f"{files.auth} does not exist: run edge-twin broker setup first")
     hashes = credentials.active_hashes(store)
     shown = {d.name: d.patients for d in displays.listing(store) if not d.disabled}
     write_private(files.passwd, password_lines(hashes))
@@ -121,6 +121,13 @@ def _issue(store: Store, cfg: Config, username: str, kind: Kind, at: float, by: 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    device: Device
+    access: Access | None  # None: no new credential (see ``credential_kept``)
+    credential_kept: bool = False  # the device had one: re-running never rotates it
+
+
 def provision_device(
     store: Store,
     cfg: Config,
@@ -131,20 +138,23 @@ def provision_device(
     by: str,
     consent: bool | None = None,
     thresholds: dict[str, object] | None = None,
-) -> tuple[Device, Access | None]:
+) -> Provisioned:
     """Bind the device, record consent and thresholds if given, and issue its broker
-    credential when the gateway manages its broker (else None: made by hand). The binding
-    is checked first: a typo cannot give a credential for another patient's device."""
+    credential when the gateway manages its broker (else none: made by hand). The binding
+    is checked first: a typo cannot give a credential for another patient's device.
+    Provisioning a device again (to add consent or thresholds) keeps its credential:
+    ``rotate`` gives a new one."""
     device = devices.provision(store, device_id, patient_id, device_type, at)
     credentials.log(store, at, by, "device provisioned", device_id, f"{device_type} {patient_id}")
     if consent is not None:
         upstream.set_consent(store, patient_id, consent, at, by)
     if thresholds:
         AlarmEngine(store, lambda: at).set_settings(patient_id, thresholds, by, at)
-    access = None
-    if broker_files(cfg) is not None:
-        access = _issue(store, cfg, device_id, Kind.DEVICE, at, by)
-    return device, access
+    if broker_files(cfg) is None:
+        return Provisioned(device, None)
+    if credentials.hash_of(store, device_id) is not None:
+        return Provisioned(device, None, credential_kept=True)
+    return Provisioned(device, _issue(store, cfg, device_id, Kind.DEVICE, at, by))
 
 
 def unprovision_device(store: Store, cfg: Config, device_id: str, at: float, by: str) -> None:
@@ -218,6 +228,7 @@ def setup_broker(cfg: Config, dropin: Path, now: dt.datetime) -> list[str]:
     ca_key = Path(cfg.broker.ca_key)
     done: list[str] = []
     files.dir.mkdir(parents=True, exist_ok=True)
+    files.auth.mkdir(exist_ok=True)
     if not files.ca_cert.exists():
         pki.create_ca(files.ca_cert, ca_key, cfg.gateway.id, now)
         done.append(f"created the gateway CA {files.ca_cert} ({pki.fingerprint(files.ca_cert)})")

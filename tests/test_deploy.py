@@ -83,3 +83,16 @@ def test_ready_watchdog_from_the_ingest_loop_and_stopping(
 def test_the_shipped_broker_drop_in_is_what_broker_setup_writes_by_default() -> None:
     shipped = (DEPLOY / "mosquitto" / "edge-twin.conf").read_text()
     assert shipped == field_config(BrokerFiles(Path("/etc/edge-twin/broker")), 8883)
+
+
+def test_the_service_may_read_whether_the_clock_is_synchronised() -> None:
+    """The ingest's clock safety reads the kernel's NTP state by adjtimex(2) (no mode set):
+    ProtectClock= and a filter without adjtimex would turn the answer into "cannot tell"
+    (trusted), and a Pi booted offline would reject every reading as future_time."""
+    lines = [line.strip() for line in UNIT.read_text().splitlines()]
+    assert not any(line.startswith("ProtectClock=") for line in lines)
+    filters = [line.split("=", 1)[1] for line in lines if line.startswith("SystemCallFilter=")]
+    # Later lines add to or remove from the allow list in order: adjtimex after the denials.
+    last_mention = max(i for i, f in enumerate(filters) if "adjtimex" in f or "@clock" in f)
+    assert filters[last_mention] == "adjtimex"
+    assert "CapabilityBoundingSet=" in lines  # no CAP_SYS_TIME: reading, never setting

@@ -91,3 +91,36 @@ def test_the_clock_the_store_and_the_unit(tmp_path: Path) -> None:
     # the project's unit, as installed
     assert doctor.unit_check((UNIT,)).status is doctor.Status.OK
     assert doctor.unit_check((tmp_path / "none.service",)).status is doctor.Status.SKIP
+
+
+def test_storage_wear_of_an_sd_card_and_an_emmc(tmp_path: Path) -> None:
+    """/sys as an SD card and an eMMC show it (this machine has neither: its /sys is
+    rebuilt under tmp_path with the same layout)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    st = os.stat(state)
+    sys_root = tmp_path / "sys"
+    disk = sys_root / "devices" / "platform" / "mmc0" / "block" / "mmcblk0"
+    part = disk / "mmcblk0p2"
+    part.mkdir(parents=True)
+    (part / "partition").write_text("2\n")
+    (disk / "stat").write_text("100 0 800 10 2000 0 4194304 50 0 60 60\n")  # 2 GiB written
+    (sys_root / "dev" / "block").mkdir(parents=True)
+    (sys_root / "dev" / "block" / f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}").symlink_to(part)
+    cfg = load_config(env={"EDGE_TWIN_STORE_PATH": str(state / "gw.sqlite")})
+
+    sd = doctor.storage_wear_check(cfg, sys_root)
+    assert sd.status is doctor.Status.OK
+    assert "SD card" in sd.detail
+    assert "2.0 GiB written to mmcblk0" in sd.detail
+    (disk / "device").mkdir()
+    (disk / "device" / "life_time").write_text("0x03 0x02\n")
+    assert "20-30% used" in doctor.storage_wear_check(cfg, sys_root).detail
+    (disk / "device" / "life_time").write_text("0x09 0x02\n")  # 80-90%: not yet
+    assert doctor.storage_wear_check(cfg, sys_root).status is doctor.Status.OK
+    (disk / "device" / "life_time").write_text("0x0a 0x02\n")
+    worn = doctor.storage_wear_check(cfg, sys_root)
+    assert worn.status is doctor.Status.FAIL
+    assert "backup" in worn.fix
+    (disk / "stat").write_text("garbled\n")
+    assert doctor.storage_wear_check(cfg, sys_root).status is doctor.Status.SKIP

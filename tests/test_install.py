@@ -110,16 +110,26 @@ def broken_source(tmp: Path, change: str) -> Path:
         target = source / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
+    cli = source / "edge_twin" / "cli.py"
+    marker = "def check(config: ConfigOpt = None) -> None:\n"
+    assert marker in cli.read_text()
     if change == "broken":
-        cli = source / "edge_twin" / "cli.py"
-        text = cli.read_text()
-        marker = "def check(config: ConfigOpt = None) -> None:\n"
-        assert marker in text
-        cli.write_text(
-            text.replace(
-                marker, marker + '    raise EdgeTwinError("a deliberately broken release")\n'
-            )
+        failing = '    raise EdgeTwinError("a deliberately broken release")\n'
+        cli.write_text(cli.read_text().replace(marker, marker + failing))
+    elif change == "late":
+        # Passes on the copy of the store, fails once live, after migrating the store.
+        failing = (
+            '    store = __import__("os").environ.get("EDGE_TWIN_STORE_PATH", "")\n'
+            '    if "upgrade-trial" not in store:\n'
+            '        raise EdgeTwinError("a release that fails once it is live")\n'
         )
+        cli.write_text(cli.read_text().replace(marker, marker + failing))
+        with (source / "edge_twin" / "store" / "migrations.py").open("a") as f:
+            f.write(
+                '\n\n@MIGRATIONS(name="0099_late_failure")\n'
+                "def _late(db: Database) -> None:\n"
+                '    db.execute("CREATE TABLE late_failure (x INTEGER)")\n'
+            )
     else:
         (source / "docs" / "release-note.md").write_text("A release that changes nothing.\n")
     return source
@@ -141,7 +151,7 @@ def test_install_run_provision_upgrade_and_purge(root: Path, tmp_path: Path) -> 
     assert modes["etc/edge-twin/credentials/mqtt-password"] == 0o600
     assert modes["etc/edge-twin/credentials/ca.key"] == 0o600
     assert modes["etc/edge-twin/edge-twin.toml"] == 0o640
-    assert modes["etc/edge-twin/broker/passwd"] == 0o640
+    assert modes["etc/edge-twin/broker/auth/passwd"] == 0o640
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE((state / "edge-twin.sqlite").stat().st_mode) == 0o600
     password = (etc / "credentials" / "mqtt-password").read_text().strip()
@@ -300,6 +310,23 @@ def test_install_run_provision_upgrade_and_purge(root: Path, tmp_path: Path) -> 
         assert "failed its check on a copy of the store" in failed_upgrade.stderr
         assert (root / "opt" / "edge-twin" / "current").resolve() == current
         assert len(list((root / "opt" / "edge-twin" / "releases").iterdir())) == 1
+        assert gateway.poll() is None  # the gateway ran through it
+        os.killpg(gateway.pid, signal.SIGTERM)  # (under systemd the installer stops it)
+        gateway.wait(timeout=30)
+        gateway = None
+
+        # ... one that passes on the copy but fails once live, after migrating the store:
+        # the previous release comes back with the store from before the upgrade, the
+        # migrated one kept beside it.
+        late = install(root, "--upgrade", source=broken_source(tmp_path, "late"), check=False)
+        assert "rolled back" in late, late[-3000:]
+        assert (root / "opt" / "edge-twin" / "current").resolve() == current
+        store = state / "edge-twin.sqlite"
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")]
+        assert "0099_late_failure" not in names
+        assert _stored(state) == expected  # nothing acknowledged was lost
+        assert list(state.glob("edge-twin.sqlite.failed-upgrade-*"))
         # ... one that passes becomes current, the previous kept for a rollback.
         good = broken_source(tmp_path, "good")
         install(root, "--upgrade", source=good)
@@ -309,7 +336,6 @@ def test_install_run_provision_upgrade_and_purge(root: Path, tmp_path: Path) -> 
         assert list((state / "backups").glob("pre-upgrade-*.tar.gz"))
         install(root, "--rollback")
         assert (root / "opt" / "edge-twin" / "current").resolve() == current
-        assert gateway.poll() is None  # the gateway ran through all of it
     finally:
         if gateway is not None:
             os.killpg(gateway.pid, signal.SIGTERM)

@@ -141,9 +141,9 @@ def test_provisioned_devices_publish_over_tls_and_nothing_else_gets_in(
     access = {}
     with Store(cfg.store.path) as store:
         for d in home.devices:
-            _, issued = provisioning.provision_device(
+            issued = provisioning.provision_device(
                 store, cfg, d.device_id, d.patient_id, "cgm", T0, "nurse-ann", consent=True
-            )
+            ).access
             assert issued is not None
             access[d.device_id] = issued
         assert "pt-001" in upstream.consenting(store.conn)
@@ -281,6 +281,14 @@ def test_the_cli_provisions_rotates_revokes_and_logs(
     assert made["username"] == "cgm-7"
     assert made["host"] == "gw-kitchen.local"
     assert made["password"] in made["uri"]
+    # Provisioned again (consent added): the device keeps its password.
+    kept = json.loads(
+        cli(
+            "edge-twin", "provision", "cgm-7", "pt-7", "-t", "cgm", "--upstream", *c, "--json"
+        ).stdout
+    )
+    assert kept["credential_kept"] is True
+    assert "password" not in kept
     again = json.loads(cli("edge-twin", "credentials", "rotate", "cgm-7", *c, "--json").stdout)
     assert again["password"] != made["password"]
     cli("edge-twin", "credentials", "revoke", "scale-7", *c)
@@ -299,7 +307,7 @@ def test_the_cli_provisions_rotates_revokes_and_logs(
     missing = cli("edge-twin", "credentials", "rotate", "nobody", *c, check=False)
     assert missing.returncode == 1
     assert "no device or display credential" in missing.stderr
-    passwd = (Path(cfg.broker.dir) / "passwd").read_text()
+    passwd = (Path(cfg.broker.dir) / "auth" / "passwd").read_text()
     assert "scale-7" not in passwd
     with Store(cfg.store.path) as store:
         assert alarms.settings(store.conn, "pt-7")["low_mgdl"] == 75.0
@@ -310,7 +318,27 @@ def test_without_a_managed_broker_provisioning_binds_only(
 ) -> None:
     cfg = make_config()
     with Store(cfg.store.path) as store:
-        _, access = provisioning.provision_device(store, cfg, "cgm-1", "pt-1", "cgm", T0, "x")
-        assert access is None
+        done = provisioning.provision_device(store, cfg, "cgm-1", "pt-1", "cgm", T0, "x")
+        assert done.access is None
+        assert not done.credential_kept
         with pytest.raises(ProvisioningError, match=r"broker\.dir is not set"):
             provisioning.write_broker_files(store, cfg)
+
+
+def test_the_simulator_refuses_to_publish_without_a_credential_per_device(tmp_path: Path) -> None:
+    creds = tmp_path / "creds.jsonl"
+    creds.write_text(json.dumps({"username": "cgm-001", "password": "p"}) + "\n")
+    done = cli(
+        "firmware-sim",
+        "run",
+        "--patients",
+        "1",
+        "--hours",
+        "1",
+        "--credentials",
+        str(creds),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "no credential for" in done.stderr
+    assert "cgm-001" not in done.stderr.split("no credential for", 1)[1].split(" in ")[0]

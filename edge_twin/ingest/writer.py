@@ -9,6 +9,7 @@ replay`` calls the same ``commit`` with messages read from files.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -89,6 +90,8 @@ class DeviceRegistry:
 # Reasons whose recorded arrival time was judged by a wrong clock: decoded again at the
 # time of reprocessing (readings older than ingest.backfill_after_s then count as
 # backfilled: no clinical alarm on old data).
+# How often an idle gateway looks for held rows it did not hold itself.
+HELD_RECHECK_S = 60.0
 CLOCK_REASONS = frozenset({RejectReason.FUTURE_TIME, RejectReason.CLOCK_UNSYNCHRONISED})
 
 
@@ -123,6 +126,7 @@ class IngestWriter:
         # Readings held while the clock was not synchronised wait in the quarantine (a
         # restart included) until release_held() decodes them again.
         self.holding = quarantine.count(store, RejectReason.CLOCK_UNSYNCHRONISED) > 0
+        self._held_checked = time.monotonic()
 
     def commit(self, messages: Sequence[RawMessage], statuses: bool = True) -> BatchResult:
         """Decode and durably store ``messages``; raises StoreError if the commit fails
@@ -166,6 +170,10 @@ class IngestWriter:
         """Once the clock is synchronised, decode again (up to ``limit`` rows of) what was
         held for it; None while there is nothing to release or the clock is still not
         trusted. Called by the pipeline when idle until ``holding`` is False."""
+        if not self.holding and time.monotonic() - self._held_checked >= HELD_RECHECK_S:
+            # Another process (edge-twin reprocess) may have held some: look again.
+            self._held_checked = time.monotonic()
+            self.holding = quarantine.count(self._store, RejectReason.CLOCK_UNSYNCHRONISED) > 0
         if not self.holding or not self.clock_trust.synchronised():
             return None
         held = RejectReason.CLOCK_UNSYNCHRONISED
@@ -181,34 +189,41 @@ class IngestWriter:
         records rejected again are quarantined again, with their new reason. Messages
         judged by a wrong clock (CLOCK_REASONS) are decoded as arriving ``now``."""
         result = ReprocessResult(reason.value)
-        rows = quarantine.oldest_with_reason(self._store, reason.value, limit)
-        result.rows = len(rows)
-        # One quarantined message may have several rows (one per rejected record).
-        messages: dict[tuple[float, str, bytes], set[int | None]] = {}
-        for row in rows:
-            messages.setdefault((row.received_at, row.topic, row.payload), set()).add(
-                row.record_index
-            )
-        result.messages = len(messages)
         self.registry.refresh()
-        accepted: list[Reading] = []
         rejected: list[tuple[float, str, bytes, Rejection, str | None]] = []
-        for (received_at, topic, payload), records in messages.items():
-            at = now if reason in CLOCK_REASONS else received_at
-            decoded = self.decoder.decode(topic, payload, at)
-            accepted.extend(decoded.readings)
-            # Records rejected for other reasons already have their own rows.
-            rejected += [
-                (at, topic, payload, r, decoded.device_id)
-                for r in decoded.rejections
-                if r.record_index in records or None in records
-            ]
         try:
+            # Select, decode and replace in one write transaction: another process doing
+            # the same (the CLI beside the gateway) waits, and never sees half of it.
             with self._store.transaction() as conn:
+                rows = quarantine.oldest_with_reason(self._store, reason.value, limit)
+                result.rows = len(rows)
+                # One quarantined message may have several rows (one per rejected record).
+                messages: dict[tuple[float, str, bytes], set[int | None]] = {}
+                for row in rows:
+                    messages.setdefault((row.received_at, row.topic, row.payload), set()).add(
+                        row.record_index
+                    )
+                result.messages = len(messages)
+                accepted: list[Reading] = []
+                reported: list[tuple[DeviceStatus, float]] = []
+                for (received_at, topic, payload), records in messages.items():
+                    at = now if reason in CLOCK_REASONS else received_at
+                    decoded = self.decoder.decode(topic, payload, at)
+                    accepted.extend(decoded.readings)
+                    if decoded.status is not None:
+                        reported.append((decoded.status, at))
+                    # Records rejected for other reasons already have their own rows.
+                    rejected += [
+                        (at, topic, payload, r, decoded.device_id)
+                        for r in decoded.rejections
+                        if r.record_index in records or None in records
+                    ]
                 quarantine.delete(conn, [row.id for row in rows])
                 result.readings_new = readings.insert(conn, accepted) if accepted else 0
                 if rejected:
                     quarantine.insert(conn, rejected)
+                for status, at in reported:  # never over a newer report (devices.py)
+                    devices.record_status(conn, status, at)
         except BaseException:
             self.decoder.forget_latest()
             raise

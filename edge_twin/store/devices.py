@@ -89,7 +89,8 @@ def patient_exists(store: Store, patient_id: str) -> bool:
 
 def record_status(conn: sqlite3.Connection, status: DeviceStatus, at: float) -> None:
     """Merge what the device said at gateway time ``at`` into its status row (fields it
-    did not send are kept)."""
+    did not send are kept); an older report (a message decoded again from the
+    quarantine) never overwrites a newer one."""
     conn.execute(
         "INSERT INTO device_status"
         " (device_id, online, battery_pct, firmware, clock_offset_s, sensor_expires_at,"
@@ -99,7 +100,8 @@ def record_status(conn: sqlite3.Connection, status: DeviceStatus, at: float) -> 
         " firmware = coalesce(excluded.firmware, firmware),"
         " clock_offset_s = coalesce(excluded.clock_offset_s, clock_offset_s),"
         " sensor_expires_at = coalesce(excluded.sensor_expires_at, sensor_expires_at),"
-        " updated_at = excluded.updated_at",
+        " updated_at = excluded.updated_at"
+        " WHERE excluded.updated_at >= device_status.updated_at",
         (
             status.device_id,
             status.online,
