@@ -156,3 +156,13 @@ def test_api_bench(tmp_path: Path) -> None:
     )
     assert "dashboard" in figures["endpoints"]  # type: ignore[operator]
     assert figures["worst_p99_ms"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.broker
+def test_footprint_bench() -> None:
+    figures = last_json(
+        "bench/footprint.py", "--patients", "2", "--hours", "1", "--speed", "600", "--idle-s", "2"
+    )
+    assert figures["readings_stored"] > 0  # type: ignore[operator]
+    assert 0 < figures["peak_rss_mb"] < 2000  # type: ignore[operator]
+    assert figures["realtime_cpu_share_one_core"] >= 0  # type: ignore[operator]
