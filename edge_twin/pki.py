@@ -40,6 +40,23 @@ def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
     write_private(path, data, mode)
 
 
+def _write_pair(
+    cert: Path,
+    certificate: x509.Certificate,
+    key: Path,
+    private: ec.EllipticCurvePrivateKey,
+    key_mode: int,
+) -> None:
+    """The key first (a certificate never stands without its key), then the certificate."""
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write_private(key, pem, key_mode)
+    _write_private(cert, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name(
         [
@@ -94,15 +111,7 @@ def create_ca(cert: Path, key: Path, gateway_id: str, now: dt.datetime) -> Issue
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(private.public_key()), False)
         .sign(private, hashes.SHA256())
     )
-    _write_private(
-        key,
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    _write_private(cert, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_pair(cert, certificate, key, private, 0o600)
     return Issued(cert, key, not_after)
 
 
@@ -146,16 +155,7 @@ def issue_server_cert(
         )
         .sign(signer, hashes.SHA256())
     )
-    _write_private(
-        key,
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        key_mode,
-    )
-    _write_private(cert, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_pair(cert, certificate, key, private, key_mode)
     return Issued(cert, key, not_after)
 
 

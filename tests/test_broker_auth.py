@@ -6,7 +6,6 @@ claims is caught by the gateway (tests/test_decode.py: not_allowed, unknown_devi
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from edge_twin.store import Store, alarms, devices, displays, readings
 from firmware_sim import wire
 from firmware_sim.publisher import HomePublisher
 from tests.conftest import T0, cgm_home, provision_home, wait_until
+from tests.test_provisioning import attempt
 
 pytestmark = pytest.mark.broker
 PASSWORDS = {"gateway": "gw-secret", "cgm-001": "pw-1", "cgm-002": "pw-2"}
@@ -39,41 +39,7 @@ def publish_as(
     broker: PrivateBroker, user: str | None, password: str | None, topic: str, payload: bytes
 ) -> tuple[bool, int | None]:
     """(connected, PUBACK reason code) for one QoS 1 publish by this identity."""
-    connected, acked = threading.Event(), threading.Event()
-    result: dict[str, int] = {}
-
-    def on_connect(
-        client: paho.Client, userdata: object, flags: object, reason: object, props: object
-    ) -> None:
-        result["connect"] = int(reason.value)  # type: ignore[attr-defined]
-        connected.set()
-
-    def on_publish(
-        client: paho.Client, userdata: object, mid: int, reason: object, props: object
-    ) -> None:
-        result["puback"] = int(reason.value)  # type: ignore[attr-defined]
-        acked.set()
-
-    client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"probe-{user}",
-        protocol=paho.MQTTv5,
-    )
-    if user is not None:
-        client.username_pw_set(user, password)
-    client.on_connect, client.on_publish = on_connect, on_publish
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        assert connected.wait(5)
-        if result["connect"] != 0:
-            return False, None
-        client.publish(topic, payload, qos=1)
-        assert acked.wait(5)
-        return True, result["puback"]
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    return attempt(broker.host, broker.port, user, password, None, topic, payload)
 
 
 def test_a_device_can_publish_only_as_itself(
