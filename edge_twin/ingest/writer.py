@@ -90,9 +90,9 @@ class DeviceRegistry:
 # Reasons whose recorded arrival time was judged by a wrong clock: decoded again at the
 # time of reprocessing (readings older than ingest.backfill_after_s then count as
 # backfilled: no clinical alarm on old data).
+CLOCK_REASONS = frozenset({RejectReason.FUTURE_TIME, RejectReason.CLOCK_UNSYNCHRONISED})
 # How often an idle gateway looks for held rows it did not hold itself.
 HELD_RECHECK_S = 60.0
-CLOCK_REASONS = frozenset({RejectReason.FUTURE_TIME, RejectReason.CLOCK_UNSYNCHRONISED})
 
 
 @dataclass(slots=True)
