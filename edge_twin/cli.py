@@ -46,6 +46,7 @@ from edge_twin.store import (
     quarantine,
     readings,
     risks,
+    uploaders,
     upstream,
     users,
 )
@@ -882,6 +883,83 @@ def credentials_log(
     table = Table("at", "who", "action", "subject", "detail")
     for e in entries:
         table.add_row(to_iso(e.at), _literal(e.actor), e.action, e.subject, _literal(e.detail))
+    console.print(table)
+
+
+uploader_app = typer.Typer(
+    help="Phones that upload like a Nightscout client (xDrip+, AndroidAPS): their secrets.",
+    no_args_is_help=True,
+)
+app.add_typer(uploader_app, name="uploader")
+
+
+@uploader_app.command("issue")
+def uploader_issue(
+    device_id: Annotated[str, typer.Argument(help="The phone, provisioned first as a cgm.")],
+    config: ConfigOpt = None,
+    by: ByOpt = None,
+    as_json: JsonLines = False,
+) -> None:
+    """A new upload secret for a provisioned phone (shown once, with the URL to enter in
+    its app); an earlier secret stops at once."""
+    from edge_twin.provisioning import actor, issue_uploader, qr
+
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        access = issue_uploader(store, cfg, device_id, SystemClock().now(), by or actor())
+    if as_json:
+        print(json.dumps({**asdict(access), "xdrip_url": access.xdrip_url}))
+        return
+    console.print(
+        _literal(
+            f"Nightscout URL  {access.base_url}\nAPI secret      {access.secret}\n"
+            f"xDrip+ Base URL {access.xdrip_url}",
+            lines=True,
+        )
+    )
+    console.print(Text(qr(access.xdrip_url)))
+    err.print("the secret is shown once; edge-twin uploader issue gives a new one")
+
+
+@uploader_app.command("revoke")
+def uploader_revoke(
+    device_id: Annotated[str, typer.Argument(help="The phone.")],
+    config: ConfigOpt = None,
+    by: ByOpt = None,
+) -> None:
+    """Stop a phone's upload secret at once (a lost phone); its binding stays."""
+    from edge_twin.provisioning import actor, revoke_uploader
+
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        revoke_uploader(store, device_id, SystemClock().now(), by or actor())
+    console.print(f"{device_id}: upload secret revoked")
+
+
+@uploader_app.command("list")
+def uploader_list(config: ConfigOpt = None, as_json: JsonLines = False) -> None:
+    """Phones with an upload secret: their patient, when issued, whether revoked."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        listed = uploaders.listing(store)
+    rows = [
+        {
+            "device_id": u.device_id,
+            "patient_id": u.patient_id,
+            "issued_at": to_iso(u.issued_at),
+            "revoked_at": None if u.revoked_at is None else to_iso(u.revoked_at),
+        }
+        for u in listed
+    ]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table("device", "patient", "issued", "revoked")
+    for row in rows:
+        table.add_row(
+            row["device_id"], row["patient_id"], row["issued_at"], row["revoked_at"] or ""
+        )
     console.print(table)
 
 

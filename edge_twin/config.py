@@ -62,6 +62,9 @@ class IngestSection:
     batch_max: int = _rule(1000, 1, 100_000)
     batch_max_ms: int = _rule(50, 1, 10_000)
     max_payload_bytes: int = _rule(65_536, 64, 1_048_576)
+    # A Nightscout upload (a phone's backlog: a day of CGM is ~300 entries, ~90 KB) larger
+    # than this is refused with 413 and not stored: the phone keeps it and sends less.
+    max_upload_bytes: int = _rule(1_048_576, 1024, 16_777_216)
     # A reading that arrives this long after it was taken is "backfilled": never alarmed on.
     backfill_after_s: float = _rule(600.0, 1, 86_400)
     # Device clocks ahead of the gateway by more than this are rejected as FUTURE_TIME.

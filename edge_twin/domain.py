@@ -39,10 +39,12 @@ class Signal(StrEnum):
 
 
 class DeviceType(StrEnum):
-    CGM = "cgm"
-    WRIST = "wrist"
+    CGM = "cgm"  # a sensor, or the phone app that relays it (a Nightscout uploader)
+    WRIST = "wrist"  # a wristband, or a heart-rate strap
     BP_CUFF = "bp_cuff"
     SCALE = "scale"
+    GLUCOSE_METER = "glucose_meter"  # finger-stick meter (Bluetooth Glucose Profile)
+    PULSE_OXIMETER = "pulse_oximeter"  # spot-check or continuous (Pulse Oximeter Profile)
 
     @property
     def signals(self) -> frozenset[Signal]:
@@ -78,6 +80,7 @@ class SignalSpec:
 _MMHG = MappingProxyType({"mmHg": _same, "mm[Hg]": _same, "kPa": lambda v: v * KPA_TO_MMHG})
 _PER_MIN = MappingProxyType({"1/min": _same, "/min": _same})
 _WRIST = frozenset({DeviceType.WRIST})
+_OXIMETRY = frozenset({DeviceType.WRIST, DeviceType.PULSE_OXIMETER})
 
 SIGNALS: dict[Signal, SignalSpec] = {
     # Nightscout warns at 15 min without a CGM reading.
@@ -86,7 +89,7 @@ SIGNALS: dict[Signal, SignalSpec] = {
         {"mg/dL": _same, "mmol/L": lambda v: v * MMOL_TO_MGDL},
         20.0,
         600.0,
-        frozenset({DeviceType.CGM}),
+        frozenset({DeviceType.CGM, DeviceType.GLUCOSE_METER}),
         15 * 60,
         True,
     ),
@@ -102,12 +105,12 @@ SIGNALS: dict[Signal, SignalSpec] = {
         {**_PER_MIN, "beat/min": _same},
         20.0,
         300.0,
-        frozenset({DeviceType.WRIST, DeviceType.BP_CUFF}),
+        frozenset({DeviceType.WRIST, DeviceType.BP_CUFF, DeviceType.PULSE_OXIMETER}),
         15 * 60,
         False,
     ),
     Signal.SPO2: SignalSpec(
-        "%", {"%": _same, "/": lambda v: v * 100.0}, 50.0, 100.0, _WRIST, 15 * 60, False
+        "%", {"%": _same, "/": lambda v: v * 100.0}, 50.0, 100.0, _OXIMETRY, 15 * 60, False
     ),
     Signal.RESP_RATE: SignalSpec("1/min", _PER_MIN, 2.0, 80.0, _WRIST, 15 * 60, False),
     # A scale: daily, some missed days.
@@ -206,6 +209,31 @@ class RejectReason(StrEnum):
     # decoded again once it is (a Pi has no real-time clock).
     CLOCK_UNSYNCHRONISED = "clock_unsynchronised"
     NOT_ALLOWED = "not_allowed"  # the device's type may not report this signal
+
+
+class TreatmentKind(StrEnum):
+    """What a treatment entered on the patient's phone (a Nightscout uploader) was."""
+
+    CARBS = "carbs"  # grams eaten
+    INSULIN = "insulin"  # units given (bolus)
+    BOTH = "carbs_insulin"  # a meal bolus: both
+    NOTE = "note"  # neither (a note, a sensor change, ...): kept, not plotted as a dose
+
+
+@dataclass(frozen=True, slots=True)
+class Treatment:
+    """Carbohydrates eaten or insulin given, as the patient's uploader reported it: shown
+    beside the glucose trace; the twin does not model them (yet)."""
+
+    patient_id: str
+    device_id: str
+    t: float  # when it happened, the uploader's (device) time
+    kind: TreatmentKind
+    event_type: str  # the uploader's own word ("Meal Bolus", "Carb Correction", ...)
+    carbs_g: float | None
+    insulin_u: float | None
+    received_at: float
+    source_id: str | None = None  # the uploader's identifier of the record, if any
 
 
 @dataclass(frozen=True, slots=True)

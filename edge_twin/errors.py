@@ -7,6 +7,7 @@ them, with ``raise X(...) from exc``, so callers only ever catch these::
     ├── ConfigError          a setting is missing or invalid; the message says how to fix it
     ├── StoreError           the SQLite store cannot be opened, migrated or written
     ├── BrokerError          the MQTT broker cannot be started, reached or subscribed to
+    ├── IngestUnavailable    an upload could not be stored now (busy, stopped, commit failed)
     ├── ProvisioningError    a device binding is invalid (unknown type, already bound, ...)
     ├── UnknownPatientError  a patient id the gateway has never seen
     ├── ModelError           a model (filter or ONNX) is invalid or cannot be loaded
@@ -35,6 +36,10 @@ class StoreError(EdgeTwinError):
 
 class BrokerError(EdgeTwinError):
     """The MQTT broker failed or could not be reached."""
+
+
+class IngestUnavailable(EdgeTwinError):
+    """An upload through the API could not be stored now: the client may retry."""
 
 
 class ProvisioningError(EdgeTwinError):

@@ -16,7 +16,7 @@ from edge_twin.alert import (
 from edge_twin.api import ApiServer, create_app, tls_of
 from edge_twin.clock import Clock, ClockTrust, SystemClock
 from edge_twin.config import Config
-from edge_twin.ingest import MqttIngest
+from edge_twin.ingest import Inlet, MqttIngest
 from edge_twin.notify import Notifier
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import PipelineLock, Store
@@ -51,6 +51,7 @@ class Gateway:
         self.store: Store | None = None
         self.pipeline: Pipeline | None = None
         self.ingest: MqttIngest | None = None
+        self.inlet = Inlet()  # the API's Nightscout uploads, committed by ingest
         self.api: ApiServer | None = None
         self.alarm_bus: AlarmBus | None = None
         self.webhook: WebhookSender | None = None
@@ -86,11 +87,16 @@ class Gateway:
                 self.sync = SyncWorker(cfg.store.path, cfg.sync, cfg.gateway.id, self.clock.now)
                 self.sync.start()
             self.ingest = MqttIngest(
-                cfg.mqtt, cfg.ingest, self.pipeline, self.clock, heartbeat=self.notifier.beat
+                cfg.mqtt,
+                cfg.ingest,
+                self.pipeline,
+                self.clock,
+                heartbeat=self.notifier.beat,
+                inlet=self.inlet,
             )
             self.ingest.start(wait=not self._degrade)
             if self._serve_api:
-                app = create_app(cfg, self.clock, self.status)
+                app = create_app(cfg, self.clock, self.status, inlet=self.inlet)
                 self.api = ApiServer(app, cfg.api.host, cfg.api.port, tls_of(cfg.api))
                 self.api.start()
         except BaseException:

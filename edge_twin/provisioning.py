@@ -41,7 +41,7 @@ from edge_twin.broker import (
 from edge_twin.config import Config
 from edge_twin.domain import Device
 from edge_twin.errors import ProvisioningError
-from edge_twin.store import Store, credentials, devices, displays, upstream
+from edge_twin.store import Store, credentials, devices, displays, uploaders, upstream
 from edge_twin.store.credentials import Kind
 
 
@@ -196,6 +196,46 @@ def revoke(store: Store, cfg: Config, username: str, at: float, by: str) -> None
     if not credentials.revoke(store, username, at, by):
         raise ProvisioningError(f"{username!r} has no credential to revoke")
     write_broker_files(store, cfg)
+
+
+@dataclass(frozen=True, slots=True)
+class UploaderAccess:
+    """What is entered in the phone's uploader app: shown once, never stored."""
+
+    device_id: str
+    secret: str
+    base_url: str  # the gateway's API, as the app's "Nightscout URL"
+
+    @property
+    def xdrip_url(self) -> str:
+        """xDrip+'s "Base URL" form: the secret as the URL's user part."""
+        scheme, _, rest = self.base_url.partition("://")
+        return f"{scheme}://{quote(self.secret, safe='')}@{rest}/api/v1/"
+
+
+def api_base_url(cfg: Config) -> str:
+    scheme = "https" if cfg.api.tls_cert else "http"
+    host = cfg.api.host if cfg.api.host not in ("0.0.0.0", "::", "") else device_host(cfg)
+    return f"{scheme}://{host}:{cfg.api.port}"
+
+
+def issue_uploader(store: Store, cfg: Config, device_id: str, at: float, by: str) -> UploaderAccess:
+    """Give a provisioned device (the phone that relays the patient's CGM) a new upload
+    secret, replacing any earlier one; logged."""
+    secret = new_secret()
+    rotating = any(
+        u.device_id == device_id and u.revoked_at is None for u in uploaders.listing(store)
+    )
+    uploaders.issue(store, device_id, secret, at)
+    action = "upload secret rotated" if rotating else "upload secret issued"
+    credentials.log(store, at, by, action, device_id, "nightscout")
+    return UploaderAccess(device_id, secret, api_base_url(cfg))
+
+
+def revoke_uploader(store: Store, device_id: str, at: float, by: str) -> None:
+    if not uploaders.revoke(store, device_id, at):
+        raise ProvisioningError(f"{device_id!r} has no upload secret to revoke")
+    credentials.log(store, at, by, "upload secret revoked", device_id, "nightscout")
 
 
 def sync_gateway_credential(store: Store, cfg: Config, at: float, by: str) -> bool:

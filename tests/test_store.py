@@ -28,6 +28,7 @@ ALL_MIGRATIONS = [
     "0014_user_display",
     "0015_displays",
     "0016_broker_credentials",
+    "0017_uploaders_treatments",
 ]
 
 

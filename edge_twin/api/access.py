@@ -7,9 +7,13 @@ authenticated user with a role that the rule allows.
                within the engine's bounds), settings, the dashboard, sync and devices
     engineer   devices, health, sync counts, the model, quarantine metadata: no clinical
                values
+    uploader   a phone provisioned as a device (edge-twin uploader issue): its own
+               patient's uploads to the Nightscout routes (/api/v1/), nothing else
 
 A user is authenticated by a session cookie (the pages; SameSite=Strict, HttpOnly) or an
-``Authorization: Bearer`` token (an API client, a display). The acting identity of every
+``Authorization: Bearer`` token (an API client, a display); an uploader by the SHA-1 hex
+digest of its secret in the ``api-secret`` header (Nightscout's convention), and only on
+the routes whose rule says ``uploader``. The acting identity of every
 change is the authenticated user, never a name in the request. Every read of a patient's
 data (one row per patient a list returned) and every change is written to the access log
 (who, route, patient, allowed or refused; no values).
@@ -28,9 +32,9 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException, Request
 from fastapi.routing import APIRoute
 
-from edge_twin.domain import Role
+from edge_twin.domain import Device, Role
 from edge_twin.errors import StoreError
-from edge_twin.store import Store, users
+from edge_twin.store import Store, uploaders, users
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +51,13 @@ class Rule:
     roles: frozenset[Role]  # empty: open to anyone (liveness, logging in)
     # The route's {patient_id} must be one the user may see.
     patient: bool = False
+    # For a phone uploading like a Nightscout client (by its api-secret), not a user.
+    uploader: bool = False
 
 
 OPEN = Rule(frozenset())
+UPLOADER = Rule(frozenset(), uploader=True)
+API_SECRET_HEADER = "api-secret"
 
 RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/health/live"): OPEN,
@@ -86,6 +94,18 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/patients/{patient_id}/alarm-audit"): Rule(CLINICAL, patient=True),
     ("PUT", "/patients/{patient_id}/alarm-settings"): Rule(CARE, patient=True),
     ("POST", "/patients/{patient_id}/alarms/{alarm_type}/pause"): Rule(CARE, patient=True),
+    # The Nightscout REST API v1 subset phone uploaders use (api/nightscout.py).
+    ("GET", "/api/v1/status.json"): UPLOADER,
+    ("GET", "/api/v1/status"): UPLOADER,
+    ("GET", "/api/v1/verifyauth"): UPLOADER,
+    ("GET", "/api/v1/experiments/test"): UPLOADER,
+    ("POST", "/api/v1/entries"): UPLOADER,
+    ("POST", "/api/v1/entries.json"): UPLOADER,
+    ("POST", "/api/v1/treatments"): UPLOADER,
+    ("POST", "/api/v1/treatments.json"): UPLOADER,
+    ("PUT", "/api/v1/treatments"): UPLOADER,
+    ("POST", "/api/v1/devicestatus"): UPLOADER,
+    ("POST", "/api/v1/devicestatus.json"): UPLOADER,
 }
 # Served without a login: the docs pages' script and style (public code, no data).
 PUBLIC_PREFIXES = ("/static-offline-docs",)
@@ -164,6 +184,9 @@ def authorize(request: Request, store: Store, guard: Guard) -> users.User | None
         raise HTTPException(403, f"{request.method} {path} has no access rule")
     if request.method not in ("GET", "HEAD") and not _same_site(request, guard):
         raise HTTPException(403, "a change must come from the gateway's own pages")
+    if rule.uploader:
+        request.state.uploader = authenticate_uploader(request, store)
+        return None
     if not rule.roles:
         return None
     user = authenticate(request, store, guard)
@@ -177,6 +200,20 @@ def authorize(request: Request, store: Store, guard: Guard) -> users.User | None
         raise HTTPException(403, f"{user.role.value} {user.username} may not do this")
     request.state.user = user
     return user
+
+
+def authenticate_uploader(request: Request, store: Store) -> Device:
+    """The phone whose secret's SHA-1 hex digest is in the ``api-secret`` header: 401
+    without it or with a wrong one (logged, without the header), 403 for a user's login."""
+    header = request.headers.get(API_SECRET_HEADER, "")
+    device = uploaders.device_for(store, header) if header else None
+    if device is not None:
+        return device
+    if not header and token_of(request)[0] is not None:
+        raise HTTPException(403, "this route is for uploaders: send their api-secret header")
+    if header:
+        log.warning("an upload with a wrong api-secret was refused (%s)", request.url.path)
+    raise HTTPException(401, "send the uploader's secret in the api-secret header (SHA-1 hex)")
 
 
 def _same_site(request: Request, guard: Guard) -> bool:

@@ -41,6 +41,7 @@ from edge_twin.api import (
     engineer_page,
     events,
     login,
+    nightscout,
     patient_detail,
     patient_view,
     settings_view,
@@ -61,6 +62,7 @@ from edge_twin.clock import Clock, to_iso
 from edge_twin.config import ApiSection, Config
 from edge_twin.domain import Alarm, Device, RejectReason, Role, Signal
 from edge_twin.errors import AlarmError, ConfigError, ModelError
+from edge_twin.ingest import Inlet
 from edge_twin.store import (
     Store,
     alarms,
@@ -149,10 +151,12 @@ def create_app(
     clock: Clock,
     ingest_status: Callable[[], dict[str, Any]] | None = None,
     read_only: bool = False,
+    inlet: Inlet | None = None,
 ) -> FastAPI:
     """The API on ``config.store.path``; ``read_only``: a store served for reading
     (``edge-twin serve``): every request that would change it is refused (405), and
-    logins live in memory."""
+    logins live in memory. ``inlet``: the running ingest's, for the Nightscout uploads
+    (without it they are refused with 503)."""
     app = FastAPIOffline(
         # Every route passes its access rule first (api/access.py).
         dependencies=[Depends(_authorize)],
@@ -226,6 +230,8 @@ def create_app(
 
     def patient_state(store: Store, patient_id: str) -> dict[str, Any]:
         return views.patient_state(store, patient_id, clock.now(), config)
+
+    nightscout.install(app, config, clock, lambda: inlet)
 
     @app.get("/health/live")
     def live() -> dict[str, str]:

@@ -15,7 +15,7 @@ acknowledge and pause, and their audit trail.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from html import escape
 from typing import Any
@@ -93,15 +93,39 @@ def _glucose_chart(h: PatientTimeline, show: Display) -> str:
         chart.line([(t, v(m)) for t, _, _, m in cone], "cone-mean")
     chart.vline(h.now, "now", "now")
     chart.markers(_markers(h, h.glucose_start))
+    chart.doses(_doses(h, show))
     late = sum(1 for _, _, f in h.glucose if f & ReadingFlag.BACKFILLED)
+    doses = (
+        " Along the bottom, from the patient's phone: squares carbohydrates (g), diamonds"
+        " insulin (U)."
+        if h.treatments
+        else ""
+    )
     legend = (
         "<p class=muted>dots: readings (hollow: rejected by the twin as implausible);"
         " blue line and band: the twin's estimate and its 95% interval; purple: its"
         " forecast for the next hour with its 95% cone; green: target range; dashed red:"
-        f" this patient's low alarms; triangles: alarms."
+        f" this patient's low alarms; triangles: alarms.{doses}"
         f"{f' {late} readings arrived late (backfilled).' if late else ''}</p>"
     )
     return chart.svg("glucose") + legend
+
+
+def _doses(h: PatientTimeline, show: Display) -> list[tuple[float, str, str, str]]:
+    """The treatments' marks: a meal bolus gives both a carbohydrate and an insulin mark."""
+    out = []
+    now = datetime.fromtimestamp(h.now, UTC)
+    for x in h.treatments:
+        at = show.when(to_iso(x.t), now)
+        if x.carbs_g is not None:
+            out.append(
+                (x.t, "carbs", f"{x.carbs_g:g} g", f"{x.event_type}: {x.carbs_g:g} g at {at}")
+            )
+        if x.insulin_u is not None:
+            out.append(
+                (x.t, "insulin", f"{x.insulin_u:g} U", f"{x.event_type}: {x.insulin_u:g} U at {at}")
+            )
+    return out
 
 
 def _period_chart(

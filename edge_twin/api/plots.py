@@ -50,6 +50,8 @@ svg.chart .spread{fill:#98a2b3;fill-opacity:.3}
 svg.chart .marker{fill:#b42318} svg.chart .marker.medium{fill:#f79009}
 svg.chart .marker.low{fill:#fdb022}
 svg.chart .unsure{fill:#fff;stroke:#1d2430}
+svg.chart .carbs{fill:#12b76a} svg.chart .insulin{fill:#7a5af8}
+svg.chart .dose{font-size:10px}
 """
 
 
@@ -206,6 +208,26 @@ class Chart:
                     f' L{x:.1f},{PAD_TOP - 2}Z">'
                     f"<title>{escape(title)}</title></path>"
                 )
+
+    def doses(self, pts: Sequence[tuple[float, str, str, str]]) -> None:
+        """Treatments along the bottom: (t, class, short label, what it was); carbohydrates
+        a square, insulin a diamond (told apart without colour), the amount beside it."""
+        base = self.height - PAD_BOTTOM - 8
+        for t, cls, label, title in pts:
+            if not self._inside(t):
+                continue
+            x = self.x(t)
+            shape = (
+                f'<rect x="{x - 4:.1f}" y="{base - 4}" width="8" height="8"/>'
+                if cls == "carbs"
+                else f'<path d="M{x:.1f},{base - 5} L{x + 5:.1f},{base} L{x:.1f},{base + 5}'
+                f' L{x - 5:.1f},{base}Z"/>'
+            )
+            self.parts.append(
+                f'<g class="{escape(cls)}" data-marker="{escape(cls)}">{shape}'
+                f'<text class="dose" x="{x + 6:.1f}" y="{base + 3}">{escape(label)}</text>'
+                f"<title>{escape(title)}</title></g>"
+            )
 
     def _time_ticks(self) -> list[tuple[float, str]]:
         """Local wall-clock ticks: on whole hours (a multiple of the step) for spans up to

@@ -17,9 +17,9 @@ from edge_twin.api.serialize import estimate_json, risk_json
 from edge_twin.assess import GlucoseSummary, summarize_glucose, threshold_risks
 from edge_twin.clock import to_iso
 from edge_twin.config import Config
-from edge_twin.domain import Alarm, Signal
+from edge_twin.domain import Alarm, Signal, Treatment, TreatmentKind
 from edge_twin.estimate import DAY_S, TracePoint, patient_estimates, trace
-from edge_twin.store import Store, alarms, devices, readings, risks
+from edge_twin.store import Store, alarms, devices, readings, risks, treatments
 from edge_twin.store.alarms import AlarmEvent, AuditEntry
 from edge_twin.store.risks import RiskPoint
 
@@ -59,6 +59,7 @@ class PatientTimeline:
     state: dict[str, Any]  # patient_state: the estimates now, with their forecasts
     glucose: list[tuple[float, float, int]]  # readings in the window: t, mg/dL, flags
     glucose_trace: list[TracePoint]
+    treatments: list[Treatment]  # in the glucose window: carbohydrates, insulin
     glucose_summary: GlucoseSummary | None
     blood_pressure: list[tuple[float, float, float]]  # t, diastolic, systolic
     weight: list[tuple[float, float]]
@@ -113,6 +114,11 @@ def patient_timeline(
         state=patient_state(store, patient_id, now, config),
         glucose=glucose,
         glucose_trace=trace(store, patient_id, Signal.GLUCOSE, ids, glucose_start, now + 1),
+        treatments=[
+            x
+            for x in treatments.between(store, patient_id, glucose_start, now + 1)
+            if x.kind is not TreatmentKind.NOTE
+        ],
         glucose_summary=summary,
         blood_pressure=bp,
         weight=[(t, v) for t, v, _ in points(Signal.WEIGHT, start)],

@@ -5,6 +5,9 @@ Topics, keyed by device identity so the broker's ACL can bind a credential to it
     {prefix}/dev/{device_id}/senml    readings: a SenML pack (RFC 8428), QoS 1
     {prefix}/dev/{device_id}/status   battery / firmware: a SenML pack, QoS 1
     {prefix}/dev/{device_id}/online   "1" / "0", retained; "0" is the device's last will
+    {prefix}/dev/{device_id}/gatt     a Bluetooth characteristic's value, as a bridge read it
+    {prefix}/dev/{device_id}/ns-entries, ns-treatments, ns-devicestatus
+                                      a Nightscout upload (the API's /api/v1/ routes)
 
 The device -> patient binding is the gateway's (provisioning), never the payload's.
 """
@@ -23,6 +26,10 @@ class Channel(StrEnum):
     SENML = "senml"
     STATUS = "status"
     ONLINE = "online"
+    GATT = "gatt"  # edge_twin/ingest/gatt.py
+    NS_ENTRIES = "ns-entries"  # edge_twin/ingest/nightscout.py
+    NS_TREATMENTS = "ns-treatments"
+    NS_DEVICESTATUS = "ns-devicestatus"
 
 
 @dataclass(frozen=True, slots=True)

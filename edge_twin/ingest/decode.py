@@ -24,9 +24,10 @@ from edge_twin.domain import (
     ReadingFlag,
     Rejection,
     Signal,
+    Treatment,
 )
 from edge_twin.domain import RejectReason as R
-from edge_twin.ingest import contract
+from edge_twin.ingest import contract, nightscout
 from edge_twin.ingest.contract import Channel
 
 
@@ -36,6 +37,7 @@ class Decoded:
     readings: list[Reading] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     status: DeviceStatus | None = None
+    treatments: list[Treatment] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,9 @@ OFFSET_WINDOW_S = 6 * 3600.0
 OFFSET_MIN_SPAN_S = 15 * 60.0
 OFFSET_REPORT_STEP_S = 1.0
 
+# Uploads through the API are bounded there (ingest.max_upload_bytes: 413, not stored).
+NIGHTSCOUT = (Channel.NS_ENTRIES, Channel.NS_TREATMENTS, Channel.NS_DEVICESTATUS)
+UPLOADS = tuple(f"/{c.value}" for c in NIGHTSCOUT)
 _BACKFILLED = int(ReadingFlag.BACKFILLED)
 _LATE = int(ReadingFlag.LATE)
 _FLAG_VALUES = [ReadingFlag(i) for i in range(max(map(int, ReadingFlag)) * 2)]
@@ -95,7 +100,7 @@ class Decoder:
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> Decoded:
         out = Decoded()
-        if len(payload) > self._limits.max_payload_bytes:
+        if len(payload) > self._limits.max_payload_bytes and not topic.endswith(UPLOADS):
             out.rejections.append(
                 Rejection(
                     R.OVERSIZED,
@@ -121,6 +126,9 @@ class Decoder:
             return out
         if channel is Channel.ONLINE:
             self._decode_online(device, payload, out)
+            return out
+        if channel in NIGHTSCOUT:
+            self._decode_nightscout(device, channel, payload, received_at, out)
             return out
         records = _senml_records(payload, out)
         if records is None:
@@ -189,8 +197,6 @@ class Decoder:
         base_time = 0.0
         base_unit: str | None = None
         allowed = device.device_type.signals
-        limits = self._limits
-        synchronised: bool | None = None  # asked only when a reading is ahead
         for index, rec in enumerate(records):
             # Base fields apply to this and later records (RFC 8428 section 4.5).
             if "bt" in rec:
@@ -206,26 +212,102 @@ class Decoder:
             measurement = _measurement(rec, index, base_time, base_unit, allowed, out)
             if measurement is None:
                 continue
-            if measurement.t > received_at + limits.future_tolerance_s:
-                if synchronised is None:
-                    synchronised = self._clock_synchronised()
-                ahead = f"device time is {measurement.t - received_at:.0f} s ahead of the gateway"
-                out.rejections.append(
-                    Rejection(R.FUTURE_TIME, ahead, index)
-                    if synchronised
-                    else Rejection(
-                        R.CLOCK_UNSYNCHRONISED,
-                        f"{ahead}, whose clock is not synchronised: held until it is",
-                        index,
-                    )
-                )
+            ahead = self._ahead(measurement.t, received_at, index)
+            if ahead is not None:
+                out.rejections.append(ahead)
                 continue
             out.readings.append(self._bind(device, measurement, received_at))
         if not out.readings and not out.rejections:
             out.rejections.append(Rejection(R.NOT_SENML, "the pack holds no measurement record"))
+        self._after_readings(device, received_at, out)
+
+    def _ahead(self, t: float, received_at: float, index: int | None) -> Rejection | None:
+        """A device time too far ahead of the gateway: rejected (future_time), or held
+        while the gateway's own clock is not synchronised; None if it is not ahead."""
+        if t <= received_at + self._limits.future_tolerance_s:
+            return None
+        ahead = f"device time is {t - received_at:.0f} s ahead of the gateway"
+        if self._clock_synchronised():
+            return Rejection(R.FUTURE_TIME, ahead, index)
+        return Rejection(
+            R.CLOCK_UNSYNCHRONISED,
+            f"{ahead}, whose clock is not synchronised: held until it is",
+            index,
+        )
+
+    def _after_readings(self, device: Device, received_at: float, out: Decoded) -> None:
         # A device's clock offset measured against an unsynchronised clock means nothing.
-        if out.readings and synchronised is not False:
+        held = any(r.reason is R.CLOCK_UNSYNCHRONISED for r in out.rejections)
+        if out.readings and not held:
             self._track_clock(device.device_id, received_at, out)
+
+    def accept(
+        self,
+        device: Device,
+        measurements: list[tuple[int, Measurement]],
+        received_at: float,
+        out: Decoded,
+    ) -> None:
+        """Bind decoded measurements (the Nightscout and Bluetooth formats') to the
+        device's patient: the device type's signals, the plausible range and the time
+        checks the SenML path applies."""
+        allowed = device.device_type.signals
+        for index, m in measurements:
+            if m.signal not in allowed:
+                out.rejections.append(
+                    Rejection(R.NOT_ALLOWED, f"this device type may not report {m.signal}", index)
+                )
+                continue
+            spec = contract.VOCABULARY[m.signal.value]
+            if not spec.lo <= m.value <= spec.hi:
+                out.rejections.append(
+                    Rejection(
+                        R.OUT_OF_RANGE,
+                        f"{m.signal} {m.value:g} {m.signal.unit} outside"
+                        f" [{spec.lo:g}, {spec.hi:g}]",
+                        index,
+                    )
+                )
+                continue
+            ahead = self._ahead(m.t, received_at, index)
+            if ahead is not None:
+                out.rejections.append(ahead)
+                continue
+            out.readings.append(self._bind(device, m, received_at))
+        self._after_readings(device, received_at, out)
+
+    def _decode_nightscout(
+        self, device: Device, channel: Channel, payload: bytes, received_at: float, out: Decoded
+    ) -> None:
+        floor = contract.SENML_RELATIVE_TIME_LIMIT
+        if channel is Channel.NS_ENTRIES:
+            parsed = nightscout.entries(payload, floor)
+        elif channel is Channel.NS_TREATMENTS:
+            parsed = nightscout.treatments(payload, floor)
+        else:
+            parsed = nightscout.device_status(payload)
+        out.rejections.extend(parsed.rejections)
+        if parsed.battery_pct is not None:
+            out.status = DeviceStatus(device.device_id, battery_pct=parsed.battery_pct)
+        self.accept(device, parsed.measurements, received_at, out)
+        for index, x in parsed.treatments:
+            ahead = self._ahead(x.t, received_at, index)
+            if ahead is not None:
+                out.rejections.append(ahead)
+                continue
+            out.treatments.append(
+                Treatment(
+                    device.patient_id,
+                    device.device_id,
+                    x.t,
+                    x.kind,
+                    x.event_type,
+                    x.carbs_g,
+                    x.insulin_u,
+                    received_at,
+                    x.source_id,
+                )
+            )
 
     def _track_clock(self, device_id: str, received_at: float, out: Decoded) -> None:
         """Estimate the device's clock offset; flag its readings when it is skewed.

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ from edge_twin.clock import Clock
 from edge_twin.config import IngestSection, MqttSection, mqtt_password
 from edge_twin.errors import BrokerError, EdgeTwinError
 from edge_twin.ingest import contract
+from edge_twin.ingest.inlet import Inlet
 from edge_twin.ingest.sink import Sink
 from edge_twin.ingest.writer import IngestTotals, RawMessage
 
@@ -83,9 +85,12 @@ class MqttIngest:
         sink: Sink,
         clock: Clock,
         heartbeat: Callable[[], None] = lambda: None,
+        inlet: Inlet | None = None,
     ) -> None:
         """``heartbeat``: called at every turn of the ingest loop (the service watchdog:
-        it stops when the loop does)."""
+        it stops when the loop does). ``inlet``: uploads from the API, committed on this
+        thread between MQTT batches (ingest/inlet.py), also while the broker is away."""
+        self._inlet = inlet
         self._mqtt = mqtt
         self._heartbeat = heartbeat
         self._ingest = ingest
@@ -248,6 +253,7 @@ class MqttIngest:
         max_age = self._ingest.batch_max_ms / 1000.0
         while not self._stop.is_set():
             self._heartbeat()  # the service watchdog: this loop still turns
+            self._serve_inlet()
             # With messages buffered, poll without waiting: a poll that brings nothing
             # means the burst is over and the batch is committed at once.
             wait = 0.0 if self._buffer else 0.25
@@ -290,6 +296,26 @@ class MqttIngest:
         self.stats.add(result)
         self._downstream(lambda: self._sink.after_commit(result))
 
+    def _serve_inlet(self) -> None:
+        if self._inlet is None or not self._inlet.arrived.is_set():
+            return
+        for result in self._inlet.serve(self._sink):
+            self.stats.add(result)
+            self._downstream(functools.partial(self._sink.after_commit, result))
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (True if stopping meanwhile), serving uploads as they come."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._inlet is not None and self._inlet.arrived.wait(min(left, 0.25)):
+                self._serve_inlet()
+            elif self._inlet is None:
+                self._stop.wait(left)
+        return True
+
     def _downstream(self, call: Callable[[], None]) -> None:
         try:
             call()
@@ -298,7 +324,7 @@ class MqttIngest:
             log.exception("downstream processing failed; it will catch up from the store")
 
     def _reconnect(self, backoff: float) -> float:
-        if self._stop.wait(backoff):
+        if self._pause(backoff):
             return backoff
         try:
             self._client.reconnect()

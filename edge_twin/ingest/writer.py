@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from edge_twin.clock import ClockTrust
 from edge_twin.config import Config
-from edge_twin.domain import Device, DeviceStatus, Reading, Rejection, RejectReason
+from edge_twin.domain import Device, DeviceStatus, Reading, Rejection, RejectReason, Treatment
 from edge_twin.ingest.decode import DecodeLimits, Decoder
-from edge_twin.store import Store, devices, quarantine, readings
+from edge_twin.store import Store, devices, quarantine, readings, treatments
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,10 @@ class BatchResult:
     readings_duplicate: int = 0
     rejected: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    treatments_new: int = 0
+    # Per message, in order: (readings accepted, treatments accepted, rejections): what
+    # an uploader is told about its own request (api/nightscout.py).
+    per_message: list[tuple[int, int, list[Rejection]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -136,20 +140,27 @@ class IngestWriter:
         result = BatchResult(messages=len(messages))
         self.registry.refresh()
         accepted: list[Reading] = []
+        treated: list[Treatment] = []
         rejected: list[tuple[float, str, bytes, Rejection, str | None]] = []
         reported: list[tuple[DeviceStatus, float]] = []
         for msg in messages:
             decoded = self.decoder.decode(msg.topic, msg.payload, msg.received_at)
             accepted.extend(decoded.readings)
+            treated.extend(decoded.treatments)
             for rejection in decoded.rejections:
                 rejected.append(
                     (msg.received_at, msg.topic, msg.payload, rejection, decoded.device_id)
                 )
             if decoded.status is not None:
                 reported.append((decoded.status, msg.received_at))
+            result.per_message.append(
+                (len(decoded.readings), len(decoded.treatments), decoded.rejections)
+            )
         try:
             with self._store.transaction() as conn:
                 new = readings.insert(conn, accepted) if accepted else 0
+                if treated:
+                    result.treatments_new = treatments.insert(conn, treated)
                 if rejected:
                     quarantine.insert(conn, rejected)
                 for status, at in reported if statuses else ():
@@ -205,11 +216,13 @@ class IngestWriter:
                     )
                 result.messages = len(messages)
                 accepted: list[Reading] = []
+                treated: list[Treatment] = []
                 reported: list[tuple[DeviceStatus, float]] = []
                 for (received_at, topic, payload), records in messages.items():
                     at = now if reason in CLOCK_REASONS else received_at
                     decoded = self.decoder.decode(topic, payload, at)
                     accepted.extend(decoded.readings)
+                    treated.extend(decoded.treatments)
                     if decoded.status is not None:
                         reported.append((decoded.status, at))
                     # Records rejected for other reasons already have their own rows.
@@ -220,6 +233,8 @@ class IngestWriter:
                     ]
                 quarantine.delete(conn, [row.id for row in rows])
                 result.readings_new = readings.insert(conn, accepted) if accepted else 0
+                if treated:
+                    treatments.insert(conn, treated)
                 if rejected:
                     quarantine.insert(conn, rejected)
                 for status, at in reported:  # never over a newer report (devices.py)

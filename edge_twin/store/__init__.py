@@ -6,7 +6,9 @@ Modules: ``database`` (open + migrate), ``migrations`` (the schema's history),
 ``forecasts``, ``consumers`` (durable positions in the logs), ``upstream`` (FHIR sync's
 consent, parked resources and summary windows), ``users`` (users, sessions, the access
 log), ``displays`` (bedside displays on the broker and their patients), ``credentials``
-(the broker's users, their password hashes, the provisioning log). See ``docs/schema.md``.
+(the broker's users, their password hashes, the provisioning log), ``uploaders``
+(phones uploading like a Nightscout client, by secret), ``treatments`` (what they
+reported: carbohydrates, insulin). See ``docs/schema.md``.
 """
 
 from edge_twin.store import (
@@ -19,7 +21,9 @@ from edge_twin.store import (
     quarantine,
     readings,
     risks,
+    treatments,
     twin_state,
+    uploaders,
     upstream,
     users,
 )
@@ -38,7 +42,9 @@ __all__ = [
     "quarantine",
     "readings",
     "risks",
+    "treatments",
     "twin_state",
+    "uploaders",
     "upstream",
     "users",
 ]

@@ -62,6 +62,8 @@ def unprovision(store: Store, device_id: str) -> None:
     with store.transaction() as conn:
         if conn.execute("DELETE FROM devices WHERE device_id = ?", (device_id,)).rowcount == 0:
             raise ProvisioningError(f"device {device_id} is not provisioned")
+        # A phone's upload secret goes with its binding (store/uploaders.py).
+        conn.execute("DELETE FROM uploaders WHERE device_id = ?", (device_id,))
 
 
 def get(store: Store, device_id: str) -> Device | None:

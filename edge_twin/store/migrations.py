@@ -521,3 +521,35 @@ def _broker_credentials(db: Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0017_uploaders_treatments")
+def _uploaders_treatments(db: Database) -> None:
+    """Phones that upload like a Nightscout client (xDrip+, AndroidAPS, Juggluco): each is
+    a provisioned device with its own secret, kept as the SHA-256 of the SHA-1 hex digest
+    the client sends in its ``api-secret`` header (never the secret). And the treatments
+    they upload (carbohydrates, insulin), one row per (device, time, event type)."""
+    db.executescript(
+        """
+        CREATE TABLE uploaders (
+            device_id TEXT PRIMARY KEY,
+            secret_digest TEXT NOT NULL UNIQUE,
+            issued_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE TABLE treatments (
+            id INTEGER PRIMARY KEY,
+            patient_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            t REAL NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('carbs', 'insulin', 'carbs_insulin', 'note')),
+            event_type TEXT NOT NULL,
+            carbs_g REAL,
+            insulin_u REAL,
+            received_at REAL NOT NULL,
+            source_id TEXT,
+            UNIQUE (device_id, t, event_type)
+        );
+        CREATE INDEX treatments_patient_t ON treatments (patient_id, t);
+        """
+    )

@@ -1,0 +1,83 @@
+"""Messages that reach the gateway other than over MQTT (the API's Nightscout uploads),
+committed by the ingest thread like any other and answered only once durable.
+
+    API request thread: Inlet.submit(messages) --queue--> ingest loop: Inlet.serve(sink)
+                        <-- BatchResult (or the StoreError) -- commit, then after_commit
+
+The pipeline's store connection and its decoder belong to the ingest thread, so the
+request waits for it: a phone is told "stored" only after the COMMIT, exactly like the
+PUBACK a device gets over MQTT; a gateway killed before that leaves the phone to upload
+again (Nightscout clients retry what was not acknowledged).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from edge_twin.errors import EdgeTwinError, IngestUnavailable
+from edge_twin.ingest.sink import Sink
+from edge_twin.ingest.writer import BatchResult, RawMessage
+
+log = logging.getLogger(__name__)
+
+# Requests waiting for the ingest thread beyond this are refused at once (503): a phone
+# retries, and a flood cannot queue unbounded work behind live devices.
+MAX_WAITING = 64
+
+
+@dataclass(slots=True)
+class _Request:
+    messages: Sequence[RawMessage]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: BatchResult | None = None
+    error: str | None = None
+
+
+class Inlet:
+    """A bounded hand-over from request threads to the ingest thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[_Request] = queue.Queue(MAX_WAITING)
+        self.arrived = threading.Event()  # set when a request waits (wakes a sleeping loop)
+
+    def submit(self, messages: Sequence[RawMessage], timeout: float = 10.0) -> BatchResult:
+        """Commit ``messages`` on the ingest thread and return what was stored;
+        IngestUnavailable if the ingest thread is busy or gone, or the commit failed (then
+        nothing was stored)."""
+        request = _Request(messages)
+        try:
+            self._queue.put_nowait(request)
+        except queue.Full:
+            raise IngestUnavailable("the gateway is busy: try again shortly") from None
+        self.arrived.set()
+        if not request.done.wait(timeout):
+            # The ingest thread may still commit it later: the client retries, and the
+            # store's dedupe keeps one copy.
+            raise IngestUnavailable(f"not stored within {timeout:g} s: try again")
+        if request.result is None:
+            raise IngestUnavailable(f"not stored: {request.error}")
+        return request.result
+
+    def serve(self, sink: Sink) -> list[BatchResult]:
+        """On the ingest thread: commit every waiting request, one transaction each, and
+        answer it; returns the results, for after_commit."""
+        self.arrived.clear()
+        results: list[BatchResult] = []
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                return results
+            try:
+                request.result = sink.commit(request.messages)
+            except EdgeTwinError as exc:
+                request.error = str(exc)
+                log.error("an upload could not be stored: %s", exc)
+            else:
+                results.append(request.result)
+            finally:
+                request.done.set()
