@@ -149,11 +149,14 @@ def test_an_xdrip_upload_reaches_the_twin_once_and_its_extras_are_kept_aside(
             assert {q.reason for q in quarantine.recent(store)} == {"unknown_measurement"}
             assert quarantine.count(store, "unknown_measurement") == 4  # twice 2
             device = devices.statuses(store).get(PHONE)
-        assert device is not None and device.battery_pct == 87
+        assert device is not None
+        assert device.battery_pct == 87
         care = api_user(home.cfg.store.path)
         wait_until(
-            lambda: "glucose"
-            in httpx.get(f"{home.url}/patients/pt-001/state", headers=care).json()["signals"],
+            lambda: (
+                "glucose"
+                in httpx.get(f"{home.url}/patients/pt-001/state", headers=care).json()["signals"]
+            ),
             what="the twin's glucose estimate",
         )
         state = httpx.get(f"{home.url}/patients/pt-001/state", headers=care).json()
@@ -228,7 +231,8 @@ def test_treatments_as_aaps_and_xdrip_send_them_are_stored_once_and_plotted(
         page = httpx.get(f"{home.url}/patients/pt-001/view", headers=care).text
         assert page.count('data-marker="carbs"') == 2
         assert page.count('data-marker="insulin"') == 2
-        assert "10 g" in page and "2.5 U" in page
+        assert "10 g" in page
+        assert "2.5 U" in page
 
 
 def test_a_wrong_secret_gets_401_and_stores_nothing(
