@@ -141,6 +141,10 @@ class ReadingFlag(IntFlag):
     LATE = 1  # older than a reading already stored for the same device and signal
     BACKFILLED = 2  # arrived long after it was taken (device was offline): never alarm on it
     CLOCK_SKEW = 4  # the device's clock disagrees with the gateway's beyond tolerance
+    # The device itself flagged the measurement: body movement or a loose cuff, a strip or
+    # temperature warning, a questionable oximetry signal, or a value beyond its range
+    # (a meter's "LO" is stored as the plausible range's end with this flag).
+    DEVICE_CAUTION = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,7 @@ class Measurement:
     t: float
     value: float
     seq: int | None = None
+    caution: bool = False  # the device flagged it (ReadingFlag.DEVICE_CAUTION)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ them, with ``raise X(...) from exc``, so callers only ever catch these::
     ├── StoreError           the SQLite store cannot be opened, migrated or written
     ├── BrokerError          the MQTT broker cannot be started, reached or subscribed to
     ├── IngestUnavailable    an upload could not be stored now (busy, stopped, commit failed)
+    ├── DeviceLinkError      a Bluetooth device is away, refused pairing or broke the link
     ├── ProvisioningError    a device binding is invalid (unknown type, already bound, ...)
     ├── UnknownPatientError  a patient id the gateway has never seen
     ├── ModelError           a model (filter or ONNX) is invalid or cannot be loaded
@@ -40,6 +41,10 @@ class BrokerError(EdgeTwinError):
 
 class IngestUnavailable(EdgeTwinError):
     """An upload through the API could not be stored now: the client may retry."""
+
+
+class DeviceLinkError(EdgeTwinError):
+    """A Bluetooth device cannot be reached, paired or read now (ble_bridge): retried."""
 
 
 class ProvisioningError(EdgeTwinError):

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from edge_twin.domain import (
     Device,
@@ -27,7 +28,7 @@ from edge_twin.domain import (
     Treatment,
 )
 from edge_twin.domain import RejectReason as R
-from edge_twin.ingest import contract, nightscout
+from edge_twin.ingest import contract, gatt, nightscout
 from edge_twin.ingest.contract import Channel
 
 
@@ -46,6 +47,8 @@ class DecodeLimits:
     backfill_after_s: float
     future_tolerance_s: float
     clock_skew_tolerance_s: float = 120.0
+    # The home's zone: Bluetooth devices stamp their wall clock, without a zone.
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
 
 
 # Clock offset estimate: the smallest (gateway time - newest device time) over a device's
@@ -64,6 +67,7 @@ NIGHTSCOUT = (Channel.NS_ENTRIES, Channel.NS_TREATMENTS, Channel.NS_DEVICESTATUS
 UPLOADS = tuple(f"/{c.value}" for c in NIGHTSCOUT)
 _BACKFILLED = int(ReadingFlag.BACKFILLED)
 _LATE = int(ReadingFlag.LATE)
+_CAUTION = int(ReadingFlag.DEVICE_CAUTION)
 _FLAG_VALUES = [ReadingFlag(i) for i in range(max(map(int, ReadingFlag)) * 2)]
 
 
@@ -129,6 +133,13 @@ class Decoder:
             return out
         if channel in NIGHTSCOUT:
             self._decode_nightscout(device, channel, payload, received_at, out)
+            return out
+        if channel is Channel.GATT:
+            values = gatt.decode(payload, self._limits.zone, contract.SENML_RELATIVE_TIME_LIMIT)
+            out.rejections.extend(values.rejections)
+            if values.battery_pct is not None:
+                out.status = DeviceStatus(device_id, battery_pct=values.battery_pct)
+            self.accept(device, values.measurements, received_at, out)
             return out
         records = _senml_records(payload, out)
         if records is None:
@@ -333,7 +344,7 @@ class Decoder:
             out.status = DeviceStatus(device_id, clock_offset_s=round(offset, 3))
 
     def _bind(self, device: Device, m: Measurement, received_at: float) -> Reading:
-        flags = 0  # plain int: IntFlag arithmetic is slow on this hot path
+        flags = _CAUTION if m.caution else 0  # plain int: IntFlag arithmetic is slow here
         if received_at - m.t > self._limits.backfill_after_s:
             flags |= _BACKFILLED
         key = (device.device_id, m.signal)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from edge_twin.clock import ClockTrust
 from edge_twin.config import Config
@@ -122,6 +123,7 @@ class IngestWriter:
                 backfill_after_s=config.ingest.backfill_after_s,
                 future_tolerance_s=config.ingest.future_tolerance_s,
                 clock_skew_tolerance_s=config.ingest.clock_skew_tolerance_s,
+                zone=ZoneInfo(config.api.time_zone),
             ),
             lookup=self.registry.lookup,
             latest=lambda device_id, signal: readings.latest_time(store, device_id, signal),
