@@ -61,7 +61,8 @@ class _Session:
     device: BridgedDevice
     now: Callable[[], float]
     session_start: str | None = None
-    values: list[dict[str, Any]] = field(default_factory=list)
+    values: list[dict[str, Any]] = field(default_factory=list)  # not yet delivered
+    received: int = 0
     sequences: list[int] = field(default_factory=list)
     last_value: float = 0.0
     racp: asyncio.Future[bool] | None = None
@@ -74,6 +75,7 @@ class _Session:
             if self.device.user is not None:
                 doc["user"] = self.device.user
             self.values.append(doc)
+            self.received += 1
             sequence = record_sequence(uuid, value)
             if sequence is not None:
                 self.sequences.append(sequence)
@@ -109,21 +111,26 @@ class Bridge:
         self.racp_timeout_s = racp_timeout_s
         self._pending: dict[str, list[dict[str, Any]]] = {}
 
-    async def session(self, device: BridgedDevice) -> SessionResult:
+    async def session(
+        self, device: BridgedDevice, stop: asyncio.Event | None = None
+    ) -> SessionResult:
         """One connection to ``device``: DeviceLinkError if it is away or fails. What it
-        received is published even if the link broke half way."""
+        received is published even if the link broke half way; ``stop`` ends a streaming
+        device's session (the service stopping), what it sent delivered first."""
         result = SessionResult()
         link = await self.central.connect(device.address, self.connect_timeout_s)
         s = _Session(device, self.now)
         try:
-            await self._collect(link, s, result)
+            await self._collect(link, s, result, stop or asyncio.Event())
         finally:
             await link.disconnect()
-            result.received = len(s.values)
+            result.received = s.received
             await self._deliver(device, s, result)
         return result
 
-    async def _collect(self, link: Link, s: _Session, result: SessionResult) -> None:
+    async def _collect(
+        self, link: Link, s: _Session, result: SessionResult, stop: asyncio.Event
+    ) -> None:
         profile = s.device.profile
         if profile.name == "cgm":
             start = await link.read(CGM_SESSION_START)
@@ -142,19 +149,17 @@ class Bridge:
             except TimeoutError:
                 log.warning("%s: the stored records did not end in time", s.device.device_id)
         if profile.streams:
-            while not link.disconnected.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(link.disconnected.wait(), self.flush_s)
+            while not (link.disconnected.is_set() or stop.is_set()):
+                await _either(link.disconnected, stop, self.flush_s)
                 await self._deliver(s.device, s, result)
             return
         # A cuff or scale sends what it has, then hangs up; a meter waits: leave once quiet.
         loop = asyncio.get_running_loop()
-        while not link.disconnected.is_set():
+        while not (link.disconnected.is_set() or stop.is_set()):
             quiet = loop.time() - s.last_value
             if quiet >= self.idle_s:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(link.disconnected.wait(), self.idle_s - quiet)
+            await _either(link.disconnected, stop, self.idle_s - quiet)
 
     async def _deliver(self, device: BridgedDevice, s: _Session, result: SessionResult) -> None:
         values = [*self._pending.pop(device.device_id, []), *s.values]
@@ -179,7 +184,7 @@ class Bridge:
         async def loop(device: BridgedDevice) -> None:
             while not stop.is_set():
                 try:
-                    got = await self.session(device)
+                    got = await self.session(device, stop)
                     log.info(
                         "%s: %d values, %d delivered", device.device_id, got.received, got.delivered
                     )
@@ -189,3 +194,14 @@ class Bridge:
                     await asyncio.wait_for(stop.wait(), retry_s)
 
         await asyncio.gather(*(loop(d) for d in devices))
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
+    """Wait until either event is set, or ``timeout`` passes."""
+    waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)

@@ -14,6 +14,7 @@ The config (docs/devices.md):
     [bridge]
     state = "/var/lib/edge-twin/ble-state.json"
     hci = ""          # "": the adapter through BlueZ (bleak); "usb:0": a dongle (bumble)
+    keystore = ""     # with hci: bumble's bonds, a JSON file (BlueZ keeps its own)
     retry_s = 60
 
     [[device]]

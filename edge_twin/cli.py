@@ -887,7 +887,7 @@ def credentials_log(
 
 
 uploader_app = typer.Typer(
-    help="Phones that upload like a Nightscout client (xDrip+, AndroidAPS): their secrets.",
+    help="Phones that upload like a Nightscout client (xDrip+, Juggluco, Loop): their secrets.",
     no_args_is_help=True,
 )
 app.add_typer(uploader_app, name="uploader")

@@ -39,7 +39,7 @@ from edge_twin.broker import (
     write_private,
 )
 from edge_twin.config import Config
-from edge_twin.domain import Device
+from edge_twin.domain import Device, DeviceType
 from edge_twin.errors import ProvisioningError
 from edge_twin.store import Store, credentials, devices, displays, uploaders, upstream
 from edge_twin.store.credentials import Kind
@@ -222,6 +222,12 @@ def api_base_url(cfg: Config) -> str:
 def issue_uploader(store: Store, cfg: Config, device_id: str, at: float, by: str) -> UploaderAccess:
     """Give a provisioned device (the phone that relays the patient's CGM) a new upload
     secret, replacing any earlier one; logged."""
+    device = devices.get(store, device_id)
+    if device is None or device.device_type is not DeviceType.CGM:
+        raise ProvisioningError(
+            f"{device_id} is not provisioned as a cgm: a phone that uploads the patient's CGM"
+            f" is (edge-twin provision {device_id} PATIENT --type cgm)"
+        )
     secret = new_secret()
     rotating = any(
         u.device_id == device_id and u.revoked_at is None for u in uploaders.listing(store)

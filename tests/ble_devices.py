@@ -184,3 +184,26 @@ class VirtualMeter(VirtualDevice):
             await self.device.notify_subscriber(connection, self.measurement, record)
         code = b"\x01" if chosen else b"\x06"
         await self.device.indicate_subscriber(connection, self.racp, b"\x06\x00\x01" + code)
+
+
+class StreamingStrap(VirtualDevice):
+    """A heart-rate strap: notifies a beat rate every ``every_s`` while subscribed."""
+
+    def __init__(self, link: LocalLink, name: str, address: str, every_s: float = 0.05) -> None:
+        self.measurement = Characteristic(u16("2a37"), NOTIFY, Characteristic.Permissions(0))
+        super().__init__(link, name, address, "180d", [self.measurement])
+        self.every_s = every_s
+        self.sent = 0
+        self.measurement.on(self.measurement.EVENT_SUBSCRIPTION, self._subscribed)
+
+    def _subscribed(self, connection: Connection, notify: bool, indicate: bool) -> None:
+        if notify:
+            self.spawn(self._stream(connection))
+
+    async def _stream(self, connection: Connection) -> None:
+        while connection.handle in self.device.connections:
+            await self.device.notify_subscriber(
+                connection, self.measurement, bytes([0x06, 60 + self.sent % 20])
+            )
+            self.sent += 1
+            await asyncio.sleep(self.every_s)

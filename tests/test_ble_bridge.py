@@ -26,9 +26,10 @@ from edge_twin.config import Config
 from edge_twin.domain import ReadingFlag, Signal
 from edge_twin.errors import DeviceLinkError
 from edge_twin.gateway import Gateway
-from edge_twin.store import Store, alarms, devices, quarantine, readings
+from edge_twin.store import Store, alarms, devices, quarantine, readings, twin_state
 from tests.ble_devices import (
     StoringDevice,
+    StreamingStrap,
     VirtualMeter,
     bp_record,
     central_device,
@@ -162,7 +163,12 @@ async def scenario(
         assert all(r.flags & ReadingFlag.BACKFILLED for r in glucose[3:])
         with Store(cfg.store.path) as store:
             raised = [a.alarm_type for a in alarms.listing(store.conn, "pt-001", False, 100)]
+            # The twin took them in: its glucose and blood pressure are as of the newest.
+            glucose_at = twin_state.time_of(store, "pt-001", Signal.GLUCOSE)
+            systolic_at = twin_state.time_of(store, "pt-001", Signal.SYSTOLIC)
         assert not {"low", "urgent_low", "predicted_low"} & set(raised), raised
+        assert glucose_at == max(r.t for r in glucose)
+        assert systolic_at == T0 - 120
 
         # The bridge loses its memory: everything is fetched again, and stored once.
         state_file.unlink()
@@ -178,3 +184,49 @@ async def scenario(
         for device in (cuff, scale, meter):
             await device.close()
         await central.power_off()
+
+
+class Collected:
+    """A publisher that keeps what it was given (the broker's part is tested above)."""
+
+    def __init__(self) -> None:
+        self.values: list[dict[str, object]] = []
+
+    def publish(self, values: list[dict[str, object]]) -> None:
+        self.values += values
+
+
+def test_a_streaming_device_is_published_as_it_goes_and_a_stop_ends_its_session(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        link = LocalLink()
+        strap = StreamingStrap(link, "Strap", "C0:00:00:00:00:04")
+        central = central_device(link, "C0:00:00:00:00:FE")
+        await central.power_on()
+        await strap.start()
+        out = Collected()
+        bridge = Bridge(
+            BumbleCentral(central),
+            {"hr-001": out},
+            BridgeState(tmp_path / "s.json"),
+            lambda: T0,
+            flush_s=0.2,
+        )
+        stop = asyncio.Event()
+        device = BridgedDevice("hr-001", "C0:00:00:00:00:04", PROFILES["heart_rate"])
+        try:
+            session = asyncio.create_task(bridge.session(device, stop))
+            await asyncio.sleep(0.7)
+            published_while_connected = len(out.values)
+            stop.set()
+            result = await asyncio.wait_for(session, 5)
+        finally:
+            await strap.close()
+            await central.power_off()
+        assert published_while_connected >= 3  # flushed every 0.2 s, not at the end
+        assert result.delivered == len(out.values) == result.received
+        assert {v["uuid"] for v in out.values} == {"2a19", "2a37"}
+        assert strap.sent >= len(out.values) - 1
+
+    asyncio.run(run())

@@ -162,6 +162,30 @@ def test_glucose_measurement_vector() -> None:
     assert refused.value.reason is RejectReason.NOT_ALLOWED
 
 
+def test_infinite_glucose_is_the_range_end_flagged_never_lost() -> None:
+    low = "02 05 00 E3 07 02 1B 0B 0A 1E 02 08 11"  # concentration -INF: below the range
+    (m,) = gatt.glucose(Value("2a18", h(low), AT), UTC_ZONE)
+    assert (m.value, m.caution) == (20.0, True)
+    high = "02 06 00 E3 07 02 1B 0B 0A 1E FE 07 11"
+    assert gatt.glucose(Value("2a18", h(high), AT), UTC_ZONE)[0].value == 600.0
+    cgm = gatt.cgm_records(Value("2aa7", h("06 00 02 08 06 00"), AT, SESSION))
+    assert [(m.value, m.caution) for m in cgm] == [(20.0, True)]
+
+
+def test_device_time_is_the_homes_wall_clock_across_a_dst_change() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    # 2026-03-29 01:30 is CET (UTC+1); 03:30 is CEST (UTC+2): the clocks went forward.
+    before = Value("2a9d", h("02 B0 36 EA 07 03 1D 01 1E 00"), AT)
+    after = Value("2a9d", h("02 B0 36 EA 07 03 1D 03 1E 00"), AT)
+    assert gatt.weight(before, paris)[0].t == utc(2026, 3, 29, 0, 30, 0)
+    assert gatt.weight(after, paris)[0].t == utc(2026, 3, 29, 1, 30, 0)
+
+
+def test_a_128_bit_sig_uuid_is_read_as_its_short_form() -> None:
+    doc = {"uuid": "00002A19-0000-1000-8000-00805F9B34FB", "value": "32", "at": AT}
+    assert gatt.decode(message(doc), UTC_ZONE, 2**28).battery_pct == 50
+
+
 SESSION = h("E2 07 04 18 0D 08 18 08 04 E0 C2")  # 2018-04-24 13:08:24, UTC+2:00, DST +1 h
 
 
@@ -170,6 +194,10 @@ def test_cgm_session_start_and_records() -> None:
     assert start == utc(2018, 4, 24, 10, 8, 24)  # 13:08:24 at UTC+3
     with pytest.raises(Refused):
         gatt.session_start(SESSION[:-1] + b"\xc3")  # CRC error
+    # UTC+14 and DST +2 h is a day ahead: no zone the Time Zone characteristic allows.
+    with pytest.raises(Refused) as refused:
+        gatt.session_start(SESSION[:7] + bytes([96, 8]))
+    assert refused.value.reason is RejectReason.BAD_TIME
     # Nordic: 12.34 mg/dL at 5 min, status octets 02 14 FF, trend, quality, CRC 0x3F8E:
     # all warning bits, the below-device-range one among them: the range's end, flagged.
     full = Value("2aa7", h("0F E3 D2 E4 05 00 02 14 FF 02 F0 E5 F3 8E 3F"), AT, SESSION)
@@ -204,14 +232,21 @@ def test_heart_rate_vectors() -> None:
 
 
 def test_pulse_oximeter_vectors() -> None:
+    # SpeziBluetooth's spot check: its device status says "equipment malfunction" (and
+    # low perfusion): not the patient's value.
     spot = Value("2a5e", h("0F AC F3 BE F5 E8 07 0B 1D 17 08 39 20 40 22 00 00 66 E3"), AT)
+    with pytest.raises(Refused) as refused:
+        gatt.plx(spot, UTC_ZONE, continuous=False)
+    assert "equipment malfunction" in refused.value.detail
+    # The same with low perfusion only: kept, flagged.
+    spot = Value("2a5e", h("0F AC F3 BE F5 E8 07 0B 1D 17 08 39 20 40 20 00 00 66 E3"), AT)
     spo2, pulse = gatt.plx(spot, UTC_ZONE, continuous=False)
     assert (spo2.value, pulse.value, spo2.t) == (
         pytest.approx(94.0),
         pytest.approx(147.0),
         utc(2024, 11, 29, 23, 8, 57),
     )
-    assert spo2.caution  # questionable, equipment malfunction, low perfusion
+    assert spo2.caution  # questionable, low perfusion
     for value, expected in (
         ("00 E8 F3 84 F3", (100.0, 90.0)),
         ("00 64 00 5A 00", (100.0, 90.0)),

@@ -12,17 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_twin.broker import PrivateBroker
 from edge_twin.clock import ManualClock
 from edge_twin.config import Config
 from edge_twin.domain import Signal
+from edge_twin.errors import ProvisioningError
 from edge_twin.gateway import Gateway
 from edge_twin.ingest import nightscout
 from edge_twin.provisioning import issue_uploader
-from edge_twin.store import Store, devices, quarantine, readings, treatments, uploaders
-from tests.conftest import T0, api_user, wait_until
+from edge_twin.store import Store, devices, quarantine, readings, treatments, uploaders, users
+from tests.conftest import T0, api_user, serving_api, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -328,3 +331,108 @@ def test_an_sgv_of_39_is_low_not_an_error_and_date_wins_over_text() -> None:
 def test_treatment_rejections(doc: object, reason: str) -> None:
     parsed = nightscout.treatments(json.dumps(doc).encode(), 2**28)
     assert [r.reason.value for r in parsed.rejections] == [reason]
+
+
+def test_ns_channels_over_mqtt_are_refused_and_only_a_cgm_phone_uploads(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    with phone_home(broker, make_config) as home:
+        home.clock.set(T0 + 60)
+        # A device's broker credential cannot post treatments on the API's channel.
+        sender = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        sender.connect(broker.host, broker.port)
+        sender.loop_start()
+        try:
+            topic = f"{home.cfg.mqtt.topic_prefix}/dev/{PHONE}/ns-treatments"
+            bolus = {"eventType": "Correction Bolus", "insulin": 40, "created_at": aaps_time(T0)}
+            sender.publish(topic, json.dumps([bolus]), qos=1).wait_for_publish(5)
+        finally:
+            sender.disconnect()
+            sender.loop_stop()
+        with Store(home.cfg.store.path) as store:
+            wait_until(lambda: quarantine.count(store, "wrong_topic") == 1, what="quarantine")
+            assert treatments.between(store, "pt-001", 0, 2e9) == []
+            devices.provision(store, "scale-9", "pt-001", "scale", T0)
+            with pytest.raises(ProvisioningError, match="not provisioned as a cgm"):
+                issue_uploader(store, home.cfg, "scale-9", T0, "test")
+
+
+def test_an_edited_treatment_is_updated_and_uploads_are_in_the_access_log(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    meal = {"eventType": "Meal Bolus", "carbs": 40, "created_at": aaps_time(T0)}
+    with phone_home(broker, make_config) as home:
+        home.clock.set(T0 + 60)
+        with httpx.Client(base_url=home.url, headers=home.headers()) as phone:
+            assert phone.post("/api/v1/treatments", json=[meal]).status_code == 200
+            assert phone.post("/api/v1/treatments", json=[{**meal, "carbs": 55}]).status_code == 200
+        wrong = httpx.post(f"{home.url}/api/v1/entries", json=[], headers=home.headers("nope"))
+        assert wrong.status_code == 401
+        with Store(home.cfg.store.path) as store:
+            (kept,) = treatments.between(store, "pt-001", 0, 2e9)
+            log = [
+                (a.username, a.role, a.route, a.patient_id, a.outcome)
+                for a in users.access_log(store, "pt-001")
+            ]
+            refused = store.conn.execute(
+                "SELECT username, role, outcome FROM access_log WHERE patient_id IS NULL"
+            ).fetchall()
+        assert kept.carbs_g == 55
+        assert log.count((PHONE, "uploader", "/api/v1/treatments", "pt-001", "allowed")) == 2
+        assert refused == [("?", "uploader", "refused")]
+
+
+def test_junk_is_refused_whole_not_once_per_record(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    with phone_home(broker, make_config) as home:
+        with httpx.Client(base_url=home.url, headers=home.headers()) as phone:
+            r = phone.post("/api/v1/entries", json=[1] * 5000)
+            assert r.status_code == 400
+            assert "5000 records refused" in r.json()["message"]
+
+            def chunks() -> Iterator[bytes]:  # no Content-Length: the streaming bound
+                yield b"["
+                for _ in range(home.cfg.ingest.max_upload_bytes // 1000 + 1):
+                    yield b" " * 1000
+                yield b"]"
+
+            assert phone.post("/api/v1/entries", content=chunks()).status_code == 413
+        with Store(home.cfg.store.path) as store:
+            assert quarantine.counts_by_reason(store) == {"malformed": 1}
+
+
+def test_uploads_are_stored_while_the_broker_is_away(
+    broker: PrivateBroker, make_config: Callable[..., Config]
+) -> None:
+    cfg = make_config(broker)
+    with Store(cfg.store.path) as store:
+        devices.provision(store, PHONE, "pt-001", "cgm", T0)
+        secret = issue_uploader(store, cfg, PHONE, T0, "test").secret
+    broker.stop()
+    clock = ManualClock(T0 + 60)
+    with Gateway(cfg, clock, degrade=True) as gw:
+        assert gw.api is not None
+        headers = {"api-secret": uploaders.api_secret(secret)}
+        r = httpx.post(f"{gw.api.url}/api/v1/entries", json=[xdrip_sgv(T0, 101)], headers=headers)
+        assert r.status_code == 200, r.text
+    assert [r.value for r in stored_glucose(cfg)] == [101.0]
+
+
+def test_an_api_served_without_ingest_refuses_uploads_with_503(
+    make_config: Callable[..., Config],
+) -> None:
+    cfg = make_config()
+    with Store(cfg.store.path) as store:
+        devices.provision(store, PHONE, "pt-001", "cgm", T0)
+        secret = issue_uploader(store, cfg, PHONE, T0, "test").secret
+    with serving_api(cfg) as url:
+        headers = {"api-secret": uploaders.api_secret(secret)}
+        r = httpx.post(f"{url}/api/v1/entries", json=[xdrip_sgv(T0, 101)], headers=headers)
+    assert r.status_code == 503
+    assert stored_glucose(cfg) == []
+
+
+def stored_glucose(cfg: Config) -> list[readings.Reading]:
+    with Store(cfg.store.path) as store:
+        return readings.series(store, [PHONE], Signal.GLUCOSE, 0, 2e9)

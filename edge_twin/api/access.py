@@ -58,6 +58,7 @@ class Rule:
 OPEN = Rule(frozenset())
 UPLOADER = Rule(frozenset(), uploader=True)
 API_SECRET_HEADER = "api-secret"
+UPLOADER_ROLE = "uploader"  # in the access log
 
 RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/health/live"): OPEN,
@@ -185,7 +186,7 @@ def authorize(request: Request, store: Store, guard: Guard) -> users.User | None
     if request.method not in ("GET", "HEAD") and not _same_site(request, guard):
         raise HTTPException(403, "a change must come from the gateway's own pages")
     if rule.uploader:
-        request.state.uploader = authenticate_uploader(request, store)
+        request.state.uploader = authenticate_uploader(request, store, guard, path)
         return None
     if not rule.roles:
         return None
@@ -202,17 +203,28 @@ def authorize(request: Request, store: Store, guard: Guard) -> users.User | None
     return user
 
 
-def authenticate_uploader(request: Request, store: Store) -> Device:
+def authenticate_uploader(request: Request, store: Store, guard: Guard, path: str) -> Device:
     """The phone whose secret's SHA-1 hex digest is in the ``api-secret`` header: 401
-    without it or with a wrong one (logged, without the header), 403 for a user's login."""
+    without it or with a wrong one, 403 for a user's login. An upload and a refused
+    secret go to the access log (the phone as ``uploader``; never the header)."""
     header = request.headers.get(API_SECRET_HEADER, "")
     device = uploaders.device_for(store, header) if header else None
     if device is not None:
+        if request.method not in ("GET", "HEAD"):
+            record(
+                store,
+                guard,
+                (device.device_id, UPLOADER_ROLE),
+                request.method,
+                path,
+                [device.patient_id],
+                True,
+            )
         return device
     if not header and token_of(request)[0] is not None:
         raise HTTPException(403, "this route is for uploaders: send their api-secret header")
     if header:
-        log.warning("an upload with a wrong api-secret was refused (%s)", request.url.path)
+        record(store, guard, ("?", UPLOADER_ROLE), request.method, path, [None], False)
     raise HTTPException(401, "send the uploader's secret in the api-secret header (SHA-1 hex)")
 
 
@@ -239,23 +251,25 @@ def require_patient_access(
 def record(
     store: Store,
     guard: Guard,
-    user: users.User,
+    user: users.User | tuple[str, str],
     method: str,
     route: str,
     patients: Iterable[str | None],
     allowed: bool,
 ) -> None:
-    """One access-log row per patient (a list logs every patient it returned)."""
+    """One access-log row per patient (a list logs every patient it returned); ``user``:
+    a user, or (name, role) of another identity (an uploader phone)."""
+    who = (user.username, user.role.value) if isinstance(user, users.User) else user
     outcome = "allowed" if allowed else "refused"
     rows = list(patients) or [None]
     if guard.read_only:  # a store served read-only keeps its log in the process's log
         for patient in rows:
-            log.warning("access %s %s %s %s %s", user.username, method, route, patient, outcome)
+            log.warning("access %s %s %s %s %s", who[0], method, route, patient, outcome)
         return
     at = time.time()
     try:
         with store.transaction() as conn:
             for patient in rows:
-                users.log_access(conn, at, user, method, route, patient, outcome)
+                users.log_access(conn, at, who, method, route, patient, outcome)
     except StoreError as exc:
         raise HTTPException(503, f"the access log cannot be written: {exc}") from exc

@@ -104,20 +104,21 @@ def install(app: FastAPI, config: Config, clock: Clock, inlet: Callable[[], Inle
 
     async def upload(request: Request, channel: Channel) -> JSONResponse:
         device: Device = request.state.uploader  # set by the access rule (api/access.py)
-        body = await _bounded_body(request, config.ingest.max_upload_bytes)
+        limit = config.ingest.max_upload_bytes
+        body = await _bounded_body(request, limit)
         if request.headers.get("content-encoding", "").lower() == "gzip":
-            body = _inflate(body, config.ingest.max_upload_bytes)
+            body = await run_in_threadpool(_inflate, body, limit)  # off the event loop
         running = inlet()
         if running is None:
             raise HTTPException(503, "this gateway serves its store without ingest: not stored")
         message = RawMessage(
-            topic(config.mqtt.topic_prefix, device.device_id, channel), body, clock.now()
+            topic(config.mqtt.topic_prefix, device.device_id, channel), body, clock.now(), True
         )
         try:
-            result = await run_in_threadpool(running.submit, [message], UPLOAD_TIMEOUT_S)
+            result = await running.submit([message], UPLOAD_TIMEOUT_S)
         except IngestUnavailable as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
-        return _answer(device, channel, body, result)
+        return await run_in_threadpool(_answer, device, channel, body, result)
 
     @app.post("/api/v1/entries")
     async def post_entries(request: Request) -> JSONResponse:

@@ -15,6 +15,7 @@ The device -> patient binding is the gateway's (provisioning), never the payload
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -82,3 +83,15 @@ def parse_topic(prefix: str, name: str) -> tuple[str, Channel] | None:
         return parts[0], Channel(parts[1])
     except ValueError:
         return None
+
+
+def finite(value: object) -> float | None:
+    """A JSON number as a finite float, or None (bools, strings, NaN, inf, huge ints):
+    what every payload format's numbers must be."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from edge_twin.domain import (
     Device,
     DeviceStatus,
+    DeviceType,
     Measurement,
     Reading,
     ReadingFlag,
@@ -29,7 +30,7 @@ from edge_twin.domain import (
 )
 from edge_twin.domain import RejectReason as R
 from edge_twin.ingest import contract, gatt, nightscout
-from edge_twin.ingest.contract import Channel
+from edge_twin.ingest.contract import Channel, finite
 
 
 @dataclass(slots=True)
@@ -65,6 +66,8 @@ OFFSET_REPORT_STEP_S = 1.0
 # Uploads through the API are bounded there (ingest.max_upload_bytes: 413, not stored).
 NIGHTSCOUT = (Channel.NS_ENTRIES, Channel.NS_TREATMENTS, Channel.NS_DEVICESTATUS)
 UPLOADS = tuple(f"/{c.value}" for c in NIGHTSCOUT)
+# A Nightscout or Bluetooth message with more refused records than this is refused whole.
+MAX_RECORD_REJECTIONS = 50
 _BACKFILLED = int(ReadingFlag.BACKFILLED)
 _LATE = int(ReadingFlag.LATE)
 _CAUTION = int(ReadingFlag.DEVICE_CAUTION)
@@ -97,14 +100,22 @@ class Decoder:
         self._latest: dict[tuple[str, Signal], float] = {}
         self._lags: dict[str, deque[tuple[float, float]]] = {}  # (received_at, lag)
         self._reported_offset: dict[str, float] = {}
+        self._synchronised: bool | None = None  # the clock's trust, for the message at hand
 
     def forget_latest(self) -> None:
         """Drop the cache of newest times (after a failed commit); re-read from the store."""
         self._latest.clear()
 
-    def decode(self, topic: str, payload: bytes, received_at: float) -> Decoded:
+    def decode(
+        self, topic: str, payload: bytes, received_at: float, via_api: bool = False
+    ) -> Decoded:
+        """``via_api``: a Nightscout upload handed over by the API (its size bounded there);
+        only such messages may use the ns-* channels."""
         out = Decoded()
-        if len(payload) > self._limits.max_payload_bytes and not topic.endswith(UPLOADS):
+        self._synchronised = None
+        if len(payload) > self._limits.max_payload_bytes and not (
+            via_api and topic.endswith(UPLOADS)
+        ):
             out.rejections.append(
                 Rejection(
                     R.OVERSIZED,
@@ -132,7 +143,13 @@ class Decoder:
             self._decode_online(device, payload, out)
             return out
         if channel in NIGHTSCOUT:
-            self._decode_nightscout(device, channel, payload, received_at, out)
+            if not via_api:
+                out.rejections.append(
+                    Rejection(R.WRONG_TOPIC, f"{channel.value} is the API's (/api/v1/), not MQTT's")
+                )
+            else:
+                self._decode_nightscout(device, channel, payload, received_at, out)
+            self._collapse(out)
             return out
         if channel is Channel.GATT:
             values = gatt.decode(payload, self._limits.zone, contract.SENML_RELATIVE_TIME_LIMIT)
@@ -140,6 +157,7 @@ class Decoder:
             if values.battery_pct is not None:
                 out.status = DeviceStatus(device_id, battery_pct=values.battery_pct)
             self.accept(device, values.measurements, received_at, out)
+            self._collapse(out)
             return out
         records = _senml_records(payload, out)
         if records is None:
@@ -168,7 +186,7 @@ class Decoder:
         for index, rec in enumerate(records):
             name = rec.get("n")
             if name == contract.STATUS_BATTERY:
-                value = _finite(rec.get("v"))
+                value = finite(rec.get("v"))
                 if value is None or not 0 <= value <= 100 or rec.get("u") != "%":
                     out.rejections.append(
                         Rejection(R.BAD_VALUE, "battery needs a number 0-100 with u '%'", index)
@@ -176,7 +194,7 @@ class Decoder:
                     continue
                 battery = value
             elif name == contract.STATUS_SENSOR_EXPIRES:
-                value = _finite(rec.get("v"))
+                value = finite(rec.get("v"))
                 absolute = value is not None and value >= contract.SENML_RELATIVE_TIME_LIMIT
                 if value is None or not absolute or rec.get("u") != "s":
                     out.rejections.append(
@@ -211,7 +229,7 @@ class Decoder:
         for index, rec in enumerate(records):
             # Base fields apply to this and later records (RFC 8428 section 4.5).
             if "bt" in rec:
-                bt = _finite(rec["bt"])
+                bt = finite(rec["bt"])
                 if bt is None:
                     out.rejections.append(Rejection(R.BAD_TIME, "bt is not a finite number", index))
                     continue
@@ -238,7 +256,9 @@ class Decoder:
         if t <= received_at + self._limits.future_tolerance_s:
             return None
         ahead = f"device time is {t - received_at:.0f} s ahead of the gateway"
-        if self._clock_synchronised():
+        if self._synchronised is None:  # asked once per message
+            self._synchronised = self._clock_synchronised()
+        if self._synchronised:
             return Rejection(R.FUTURE_TIME, ahead, index)
         return Rejection(
             R.CLOCK_UNSYNCHRONISED,
@@ -287,6 +307,21 @@ class Decoder:
             out.readings.append(self._bind(device, m, received_at))
         self._after_readings(device, received_at, out)
 
+    def _collapse(self, out: Decoded) -> None:
+        """A message that is mostly junk (more than MAX_RECORD_REJECTIONS refused records,
+        and more refused than accepted) is refused whole: one quarantine row instead of
+        one per record, each holding the message. An honest backlog with a few refused
+        records among many good ones keeps its good ones. (Storing a message once for all
+        its rows is issue #17's.)"""
+        refused = len(out.rejections)
+        if refused <= MAX_RECORD_REJECTIONS or refused <= len(out.readings) + len(out.treatments):
+            return
+        first = out.rejections[0]
+        out.rejections = [
+            Rejection(first.reason, f"{refused} records refused, the first: {first.detail}"[:300])
+        ]
+        out.readings, out.treatments, out.status = [], [], None
+
     def _decode_nightscout(
         self, device: Device, channel: Channel, payload: bytes, received_at: float, out: Decoded
     ) -> None:
@@ -301,6 +336,11 @@ class Decoder:
         if parsed.battery_pct is not None:
             out.status = DeviceStatus(device.device_id, battery_pct=parsed.battery_pct)
         self.accept(device, parsed.measurements, received_at, out)
+        if parsed.treatments and device.device_type is not DeviceType.CGM:
+            out.rejections.append(
+                Rejection(R.NOT_ALLOWED, "treatments come from a phone provisioned as a cgm")
+            )
+            return
         for index, x in parsed.treatments:
             ahead = self._ahead(x.t, received_at, index)
             if ahead is not None:
@@ -441,11 +481,11 @@ def _measurement(
             )
         )
         return None
-    raw = _finite(rec.get("v"))
+    raw = finite(rec.get("v"))
     if raw is None:
         out.rejections.append(Rejection(R.BAD_VALUE, f"{name} needs a finite number v", index))
         return None
-    t_rel = _finite(rec.get("t", 0.0))
+    t_rel = finite(rec.get("t", 0.0))
     if t_rel is None:
         out.rejections.append(Rejection(R.BAD_TIME, "t is not a finite number", index))
         return None
@@ -469,14 +509,3 @@ def _measurement(
     if not (isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63):
         seq = None
     return Measurement(measure.signal, t, value, seq)
-
-
-def _finite(value: object) -> float | None:
-    """The value as a finite float, or None (bools, strings, NaN, inf, huge ints)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None

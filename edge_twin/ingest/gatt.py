@@ -65,7 +65,9 @@ _FLOAT_SPECIAL = {
     0x00800002: "-INF",
     0x00800001: "reserved",
 }
+SFLOAT_PLUS_INF, SFLOAT_MINUS_INF = 0x07FE, 0x0802
 UNKNOWN_USER = 255
+SIG_BASE = "-0000-1000-8000-00805f9b34fb"
 MAX_VALUES = 2048  # values in one message
 
 
@@ -184,6 +186,11 @@ def _user(reader: Reader, expected: int | None) -> None:
         raise Refused(R.NOT_ALLOWED, f"a measurement of {who}; the patient is user {expected}")
 
 
+def _beyond(raw: int) -> bool | None:
+    """An SFLOAT -INF (True: below what the device measures) or +INF (False: above)."""
+    return {SFLOAT_MINUS_INF: True, SFLOAT_PLUS_INF: False}.get(raw)
+
+
 def _edge(signal: Signal, low: bool) -> float:
     """A value beyond what the device can measure, as the plausible range's end."""
     spec = SIGNALS[signal]
@@ -261,9 +268,10 @@ def glucose(v: Value, zone: ZoneInfo) -> list[Measurement]:
     failures = [text for bit, text in _GLUCOSE_FAILURES.items() if status & bit]
     if failures:
         raise Refused(R.BAD_VALUE, f"record {seq}: the meter reports {', '.join(failures)}")
-    if status & (_GLUCOSE_HIGH | _GLUCOSE_LOW):
-        edge = _edge(Signal.GLUCOSE, low=bool(status & _GLUCOSE_LOW))
-        return [Measurement(Signal.GLUCOSE, t, edge, seq, caution=True)]
+    beyond = _beyond(raw)
+    if status & (_GLUCOSE_HIGH | _GLUCOSE_LOW) or beyond is not None:
+        low = bool(status & _GLUCOSE_LOW) if beyond is None else beyond
+        return [Measurement(Signal.GLUCOSE, t, _edge(Signal.GLUCOSE, low), seq, caution=True)]
     value = sfloat(raw)
     # Rounded: 132e-5 kg/L is 132 mg/dL, not 132.00000000000003.
     mgdl = round(value * 1000.0 * MMOL_TO_MGDL if flags & 0x04 else value * 1e5, 6)
@@ -280,6 +288,9 @@ def session_start(value: bytes) -> float:
         raise Refused(R.BAD_VALUE, "session start time: E2E-CRC mismatch")
     if zone_q == -128:
         raise Refused(R.BAD_TIME, "session start time: time zone unknown")
+    # The Time Zone characteristic's range: UTC-12:00 to UTC+14:00 in quarter hours.
+    if not -48 <= zone_q <= 56:
+        raise Refused(R.BAD_TIME, f"session start time: time zone {zone_q} out of range")
     dst_h = {0: 0.0, 2: 0.5, 4: 1.0, 8: 2.0}.get(dst)
     if dst_h is None:
         raise Refused(R.BAD_TIME, f"session start time: DST offset {dst} unknown")
@@ -343,9 +354,10 @@ def _cgm_record(record: bytes, start: float) -> Measurement:
     if failures:
         raise Refused(R.BAD_VALUE, f"CGM record at {minutes} min: {', '.join(failures)}")
     warning = octets.get(0x20, 0)
-    if warning & (_CGM_BELOW_RANGE | _CGM_ABOVE_RANGE):
-        edge = _edge(Signal.GLUCOSE, low=bool(warning & _CGM_BELOW_RANGE))
-        return Measurement(Signal.GLUCOSE, t, edge, minutes, caution=True)
+    beyond = _beyond(raw)
+    if warning & (_CGM_BELOW_RANGE | _CGM_ABOVE_RANGE) or beyond is not None:
+        low = bool(warning & _CGM_BELOW_RANGE) if beyond is None else beyond
+        return Measurement(Signal.GLUCOSE, t, _edge(Signal.GLUCOSE, low), minutes, caution=True)
     caution = bool(octets.get(0x40, 0))  # calibration or temperature trouble
     return Measurement(Signal.GLUCOSE, t, sfloat(raw), minutes, caution=caution)
 
@@ -363,8 +375,20 @@ def heart_rate(v: Value) -> list[Measurement]:
     return [Measurement(Signal.HEART_RATE, v.at, float(bpm))]
 
 
-# PLX measurement status: the value is not to be used.
-_PLX_UNUSABLE = {0x2000: "measurement unavailable", 0x8000: "invalid"}
+# PLX measurement status: the value is not the patient's, or not to be used.
+_PLX_UNUSABLE = {
+    0x0400: "demonstration data",
+    0x0800: "testing data",
+    0x2000: "measurement unavailable",
+    0x8000: "invalid",
+}
+# PLX device and sensor status: the sensor is not measuring the patient.
+_PLX_SENSOR_FAILURES = {
+    0x0002: "equipment malfunction",
+    0x0800: "sensor unconnected",
+    0x4000: "sensor malfunctioning",
+    0x8000: "sensor disconnected",
+}
 _PLX_QUESTIONABLE = 0x4000 | 0x0040  # questionable; early estimate
 
 
@@ -389,8 +413,9 @@ def plx(v: Value, zone: ZoneInfo, continuous: bool) -> list[Measurement]:
     status = r.u16("measurement status") if flags & status_bit else 0
     device = r.u24("device and sensor status") if flags & device_bit else 0
     unusable = [text for bit, text in _PLX_UNUSABLE.items() if status & bit]
+    unusable += [text for bit, text in _PLX_SENSOR_FAILURES.items() if device & bit]
     if unusable:
-        raise Refused(R.BAD_VALUE, f"the oximeter says the measurement is {', '.join(unusable)}")
+        raise Refused(R.BAD_VALUE, f"the oximeter reports {', '.join(unusable)}")
     caution = bool(status & _PLX_QUESTIONABLE or device & 0x00FFFE)
     return [
         Measurement(Signal.SPO2, t, spo2, caution=caution),
@@ -439,7 +464,10 @@ def _value(doc: Any) -> Value:
         raise Refused(R.MALFORMED, "value and session_start are hex strings") from None
     if user is not None and not (isinstance(user, int) and 0 <= user <= 255):
         raise Refused(R.MALFORMED, "user is the patient's user index on the device, 0-255")
-    return Value(uuid.lower().removeprefix("0x")[-4:], raw, float(at), started, user)
+    short = uuid.lower().removeprefix("0x")
+    if len(short) == 36 and short.endswith(SIG_BASE):
+        short = short[4:8]  # a SIG UUID in its 128-bit form
+    return Value(short, raw, float(at), started, user)
 
 
 def decode(payload: bytes, zone: ZoneInfo, time_floor: float) -> Parsed:

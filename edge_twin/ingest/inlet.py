@@ -12,11 +12,13 @@ again (Nightscout clients retry what was not acknowledged).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from edge_twin.errors import EdgeTwinError, IngestUnavailable
 from edge_twin.ingest.sink import Sink
@@ -32,7 +34,7 @@ MAX_WAITING = 64
 @dataclass(slots=True)
 class _Request:
     messages: Sequence[RawMessage]
-    done: threading.Event = field(default_factory=threading.Event)
+    answered: Callable[[], None]  # called on the ingest thread once result or error is set
     result: BatchResult | None = None
     error: str | None = None
 
@@ -44,20 +46,31 @@ class Inlet:
         self._queue: queue.Queue[_Request] = queue.Queue(MAX_WAITING)
         self.arrived = threading.Event()  # set when a request waits (wakes a sleeping loop)
 
-    def submit(self, messages: Sequence[RawMessage], timeout: float = 10.0) -> BatchResult:
+    async def submit(self, messages: Sequence[RawMessage], timeout: float = 10.0) -> BatchResult:
         """Commit ``messages`` on the ingest thread and return what was stored;
         IngestUnavailable if the ingest thread is busy or gone, or the commit failed (then
-        nothing was stored)."""
-        request = _Request(messages)
+        nothing was stored). Waits without holding a worker thread: phones waiting on a
+        slow disk do not starve the API's other routes."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def answered() -> None:
+            # The request may have timed out and its loop closed meanwhile.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(woken.set)
+
+        request = _Request(messages, answered)
         try:
             self._queue.put_nowait(request)
         except queue.Full:
             raise IngestUnavailable("the gateway is busy: try again shortly") from None
         self.arrived.set()
-        if not request.done.wait(timeout):
+        try:
+            await asyncio.wait_for(woken.wait(), timeout)
+        except TimeoutError:
             # The ingest thread may still commit it later: the client retries, and the
             # store's dedupe keeps one copy.
-            raise IngestUnavailable(f"not stored within {timeout:g} s: try again")
+            raise IngestUnavailable(f"not stored within {timeout:g} s: try again") from None
         if request.result is None:
             raise IngestUnavailable(f"not stored: {request.error}")
         return request.result
@@ -80,4 +93,4 @@ class Inlet:
             else:
                 results.append(request.result)
             finally:
-                request.done.set()
+                request.answered()

@@ -30,13 +30,13 @@ What is read, and why not more:
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from edge_twin.domain import Measurement, Rejection, Signal, TreatmentKind
 from edge_twin.domain import RejectReason as R
+from edge_twin.ingest.contract import finite
 
 # sgv values below this are error codes, not concentrations: Dexcom's SENSOR_NOT_ACTIVE = 1
 # ... BAD_RF = 12, xDrip+'s 38; Nightscout shows any value below 39 as an error code.
@@ -80,16 +80,6 @@ def _documents(payload: bytes, out: Parsed) -> list[Any] | None:
     return docs
 
 
-def _number(value: object) -> float | None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _iso(value: object) -> float | None:
     """An ISO 8601 time with a UTC offset (Nightscout's dateString / created_at)."""
     if not isinstance(value, str) or len(value) > 40:
@@ -105,7 +95,7 @@ def _time(doc: dict[str, Any], numeric: tuple[str, ...], textual: tuple[str, ...
     """Epoch seconds from the first field present: epoch milliseconds, else ISO text."""
     for name in numeric:
         if name in doc:
-            ms = _number(doc[name])
+            ms = finite(doc[name])
             return None if ms is None else ms / 1000.0
     for name in textual:
         if name in doc:
@@ -147,7 +137,7 @@ def entries(payload: bytes, time_floor: float) -> Parsed:
                 )
             )
             continue
-        sgv = _number(doc.get("sgv"))
+        sgv = finite(doc.get("sgv"))
         if sgv is None or sgv < SENSOR_ERROR_CODES_BELOW:
             detail = (
                 f"sgv {sgv:g} is a sensor error code, not a glucose value"
@@ -167,7 +157,7 @@ def _amount(
     value = doc.get(name)
     if value is None:
         return True, None
-    number = _number(value)
+    number = finite(value)
     if number is None:
         out.rejections.append(Rejection(R.BAD_VALUE, f"{name} needs a number", index))
         return False, None
@@ -235,7 +225,7 @@ def device_status(payload: bytes) -> Parsed:
         uploader = doc.get("uploader")
         if not isinstance(uploader, dict) or "battery" not in uploader:
             continue
-        battery = _number(uploader["battery"])
+        battery = finite(uploader["battery"])
         if battery is None or not 0 <= battery <= 100:
             out.rejections.append(
                 Rejection(R.BAD_VALUE, "uploader.battery needs a number 0-100", index)

@@ -26,6 +26,9 @@ class RawMessage:
     topic: str
     payload: bytes
     received_at: float  # gateway clock
+    # Handed over by the API (a Nightscout upload, its size bounded there), not from the
+    # broker: only these may use the ns-* channels.
+    via_api: bool = False
 
 
 @dataclass(slots=True)
@@ -96,6 +99,7 @@ class DeviceRegistry:
 # time of reprocessing (readings older than ingest.backfill_after_s then count as
 # backfilled: no clinical alarm on old data).
 CLOCK_REASONS = frozenset({RejectReason.FUTURE_TIME, RejectReason.CLOCK_UNSYNCHRONISED})
+WRONG = RejectReason.WRONG_TOPIC
 # How often an idle gateway looks for held rows it did not hold itself.
 HELD_RECHECK_S = 60.0
 
@@ -146,7 +150,7 @@ class IngestWriter:
         rejected: list[tuple[float, str, bytes, Rejection, str | None]] = []
         reported: list[tuple[DeviceStatus, float]] = []
         for msg in messages:
-            decoded = self.decoder.decode(msg.topic, msg.payload, msg.received_at)
+            decoded = self.decoder.decode(msg.topic, msg.payload, msg.received_at, msg.via_api)
             accepted.extend(decoded.readings)
             treated.extend(decoded.treatments)
             for rejection in decoded.rejections:
@@ -222,7 +226,8 @@ class IngestWriter:
                 reported: list[tuple[DeviceStatus, float]] = []
                 for (received_at, topic, payload), records in messages.items():
                     at = now if reason in CLOCK_REASONS else received_at
-                    decoded = self.decoder.decode(topic, payload, at)
+                    # A message refused for its topic stays refused: it came over MQTT.
+                    decoded = self.decoder.decode(topic, payload, at, reason is not WRONG)
                     accepted.extend(decoded.readings)
                     treated.extend(decoded.treatments)
                     if decoded.status is not None:

@@ -1,5 +1,6 @@
-"""Treatments an uploader reported (carbohydrates, insulin), idempotent on (device, time,
-event type): a client that sends the same record again stores it once."""
+"""Treatments an uploader reported (carbohydrates, insulin), one row per (device, time,
+event type): a client that sends the same record again stores it once, and one that
+edits it (xDrip+'s PUT is an upsert; AndroidAPS and Loop edit carbohydrates) updates it."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ from edge_twin.store.database import Store
 
 
 def insert(conn: sqlite3.Connection, items: Sequence[Treatment]) -> int:
-    """Insert inside the caller's transaction; returns how many were new."""
+    """Insert or update inside the caller's transaction; returns how many rows were new or
+    changed (the same record again changes nothing)."""
     before = conn.total_changes
     conn.executemany(
-        "INSERT OR IGNORE INTO treatments (patient_id, device_id, t, kind, event_type,"
-        " carbs_g, insulin_u, received_at, source_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO treatments (patient_id, device_id, t, kind, event_type,"
+        " carbs_g, insulin_u, received_at, source_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (device_id, t, event_type) DO UPDATE SET kind = excluded.kind,"
+        " carbs_g = excluded.carbs_g, insulin_u = excluded.insulin_u,"
+        " received_at = excluded.received_at, source_id = excluded.source_id"
+        " WHERE carbs_g IS NOT excluded.carbs_g OR insulin_u IS NOT excluded.insulin_u",
         [
             (
                 x.patient_id,

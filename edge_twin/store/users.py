@@ -242,17 +242,18 @@ def end_session(store: Store, token: str) -> None:
 def log_access(
     conn: sqlite3.Connection,
     at: float,
-    user: User,
+    who: tuple[str, str],
     method: str,
     route: str,
     patient_id: str | None,
     outcome: str,
 ) -> None:
-    """Who asked for what (the route, not its values) of which patient, and the answer."""
+    """Who (name, role: a user's, or an uploader phone's) asked for what (the route, not
+    its values) of which patient, and the answer."""
     conn.execute(
         "INSERT INTO access_log (at, username, role, method, route, patient_id, outcome)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (at, user.username, user.role.value, method, route, patient_id, outcome),
+        (at, who[0], who[1], method, route, patient_id, outcome),
     )
 
 
