@@ -62,6 +62,8 @@ app = typer.Typer(
 # Piped or captured, a table is as wide as its content: never cut to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 10_000)
 err = Console(stderr=True)
+# edge-twin run ends with this when a worker thread died (EX_SOFTWARE): systemd restarts it.
+EXIT_WORKER_DIED = 70
 
 ConfigOpt = Annotated[
     Path | None,
@@ -104,14 +106,26 @@ def main_options(
 
 @app.command()
 def run(config: ConfigOpt = None) -> None:
-    """Run the gateway: MQTT ingest, the twin and the local API, until SIGINT/SIGTERM."""
+    """Run the gateway: MQTT ingest, the twin and the local API, until SIGINT/SIGTERM.
+    Exits with status 70 when one of its workers dies (systemd restarts it)."""
     from edge_twin.gateway import Gateway
 
     cfg = _config(config)
     stop = threading.Event()
+    deaths: list[str] = []
+
+    def died(worker: str, why: str) -> None:
+        deaths.append(f"{worker}: {why}")
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Gateway(cfg, SystemClock(), degrade=True) as gateway:
+    before = threading.excepthook
+    with Gateway(cfg, SystemClock(), degrade=True, on_death=died) as gateway:
+        # A library's thread (paho's network loop, say) that dies is a death too.
+        threading.excepthook = lambda hook: gateway.workers.died_elsewhere(
+            hook.thread.name if hook.thread else "?", f"{hook.exc_type.__name__}: {hook.exc_value}"
+        )
         assert gateway.api is not None
         console.print(
             f"gateway {cfg.gateway.id}: MQTT {cfg.mqtt.host}:{cfg.mqtt.port},"
@@ -125,7 +139,13 @@ def run(config: ConfigOpt = None) -> None:
                     " ingest retries in the background; the API serves the store meanwhile",
                 )
             )
-        stop.wait()
+        try:
+            stop.wait()
+        finally:
+            threading.excepthook = before
+    if deaths:
+        err.print(_literal(f"stopped: a worker died ({'; '.join(deaths)})"))
+        raise typer.Exit(EXIT_WORKER_DIED)
     console.print("stopped")
 
 

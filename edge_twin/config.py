@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from edge_twin.domain import SIGNALS, Signal
 from edge_twin.errors import ConfigError
@@ -97,6 +98,11 @@ class AlertSection:
     # The care team's on-call endpoint: every alarm event is POSTed there (empty: off).
     webhook_url: str = ""
     webhook_timeout_s: float = _rule(5.0, 0.1, 60)
+    # The HMAC-SHA256 key the webhook's requests are signed with, shared with the receiver
+    # (a file, e.g. "${CREDENTIALS_DIRECTORY}/webhook-secret"); required with webhook_url.
+    webhook_secret_file: str = ""
+    # An alarm delivery channel failing this long raises alarm_delivery_failing.
+    delivery_alarm_after_s: float = _rule(120.0, 10, 86_400)
     # Publish alarm events over MQTT and take acknowledge/pause commands there.
     mqtt: bool = True
 
@@ -229,6 +235,10 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     config = _build(raw, problems, source=str(path) if path else "defaults")
     if bool(config.api.tls_cert) != bool(config.api.tls_key):
         problems.append("api.tls_cert and api.tls_key go together: set both or neither")
+    if config.alert.webhook_url:
+        problem = webhook_url_problem(config.alert.webhook_url)
+        if problem is not None:
+            problems.append(problem)
     config = _read_password_file(config)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
@@ -246,6 +256,30 @@ def _read_password_file(config: Config) -> Config:
         return replace(config, mqtt=replace(mqtt, password=mqtt_password(mqtt)))
     except ConfigError:
         return config
+
+
+WEBHOOK_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def redacted(url: str) -> str:
+    """The URL as logs may show it: scheme and host, no path, query or credentials."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}/..."
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the webhook, or None: http(s) only, and https off the box
+    (alarms carry patient data)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"alert.webhook_url {redacted(url)} must be an http:// or https:// URL"
+    if parts.scheme == "http" and parts.hostname not in WEBHOOK_LOOPBACK:
+        return (
+            f"alert.webhook_url {redacted(url)} must use https:// (plain http is allowed on"
+            " loopback only: alarms carry patient data)"
+        )
+    return None
 
 
 def mqtt_password(mqtt: MqttSection) -> str:

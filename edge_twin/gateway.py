@@ -4,6 +4,8 @@ together. ``edge-twin run`` and the demo use it; tests start it against a privat
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from edge_twin.alert import (
@@ -21,6 +23,7 @@ from edge_twin.notify import Notifier
 from edge_twin.pipeline import Pipeline
 from edge_twin.store import PipelineLock, Store
 from edge_twin.sync import SyncWorker
+from edge_twin.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +36,15 @@ class Gateway:
         serve_api: bool = True,
         degrade: bool = False,
         clock_trust: ClockTrust | None = None,
+        on_death: Callable[[str, str], None] | None = None,
     ) -> None:
         """``degrade``: start even when the broker is away or refuses the gateway (ingest
         and alarm delivery retry in the background; the API and pages serve the store,
         and ``/health`` says what is wrong): how ``edge-twin run`` starts in the field.
         ``clock_trust``: whether ``clock`` may judge device times; by default the
         kernel's NTP state for the system clock (unless ingest.hold_until_clock_synced
-        is off), always for a clock the caller controls."""
+        is off), always for a clock the caller controls. ``on_death(worker, why)``: a
+        worker thread died (edge-twin run ends the process; /health says so anyway)."""
         self.config = config
         self.clock = clock
         if clock_trust is None:
@@ -58,6 +63,7 @@ class Gateway:
         self.sync: SyncWorker | None = None
         self._lock: PipelineLock | None = None
         self.notifier = Notifier()  # systemd: ready, watchdog (from the ingest loop), stopping
+        self.workers = Workers(on_death)
 
     def start(self) -> None:
         cfg = self.config
@@ -72,19 +78,22 @@ class Gateway:
             if cfg.alert.webhook_url:
                 register_channel(self.store, WEBHOOK_CONSUMER, self.clock.now())
             self.pipeline = Pipeline(self.store, cfg, self.clock, self.clock_trust)
+            channels = (MQTT_CONSUMER.name,) * cfg.alert.mqtt + (WEBHOOK_CONSUMER.name,) * bool(
+                cfg.alert.webhook_url
+            )
+            self.pipeline.alerts.watch_delivery(channels, cfg.alert.delivery_alarm_after_s)
             if cfg.alert.mqtt:
                 bus = AlarmBus(cfg.mqtt, cfg.gateway.id, wait=not self._degrade)
                 self.alarm_bus = self.pipeline.bus = bus
             if cfg.alert.webhook_url:
                 self.webhook = WebhookSender(
-                    str(cfg.store.path),
-                    cfg.alert.webhook_url,
-                    cfg.gateway.id,
-                    cfg.alert.webhook_timeout_s,
+                    str(cfg.store.path), cfg.alert, cfg.gateway.id, self.workers, self.clock.now
                 )
                 self.webhook.start()
             if cfg.sync.url:
-                self.sync = SyncWorker(cfg.store.path, cfg.sync, cfg.gateway.id, self.clock.now)
+                self.sync = SyncWorker(
+                    cfg.store.path, cfg.sync, cfg.gateway.id, self.clock.now, self.workers
+                )
                 self.sync.start()
             self.ingest = MqttIngest(
                 cfg.mqtt,
@@ -93,11 +102,12 @@ class Gateway:
                 self.clock,
                 heartbeat=self.notifier.beat,
                 inlet=self.inlet,
+                workers=self.workers,
             )
             self.ingest.start(wait=not self._degrade)
             if self._serve_api:
                 app = create_app(cfg, self.clock, self.status, inlet=self.inlet)
-                self.api = ApiServer(app, cfg.api.host, cfg.api.port, tls_of(cfg.api))
+                self.api = ApiServer(app, cfg.api.host, cfg.api.port, tls_of(cfg.api), self.workers)
                 self.api.start()
         except BaseException:
             self.stop()
@@ -114,10 +124,12 @@ class Gateway:
         if self.sync is not None:
             stats["sync_worker_alive"] = self.sync.alive
         stats["clock_synchronised"] = self.clock_trust.synchronised()
+        stats["workers"] = [{**asdict(w), "problem": w.problem()} for w in self.workers.statuses()]
         return stats
 
     def stop(self) -> None:
         self.notifier.stopping()
+        self.workers.stopping()
         if self.api is not None:
             self.api.stop()
             self.api = None

@@ -88,7 +88,9 @@ class Pipeline:
         except ModelError as exc:
             # The twin, its estimates and glycaemic risks do not need the model: run on.
             log.error("no decompensation model: risk is not assessed (%s)", exc)
-        self.engine = AlarmEngine(store, self.clock.now)
+        self.engine = AlarmEngine(
+            store, self.clock.now, care_team_channel=bool(config.alert.webhook_url)
+        )
         self.alerts = AlertStage(
             store,
             self.engine,

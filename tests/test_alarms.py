@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -230,9 +231,13 @@ def test_an_unacknowledged_high_alarm_escalates_to_the_care_team(
     broker: PrivateBroker,
     make_config: Callable[..., Config],
     webhook: tuple[str, list[dict[str, Any]]],
+    tmp_path: Path,
 ) -> None:
     url, bodies = webhook
-    with cgm_gateway(broker, make_config, alert={"webhook_url": url}) as home:
+    secret = tmp_path / "webhook-secret"
+    secret.write_text("a shared secret of the care team's\n")
+    alert = {"webhook_url": url, "webhook_secret_file": str(secret)}
+    with cgm_gateway(broker, make_config, alert=alert) as home:
         values = [*steady(12), *[120 - 10 * i for i in range(1, 8)], 48]
         home.play(series(T0, values))  # the urgent low is raised by the last two readings
         (urgent,) = home.alarms("urgent_low")
@@ -245,6 +250,7 @@ def test_an_unacknowledged_high_alarm_escalates_to_the_care_team(
         wait_until(lambda: "escalated" in [b["event"] for b in bodies], what="webhook escalated")
     escalated = next(b for b in bodies if b["event"] == "escalated")
     assert escalated["alarm"]["type"] == "urgent_low"
+    assert "sent to the care team's on-call webhook" in escalated["why"]
     assert escalated["event_id"].startswith("gateway-1:")
 
 

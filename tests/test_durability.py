@@ -7,85 +7,22 @@ gateway's commit waits on it (no test double involved).
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from edge_twin.broker import PrivateBroker, free_port
+from edge_twin.broker import PrivateBroker
 from edge_twin.store import Store, readings
 from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
-from tests.conftest import api_user, cgm_home, provision_home, wait_until
+from tests.conftest import cgm_home, provision_home, wait_until
+from tests.gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.broker
-BIN = Path(sys.executable).parent
-
-
-class GatewayProcess:
-    """``edge-twin run`` in its own process, on the test's broker and SQLite file."""
-
-    def __init__(self, broker: PrivateBroker, db: Path) -> None:
-        self.api_port = free_port()
-        self.env = {
-            **os.environ,
-            "EDGE_TWIN_STORE_PATH": str(db),
-            "EDGE_TWIN_MQTT_PORT": str(broker.port),
-            "EDGE_TWIN_MQTT_CLIENT_ID": "gw-durability",
-            "EDGE_TWIN_API_PORT": str(self.api_port),
-            # Device times are in the past (T0): they must not count as "future".
-            "EDGE_TWIN_INGEST_FUTURE_TOLERANCE_S": "86400",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.auth = api_user(db, "engineer", "eng-durable")
-
-    def start(self) -> None:
-        # A fresh API port each start: the one a killed gateway held may be taken since.
-        self.api_port = free_port()
-        self.env["EDGE_TWIN_API_PORT"] = str(self.api_port)
-        self.proc = subprocess.Popen(
-            [str(BIN / "edge-twin"), "run"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        wait_until(
-            lambda: self.health().get("ingest", {}).get("connected") is True, 20, "gateway up"
-        )
-
-    def health(self) -> dict:  # type: ignore[type-arg]
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(
-                f"gateway exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
-            )
-        try:
-            url = f"http://127.0.0.1:{self.api_port}/health"
-            return httpx.get(url, headers=self.auth, timeout=2).json()  # type: ignore[no-any-return]
-        except httpx.HTTPError:
-            return {}
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(20)
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
 
 
 @pytest.fixture

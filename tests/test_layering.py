@@ -22,6 +22,7 @@ RANK = {
     "config": 2,
     "broker": 2,
     "notify": 2,
+    "workers": 2,
     "store": 3,
     "ingest": 4,
     "estimate": 5,

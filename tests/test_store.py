@@ -29,6 +29,7 @@ ALL_MIGRATIONS = [
     "0015_displays",
     "0016_broker_credentials",
     "0017_uploaders_treatments",
+    "0018_delivery_dead_letters",
 ]
 
 

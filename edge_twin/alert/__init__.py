@@ -10,11 +10,10 @@ What the pipeline, the API and the CLI use is exported here.
 """
 
 from edge_twin.alert.catalog import CATALOG, AlarmSettings
+from edge_twin.alert.conditions import STORAGE_LOW_BYTES
 from edge_twin.alert.delivery import (
     MQTT_CONSUMER,
-    WEBHOOK_CONSUMER,
     AlarmBus,
-    WebhookSender,
     deliver_mqtt,
     handle_command,
     register_channel,
@@ -22,11 +21,13 @@ from edge_twin.alert.delivery import (
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.payload import alarm_json, event_json
 from edge_twin.alert.stage import ALARM_SIGNALS, AlertStage
+from edge_twin.alert.webhook import WEBHOOK_CONSUMER, WebhookSender
 
 __all__ = [
     "ALARM_SIGNALS",
     "CATALOG",
     "MQTT_CONSUMER",
+    "STORAGE_LOW_BYTES",
     "WEBHOOK_CONSUMER",
     "AlarmBus",
     "AlarmEngine",

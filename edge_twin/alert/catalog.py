@@ -142,6 +142,14 @@ CATALOG: dict[str, AlarmType] = {
             "the gateway's disk is nearly full: readings may stop being stored",
         ),
         AlarmType(
+            "alarm_delivery_failing",
+            Priority.MEDIUM,
+            True,
+            0.0,
+            "alarms cannot reach a care-team channel (the webhook, the MQTT displays) or its"
+            " receiver refused some: until it is fixed they show on the gateway's pages only",
+        ),
+        AlarmType(
             "gateway_clock_unsynchronised",
             Priority.MEDIUM,
             True,

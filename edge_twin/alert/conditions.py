@@ -430,9 +430,14 @@ def forecast_fit(
     )
 
 
+# Below this much free space the gateway's disk is nearly full (gateway_storage, /health,
+# doctor): about a week of a home's readings and the WAL's headroom.
+STORAGE_LOW_BYTES = 200 * 2**20
+
+
 def storage(now: float, free_bytes: int, total_bytes: int) -> Observation:
     share = free_bytes / total_bytes if total_bytes else math.nan
-    present = free_bytes < 200 * 2**20 or share < 0.05
+    present = free_bytes < STORAGE_LOW_BYTES or share < 0.05
     return Observation(
         "gateway",
         "gateway_storage",
@@ -440,6 +445,29 @@ def storage(now: float, free_bytes: int, total_bytes: int) -> Observation:
         present,
         f"{free_bytes / 2**20:.0f} MiB free ({share:.0%} of the disk)",
         {"free_bytes": free_bytes, "total_bytes": total_bytes},
+        ("/health",),
+    )
+
+
+def delivery_failing(
+    now: float, lagging: dict[str, float], dead_letters: int, after_s: float
+) -> Observation:
+    """An alarm delivery channel has had events waiting longer than ``after_s``
+    (``lagging``: channel -> age of its oldest waiting event, s), or a receiver refused
+    events for good in the last day: IEC 60601-1-8 expects a distributed alarm system to
+    report its own failure. Shown locally (pages, the API), and over any channel that
+    still works."""
+    waiting = sorted(lagging.items())
+    parts = [f"{name}: events waiting for {age / 60:.0f} min" for name, age in waiting]
+    if dead_letters:
+        parts.append(f"{dead_letters} events refused for good by the receiver in the last day")
+    return Observation(
+        "gateway",
+        "alarm_delivery_failing",
+        now,
+        bool(lagging) or dead_letters > 0,
+        "; ".join(parts) or f"every channel delivers within {after_s:g} s",
+        {**{f"{k}_waiting_s": float(round(v)) for k, v in waiting}, "dead_letters": dead_letters},
         ("/health",),
     )
 

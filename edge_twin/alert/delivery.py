@@ -6,8 +6,7 @@ with its own durable position in it.
                                            (the open alarms: a display that connects
                                            later shows the present state)
     alarm_events after "alarm-webhook" -> HTTP POST to alert.webhook_url (the care team's
-                                           on-call system), retried with back-off, never
-                                           dropped; the event id makes retries idempotent
+                                           on-call system, signed): webhook.py
     MQTT {prefix}/gw/{gateway}/alarm-cmd/{display} -> acknowledge / pause by a display
                                            (the last level is its broker user name: the
                                            ACL lets it write there only), checked
@@ -24,10 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import threading
-import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -38,17 +33,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.payload import alarm_json, event_json
 from edge_twin.config import MqttSection, mqtt_password
-from edge_twin.errors import BrokerError, ConfigError, EdgeTwinError
+from edge_twin.errors import BrokerError, EdgeTwinError
 from edge_twin.store import Store, alarms, consumers, displays
 
 log = logging.getLogger(__name__)
 
 MQTT_CONSUMER = consumers.Consumer("alarm-mqtt", consumers.Log.ALARM_EVENTS)
-WEBHOOK_CONSUMER = consumers.Consumer("alarm-webhook", consumers.Log.ALARM_EVENTS)
 MQTT_BATCH = 500
 # How far back a channel switched on for the first time starts (open alarms only).
 NEW_CHANNEL_S = 86400.0
-WEBHOOK_BATCH = 50
 
 
 class AlarmBus:
@@ -229,72 +222,3 @@ def handle_command(
         return {"ok": True, "action": action, "alarm": alarm_json(a)}
     except (ValueError, KeyError, TypeError, EdgeTwinError) as exc:
         return {"ok": False, "error": str(exc)}
-
-
-class WebhookSender:
-    """Posts undelivered events to the care team's endpoint from its own thread and
-    store connection, retrying with exponential back-off (1 s .. 5 min)."""
-
-    def __init__(self, db_path: str, url: str, gateway_id: str, timeout_s: float) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"alert.webhook_url {url!r} must start with http:// or https://")
-        self._db_path = db_path
-        self._url = url
-        self._gateway_id = gateway_id
-        self._timeout_s = timeout_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alarm-webhook", daemon=True)
-        self.sent = 0
-        self.failures = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        backoff = 1.0
-        store = Store(self._db_path, migrate=False)
-        try:
-            while not self._stop.is_set():
-                try:
-                    ok = self._send_pending(store)
-                except EdgeTwinError as exc:
-                    log.error("webhook delivery: %s", exc)
-                    ok = False
-                if ok:
-                    backoff = 1.0
-                    self._stop.wait(0.2)
-                else:
-                    self._stop.wait(backoff)
-                    backoff = min(300.0, backoff * 2)
-        finally:
-            store.close()
-
-    def _send_pending(self, store: Store) -> bool:
-        start = consumers.position(store.conn, WEBHOOK_CONSUMER)
-        for e in alarms.events_after(store.conn, start, WEBHOOK_BATCH):
-            a = alarms.get(store.conn, e.alarm_id)
-            if a is None:
-                with store.transaction() as conn:
-                    consumers.advance(conn, WEBHOOK_CONSUMER, e.id, time.time())
-                continue
-            body = json.dumps(event_json(e, a, self._gateway_id)).encode()
-            request = urllib.request.Request(
-                self._url, body, {"Content-Type": "application/json"}, method="POST"
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                    response.read()
-            except (urllib.error.URLError, OSError) as exc:
-                self.failures += 1
-                with store.transaction() as conn:
-                    consumers.record_failure(conn, WEBHOOK_CONSUMER, str(exc), time.time())
-                log.warning("webhook %s failed for event %d: %s", self._url, e.id, exc)
-                return False
-            with store.transaction() as conn:
-                consumers.advance(conn, WEBHOOK_CONSUMER, e.id, time.time())
-            self.sent += 1
-        return True

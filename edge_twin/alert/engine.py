@@ -33,11 +33,23 @@ GATEWAY = "gateway"  # the actor of automatic changes
 
 class AlarmEngine:
     def __init__(
-        self, store: Store, wall: Callable[[], float], defaults: AlarmSettings | None = None
+        self,
+        store: Store,
+        wall: Callable[[], float],
+        defaults: AlarmSettings | None = None,
+        care_team_channel: bool = False,
     ) -> None:
         """``wall``: the gateway clock; ``defaults``: the thresholds of a patient with no
-        settings of their own (docs/alerts.md; the catalog's unless a bench says else)."""
+        settings of their own (docs/alerts.md; the catalog's unless a bench says else).
+        ``care_team_channel``: an escalation reaches the care team (alert.webhook_url);
+        without one, it says so rather than claim anyone was told."""
         self._store = store
+        self._escalated_to = (
+            "sent to the care team's on-call webhook"
+            if care_team_channel
+            else "no care-team channel is configured (alert.webhook_url): shown on the"
+            " gateway's pages and displays only"
+        )
         self.defaults = defaults or AlarmSettings()
         self._wall = wall  # for recorded_at only; decisions use event time
         # Each patient's validated settings, while the settings' version is unchanged.
@@ -364,8 +376,8 @@ class AlarmEngine:
                             self._wall(),
                             "escalated",
                             GATEWAY,
-                            f"unacknowledged for {(now - alarm.raised_at) / 60:.0f} min: care team"
-                            " notified",
+                            f"unacknowledged for {(now - alarm.raised_at) / 60:.0f} min:"
+                            f" {self._escalated_to}",
                             AlarmState.ACTIVE,
                         )
                     )

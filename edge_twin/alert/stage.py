@@ -36,6 +36,7 @@ from edge_twin.estimate import baseline_level, estimate_at, runs_current_model
 from edge_twin.store import (
     Store,
     alarms,
+    consumers,
     devices,
     forecasts,
     quarantine,
@@ -50,6 +51,7 @@ BP_MIN_MEASUREMENTS = 3
 BP_MAX_AGE_S = 3 * DAY_S  # a multi-day level needs recent cuff readings
 RISK_MAX_AGE_S = 2 * DAY_S
 STORAGE_EVERY_S = 60.0
+DELIVERY_EVERY_S = 15.0
 # The upstream check reads the readings the sync has not sent yet: once a minute.
 UPSTREAM_EVERY_S = 60.0
 # A slow technical alarm (it needs days of scored forecasts): checked every half hour, so
@@ -96,6 +98,9 @@ class AlertStage:
         self._upstream_after_s = upstream_alarm_after_s
         self._upstream_checked = -math.inf
         self._storage_checked = -math.inf
+        self._delivery: tuple[str, ...] = ()
+        self._delivery_after_s = math.inf
+        self._delivery_checked = -math.inf
         self._fit_checked = -math.inf
         self._ticked = -math.inf
         self._checked_at = -math.inf
@@ -189,6 +194,24 @@ class AlertStage:
             self._bindings = (version, devices.all_devices(self._store))
         return self._bindings[1]
 
+    def watch_delivery(self, channels: tuple[str, ...], after_s: float) -> None:
+        """The alarm delivery channels running (log consumer names): one whose events
+        wait longer than ``after_s`` raises ``alarm_delivery_failing``. A replay, which
+        delivers nothing, watches none."""
+        self._delivery, self._delivery_after_s = channels, after_s
+
+    def _delivery_failing(self, now: float) -> Observation:
+        conn = self._store.conn
+        lagging = {
+            s.name: now - s.oldest_pending_at
+            for s in consumers.statuses(conn)
+            if s.name in self._delivery
+            and s.oldest_pending_at is not None
+            and now - s.oldest_pending_at > self._delivery_after_s
+        }
+        dead = len(consumers.dead_letters(conn, since=now - DAY_S))
+        return conditions.delivery_failing(now, lagging, dead, self._delivery_after_s)
+
     @property
     def checked_at(self) -> float:
         """Gateway time of the last technical check written (-inf before the first)."""
@@ -230,6 +253,9 @@ class AlertStage:
             self._storage_checked = now
             usage = shutil.disk_usage(self._store.path.parent)
             observations.append(conditions.storage(now, usage.free, usage.total))
+        if self._delivery and _due(self._delivery_checked, now, DELIVERY_EVERY_S):
+            self._delivery_checked = now
+            observations.append(self._delivery_failing(now))
         if self._clock_synchronised is not None:
             synchronised = self._clock_synchronised()
             held = quarantine.count(self._store, RejectReason.CLOCK_UNSYNCHRONISED)

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge_twin import __version__
-from edge_twin.alert import AlarmEngine, alarm_json
+from edge_twin.alert import STORAGE_LOW_BYTES, AlarmEngine, alarm_json
 from edge_twin.api import (
     access,
     dashboard,
@@ -320,9 +320,17 @@ def create_app(
 
     def health_report(store: Store) -> dict[str, Any]:
         running = ingest_status() if ingest_status else None
-        problems = []
-        if config.sync.url and running is not None and running.get("sync_worker_alive") is False:
-            problems.append("the FHIR sync worker is not running")
+        workers = running.pop("workers", []) if running is not None else []
+        problems = [w["problem"] for w in workers if w["problem"]]
+        if running is not None and running.get("commits_failing_since") is not None:
+            problems.append(
+                "the store cannot be written since"
+                f" {to_iso(running['commits_failing_since'])} ({running['last_error']}):"
+                " readings are not stored; the broker keeps them until they are"
+            )
+        disk = store_disk(config.store.path)
+        if disk["free_bytes"] < STORAGE_LOW_BYTES:
+            problems.append(f"the disk is nearly full: {disk['free_bytes'] / 2**20:.0f} MiB free")
         if running is not None and running.get("running", True) and not running.get("connected"):
             why = running.get("last_error") or "no answer yet"
             problems.append(
@@ -345,10 +353,11 @@ def create_app(
             "readings": readings.count(store),
             "quarantined": quarantine.counts_by_reason(store),
             "ingest": running,
+            "workers": workers,
             "consumers": [consumer_json(c, clock.now()) for c in consumers.statuses(store.conn)],
             # Counts only: which patients wait is for /sync (patient ids are patient data).
             "sync": sync_status(store, clock.now(), per_patient=False) if config.sync.url else None,
-            "disk": store_disk(config.store.path),
+            "disk": disk,
         }
 
     @app.get("/health")

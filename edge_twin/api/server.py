@@ -10,6 +10,9 @@ from fastapi import FastAPI
 
 from edge_twin.config import ApiSection
 from edge_twin.errors import EdgeTwinError
+from edge_twin.workers import Workers
+
+WORKER = "api"  # its name on /health
 
 
 def tls_of(api: ApiSection) -> tuple[str, str] | None:
@@ -18,9 +21,16 @@ def tls_of(api: ApiSection) -> tuple[str, str] | None:
 
 class ApiServer:
     def __init__(
-        self, app: FastAPI, host: str, port: int, tls: tuple[str, str] | None = None
+        self,
+        app: FastAPI,
+        host: str,
+        port: int,
+        tls: tuple[str, str] | None = None,
+        workers: Workers | None = None,
     ) -> None:
-        """``tls``: (certificate, private key) PEM files: served over HTTPS."""
+        """``tls``: (certificate, private key) PEM files: served over HTTPS. ``workers``:
+        the gateway's watched threads (the server ending by itself is a death)."""
+        self._workers = workers or Workers()
         self._server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -42,7 +52,7 @@ class ApiServer:
         self.port = port
 
     def start(self, timeout: float = 10.0) -> None:
-        self._thread = threading.Thread(target=self._server.run, name="edge-twin-api", daemon=True)
+        self._thread = self._workers.thread(WORKER, self._server.run)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -64,6 +74,7 @@ class ApiServer:
         closing = getattr(self._app.state, "closing", None)
         if closing is not None:
             closing.set()
+        self._workers.stopping(WORKER)
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)

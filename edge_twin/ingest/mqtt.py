@@ -40,11 +40,18 @@ from edge_twin.ingest import contract
 from edge_twin.ingest.inlet import Inlet
 from edge_twin.ingest.sink import Sink
 from edge_twin.ingest.writer import IngestTotals, RawMessage
+from edge_twin.workers import Workers
 
 log = logging.getLogger(__name__)
 
+WORKER = "ingest"  # its name on /health
+
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 10.0
+# A commit that failed (a full disk, an I/O error) is retried after this, doubling up to
+# the maximum: each retry has the broker send the whole batch again.
+COMMIT_RETRY_MIN_S = 1.0
+COMMIT_RETRY_MAX_S = 30.0
 
 
 @dataclass(slots=True)
@@ -60,6 +67,10 @@ class IngestStats(IngestTotals):
 
     received: int = 0  # delivered by the broker, committed or not yet
     commit_failures: int = 0
+    # Wall-clock times: of the last commit that succeeded, and of the first failure of
+    # the failures in a row now (None when the last commit succeeded).
+    last_commit_at: float | None = None
+    commits_failing_since: float | None = None
     reconnects: int = 0
     connected: bool = False
     last_error: str | None = None
@@ -86,11 +97,15 @@ class MqttIngest:
         clock: Clock,
         heartbeat: Callable[[], None] = lambda: None,
         inlet: Inlet | None = None,
+        workers: Workers | None = None,
     ) -> None:
         """``heartbeat``: called at every turn of the ingest loop (the service watchdog:
         it stops when the loop does). ``inlet``: uploads from the API, committed on this
-        thread between MQTT batches (ingest/inlet.py), also while the broker is away."""
+        thread between MQTT batches (ingest/inlet.py), also while the broker is away.
+        ``workers``: the gateway's watched threads, the ingest loop among them."""
         self._inlet = inlet
+        self._workers = workers or Workers()
+        self._commit_retry_s = COMMIT_RETRY_MIN_S
         self._mqtt = mqtt
         self._heartbeat = heartbeat
         self._ingest = ingest
@@ -132,7 +147,7 @@ class MqttIngest:
                 raise
             self.stats.last_error = str(exc)
             log.warning("%s; retrying in the background", exc)
-        self._thread = threading.Thread(target=self._run, name="edge-twin-ingest", daemon=True)
+        self._thread = self._workers.thread(WORKER, self._run)
         self._thread.start()
         if not wait:
             return
@@ -153,6 +168,7 @@ class MqttIngest:
 
     def stop(self) -> None:
         """Commit what is buffered, acknowledge it, disconnect."""
+        self._workers.stopping(WORKER)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -253,6 +269,7 @@ class MqttIngest:
         max_age = self._ingest.batch_max_ms / 1000.0
         while not self._stop.is_set():
             self._heartbeat()  # the service watchdog: this loop still turns
+            self._workers.beat(WORKER)
             self._serve_inlet()
             # With messages buffered, poll without waiting: a poll that brings nothing
             # means the burst is over and the batch is committed at once.
@@ -261,6 +278,8 @@ class MqttIngest:
             rc = self._client.loop(timeout=wait)
             if rc != paho.MQTT_ERR_SUCCESS:
                 self._buffer.clear()  # unacknowledged: the broker redelivers them
+                if self.stats.commits_failing_since is not None:
+                    backoff = max(backoff, self._commit_retry_s)
                 backoff = self._reconnect(backoff)
                 continue
             backoff = RECONNECT_MIN_S
@@ -284,22 +303,37 @@ class MqttIngest:
             result = self._sink.commit([p.message for p in batch])
         except EdgeTwinError as exc:
             # Not stored, so not acknowledged. The broker redelivers unacknowledged messages
-            # only on a new connection: drop this one and come back.
-            self.stats.commit_failures += 1
-            self.stats.last_error = f"commit failed, will reconnect and retry: {exc}"
-            log.error(self.stats.last_error)
+            # only on a new connection: drop this one and come back, later each time (a
+            # full disk is not freed in a second).
+            stats = self.stats
+            stats.commit_failures += 1
+            if stats.commits_failing_since is None:
+                stats.commits_failing_since = time.time()
+                self._commit_retry_s = COMMIT_RETRY_MIN_S
+            else:
+                self._commit_retry_s = min(COMMIT_RETRY_MAX_S, self._commit_retry_s * 2)
+            stats.last_error = f"commit failed, retrying in {self._commit_retry_s:g} s: {exc}"
+            log.error(stats.last_error)
             self._client.disconnect()
             return
         for pending in batch:
             if pending.qos > 0:
                 self._client.ack(pending.mid, pending.qos)
+        self._committed()
         self.stats.add(result)
         self._downstream(lambda: self._sink.after_commit(result))
+
+    def _committed(self) -> None:
+        if self.stats.commits_failing_since is not None:
+            log.warning("commits succeed again after %d failures", self.stats.commit_failures)
+        self.stats.commits_failing_since = None
+        self.stats.last_commit_at = time.time()
 
     def _serve_inlet(self) -> None:
         if self._inlet is None or not self._inlet.arrived.is_set():
             return
         for result in self._inlet.serve(self._sink):
+            self._committed()
             self.stats.add(result)
             self._downstream(functools.partial(self._sink.after_commit, result))
 

@@ -118,6 +118,38 @@ def clear_failures(conn: sqlite3.Connection, consumer: Consumer) -> None:
     )
 
 
+def dead_letter(
+    conn: sqlite3.Connection, consumer: Consumer, entry_id: int, why: str, at: float
+) -> None:
+    """Set aside an entry its receiver refused for good (in the caller's transaction,
+    with the ``advance`` past it): the rest flow on, and it stays listed."""
+    conn.execute(
+        "INSERT OR REPLACE INTO delivery_dead_letters (consumer, entry_id, at, reason)"
+        " VALUES (?, ?, ?, ?)",
+        (consumer.name, entry_id, at, why[:500]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    consumer: str
+    entry_id: int
+    at: float
+    reason: str
+
+
+def dead_letters(
+    conn: sqlite3.Connection, since: float = -float("inf"), limit: int = 100
+) -> list[DeadLetter]:
+    """Entries set aside at or after ``since``, newest first."""
+    rows = conn.execute(
+        "SELECT consumer, entry_id, at, reason FROM delivery_dead_letters WHERE at >= ?"
+        " ORDER BY at DESC, entry_id DESC LIMIT ?",
+        (since, limit),
+    )
+    return [DeadLetter(str(r[0]), int(r[1]), float(r[2]), str(r[3])) for r in rows]
+
+
 def backlog(conn: sqlite3.Connection, consumer: Consumer) -> int:
     """Entries appended after the position (ids count up by one, and entries after any
     consumer's position are never deleted)."""

@@ -553,3 +553,20 @@ def _uploaders_treatments(db: Database) -> None:
         CREATE INDEX treatments_patient_t ON treatments (patient_id, t);
         """
     )
+
+
+@MIGRATIONS(name="0018_delivery_dead_letters")
+def _delivery_dead_letters(db: Database) -> None:
+    """Alarm events a delivery channel's receiver refused for good (a 4xx from the
+    webhook): set aside so that the events after them flow on, and listed (not lost)."""
+    db.executescript(
+        """
+        CREATE TABLE delivery_dead_letters (
+            consumer TEXT NOT NULL,
+            entry_id INTEGER NOT NULL,
+            at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (consumer, entry_id)
+        );
+        """
+    )

@@ -45,6 +45,7 @@ from edge_twin.store.consumers import Consumer
 from edge_twin.store.upstream import ALARMS_CONSUMER, READINGS_CONSUMER, RISKS_CONSUMER, Window
 from edge_twin.sync import mapping
 from edge_twin.sync.client import FhirClient, Resource
+from edge_twin.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ IDLE_WAIT_S = 1.0
 SCAN_FACTOR = 20
 # Bundles queued for the sender thread at most: the next ones are prepared meanwhile.
 PIPELINE_DEPTH = 2
+WORKER = "fhir-sync"  # its name on /health
 # Retention runs this often, deleting this many readings a transaction.
 PURGE_EVERY_S = 3600.0
 PURGE_BATCH = 10_000
@@ -610,14 +612,17 @@ class SyncWorker:
         cfg: SyncSection,
         gateway_id: str,
         now: Callable[[], float] = time.time,
+        workers: Workers | None = None,
     ) -> None:
-        """``now``: the gateway clock (when things were sent, when hours are over)."""
+        """``now``: the gateway clock (when things were sent, when hours are over).
+        ``workers``: the gateway's watched threads."""
         self._db_path = db_path
         self._cfg = cfg
         self._gateway_id = gateway_id
         self._now = now
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fhir-sync", daemon=True)
+        self._workers = workers or Workers()
+        self._thread = self._workers.thread(WORKER, self._run)
         if 0 < cfg.retain_days < MIN_RETAIN_DAYS:
             raise ConfigError(
                 f"sync.retain_days {cfg.retain_days:g} is too short: use 0 (keep) or at"
@@ -629,6 +634,7 @@ class SyncWorker:
         self._thread.start()
 
     def stop(self) -> None:
+        self._workers.stopping(WORKER)
         self._stop.set()
         # The bundles in flight finish first (each within the timeout, and a token fetch).
         self._thread.join(timeout=(PIPELINE_DEPTH + 1) * 2 * self._cfg.timeout_s + 5)

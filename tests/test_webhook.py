@@ -1,0 +1,223 @@
+"""Alarm delivery to the care team's webhook cannot be fooled or stopped: any failure of
+an attempt is retried, redirects are not followed, only a 2xx counts, an event refused
+for good is set aside without blocking the rest, a failing channel raises a technical
+alarm, requests are signed, and the URL's secrets stay out of the logs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edge_twin.alert import WEBHOOK_CONSUMER, AlarmEngine, AlertStage, WebhookSender
+from edge_twin.config import AlertSection, load_config
+from edge_twin.domain import AlarmState, Observation
+from edge_twin.errors import ConfigError
+from edge_twin.store import Store, alarms, consumers
+from tests.conftest import T0, wait_until
+from tests.misbehaving_endpoint import MisbehavingEndpoint
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+FAST = (0.05, 0.2)  # back-off: the tests' patience, not the field's
+
+
+@pytest.fixture
+def endpoint() -> Iterator[MisbehavingEndpoint]:
+    e = MisbehavingEndpoint(timeout_hold_s=1.5)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def alert(tmp_path: Path, endpoint: MisbehavingEndpoint) -> AlertSection:
+    secret = tmp_path / "webhook-secret"
+    secret.write_bytes(SECRET + b"\n")
+    return AlertSection(
+        webhook_url=endpoint.url, webhook_timeout_s=0.5, webhook_secret_file=str(secret)
+    )
+
+
+def raise_alarms(db: Path, patients: int) -> list[int]:
+    """One battery_low alarm raised per patient: one event each, in order."""
+    with Store(db) as store:
+        engine = AlarmEngine(store, lambda: T0)
+        consumers_start(store)
+        observations = [
+            Observation(f"pt-{i:03d}", "battery_low", T0, True, "battery 9%")
+            for i in range(patients)
+        ]
+        return engine.observe(observations)
+
+
+def consumers_start(store: Store) -> None:
+    with store.transaction() as conn:
+        consumers.register(conn, WEBHOOK_CONSUMER)
+
+
+def position(db: Path) -> int:
+    with Store(db) as store:
+        return consumers.position(store.conn, WEBHOOK_CONSUMER)
+
+
+def delivered(endpoint: MisbehavingEndpoint) -> list[int]:
+    """The event ids of the POSTs, in order of arrival."""
+    return [int(r.headers["x-edge-twin-event"].split(":")[1]) for r in endpoint.posts()]
+
+
+def sender(db: Path, alert: AlertSection) -> WebhookSender:
+    return WebhookSender(str(db), alert, "gw-1", wall=lambda: T0, backoff_s=FAST)
+
+
+def test_replies_that_are_not_http_or_cut_short_are_retried_and_nothing_is_lost(
+    db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
+) -> None:
+    events = raise_alarms(db_path, 2)
+    endpoint.script(["garbage", "incomplete", "500", "timeout", "429"])
+    s = sender(db_path, alert)
+    s.start()
+    try:
+        wait_until(lambda: position(db_path) == events[-1], 20, "both events delivered")
+        assert s._thread.is_alive()  # no reply killed the thread
+    finally:
+        s.stop()
+    # The first event was tried six times (five failures, then the 204), then the second.
+    assert delivered(endpoint) == [events[0]] * 6 + [events[1]]
+    assert s.failures == 5
+    assert s.sent == 2
+    with Store(db_path) as store:
+        (status,) = [c for c in consumers.statuses(store.conn) if c.name == "alarm-webhook"]
+    assert status.failures == 0  # delivered since: the failures are history
+
+
+def test_a_redirect_is_not_followed_and_is_not_a_delivery(
+    db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
+) -> None:
+    (event,) = raise_alarms(db_path, 1)
+    endpoint.default = "redirect"
+    s = sender(db_path, alert)
+    s.start()
+    try:
+        wait_until(lambda: s.failures >= 3, 20, "redirects answered")
+        assert position(db_path) == 0
+        with Store(db_path) as store:
+            (status,) = [c for c in consumers.statuses(store.conn) if c.name == "alarm-webhook"]
+        assert status.last_error == "HTTP 301"
+        endpoint.default = "ok"
+        wait_until(lambda: position(db_path) == event, 20, "delivered once it answers 2xx")
+    finally:
+        s.stop()
+    assert {r.method for r in endpoint.requests} == {"POST"}  # never re-sent as a GET
+    assert not any(r.path == "/moved" for r in endpoint.requests)
+
+
+def test_an_event_refused_for_good_is_set_aside_and_the_rest_flow_on(
+    db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
+) -> None:
+    events = raise_alarms(db_path, 3)
+    endpoint.script(["404", "ok", "400"])
+    s = sender(db_path, alert)
+    s.start()
+    try:
+        wait_until(lambda: position(db_path) == events[-1], 20, "every event handled")
+    finally:
+        s.stop()
+    assert delivered(endpoint) == events  # each tried once: a 4xx is not retried
+    with Store(db_path) as store:
+        dead = consumers.dead_letters(store.conn)
+    assert sorted((d.entry_id, d.reason) for d in dead) == [
+        (events[0], "HTTP 404"),
+        (events[2], "HTTP 400"),
+    ]
+
+
+def test_requests_are_signed_and_the_url_stays_out_of_the_logs(
+    db_path: Path,
+    alert: AlertSection,
+    endpoint: MisbehavingEndpoint,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (event,) = raise_alarms(db_path, 1)
+    endpoint.script(["500", "404"])
+    s = sender(db_path, alert)
+    with caplog.at_level(logging.DEBUG):
+        s.start()
+        try:
+            wait_until(lambda: position(db_path) == event, 20, "handled")
+        finally:
+            s.stop()
+    first = endpoint.posts()[0]
+    t, v1 = (part.split("=", 1)[1] for part in first.headers["x-edge-twin-signature"].split(","))
+    expected = hmac.new(SECRET, f"{t}.".encode() + first.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(v1, expected)
+    assert int(t) == int(T0)
+    assert json.loads(first.body)["event_id"] == first.headers["x-edge-twin-event"]
+    assert "T0KEN" not in caplog.text
+    assert SECRET.decode() not in caplog.text
+    assert "HTTP 500" in caplog.text
+    assert "HTTP 404" in caplog.text
+
+
+def test_the_webhook_needs_https_off_the_box_and_a_secret(
+    tmp_path: Path, alert: AlertSection, db_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="must use https://"):
+        load_config(env={"EDGE_TWIN_ALERT_WEBHOOK_URL": "http://oncall.example.org/hook"})
+    assert load_config(env={"EDGE_TWIN_ALERT_WEBHOOK_URL": "https://oncall.example.org/h"})
+    with pytest.raises(ConfigError, match="webhook_secret_file is required"):
+        WebhookSender(str(db_path), replace(alert, webhook_secret_file=""), "gw-1")
+    short = tmp_path / "short"
+    short.write_text("tiny")
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        WebhookSender(str(db_path), replace(alert, webhook_secret_file=str(short)), "gw-1")
+
+
+def test_a_channel_that_cannot_deliver_raises_alarm_delivery_failing(db_path: Path) -> None:
+    events = raise_alarms(db_path, 1)
+    with Store(db_path) as store:
+        now = [T0]
+        engine = AlarmEngine(store, lambda: now[0])
+        stage = AlertStage(store, engine, stale_glucose_s=900.0)
+        stage.watch_delivery(("alarm-webhook",), after_s=120.0)
+        now[0] = T0 + 60
+        stage.tick(now[0])
+        assert not alarms.listing(store.conn, "gateway", open_only=True)
+        now[0] = T0 + 200  # the event has waited 200 s
+        stage.tick(now[0])
+        (failing,) = alarms.listing(store.conn, "gateway", open_only=True)
+        assert failing.alarm_type == "alarm_delivery_failing"
+        assert "alarm-webhook: events waiting for 3 min" in failing.reason
+        with store.transaction() as conn:  # delivered at last
+            consumers.advance(conn, WEBHOOK_CONSUMER, events[-1], now[0])
+            delivered_too = alarms.events_after(conn, events[-1], 10)
+            if delivered_too:
+                consumers.advance(conn, WEBHOOK_CONSUMER, delivered_too[-1].id, now[0])
+        now[0] = T0 + 300
+        stage.tick(now[0])
+        assert not alarms.listing(store.conn, "gateway")  # resolved once delivered
+        (resolved,) = alarms.listing(store.conn, "gateway", open_only=False)
+        assert resolved.state is AlarmState.RESOLVED
+
+
+@pytest.mark.parametrize(
+    ("channel", "said"),
+    [(True, "sent to the care team's on-call webhook"), (False, "no care-team channel")],
+)
+def test_an_escalation_says_whether_anyone_was_told(
+    db_path: Path, channel: bool, said: str
+) -> None:
+    with Store(db_path) as store:
+        engine = AlarmEngine(store, lambda: T0, care_team_channel=channel)
+        engine.observe([Observation("pt-001", "urgent_low", T0, True, "glucose 48 mg/dL")])
+        (escalated,) = engine.escalate(T0 + 16 * 60)
+        reason = store.conn.execute(
+            "SELECT reason FROM alarm_events WHERE id = ?", (escalated,)
+        ).fetchone()[0]
+    assert said in reason
