@@ -75,6 +75,14 @@ class IngestSection:
     # While the kernel says the clock is not NTP-synchronised, readings ahead of it are
     # held (not rejected as future_time) and applied once it is. False: always judge.
     hold_until_clock_synced: bool = True
+    # The quarantine's bounds (store/quarantine.py): a message refused for its size keeps
+    # its first bytes only; a device's rejected messages beyond a rate are counted, not
+    # stored (and raise device_flooding); a device's quarantine keeps its newest bytes up
+    # to a quota; rows older than the retention go (held readings excepted).
+    quarantine_keep_bytes: int = _rule(4096, 256, 1_048_576)
+    quarantine_per_device_per_min: int = _rule(60, 1, 100_000)
+    quarantine_device_max_bytes: int = _rule(4 * 2**20, 65_536, 2**30)
+    quarantine_retain_days: float = _rule(30.0, 1, 3650)
 
 
 DEFAULT_STALE_AFTER_S: dict[str, float] = {s: spec.stale_after_s for s, spec in SIGNALS.items()}

@@ -26,6 +26,7 @@ Stages talk through domain types and the store, never through each other's inter
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -63,6 +64,8 @@ LIVE_BATCH_MESSAGES = 50
 LIVE_BACKLOG = 500
 # Quarantine rows held for the clock decoded again per idle moment once it is synchronised.
 RELEASE_ROWS = 500
+# The quarantine's retention (ingest.quarantine_retain_days) runs this often.
+PURGE_QUARANTINE_EVERY_S = 3600.0
 
 
 class Pipeline:
@@ -101,6 +104,7 @@ class Pipeline:
         self.bus: AlarmBus | None = None  # attached by the gateway when MQTT is up
         self._risk_pending: set[str] = set()
         self._alarm_pending: set[str] = set()
+        self._purged_at = -math.inf
         self._lock = threading.Lock()
         # Messages whose commit has been through the stages after ingest (see settled()).
         self.messages_settled = 0
@@ -214,4 +218,10 @@ class Pipeline:
                     self.alerts.tick(now)
             except EdgeTwinError as exc:
                 log.error("technical alarm check failed, will retry: %s", exc)
+            if not 0.0 <= now - self._purged_at < PURGE_QUARANTINE_EVERY_S:
+                self._purged_at = now
+                try:
+                    self.writer.purge_quarantine(now)
+                except EdgeTwinError as exc:
+                    log.error("quarantine retention failed, will retry: %s", exc)
             self._deliver()

@@ -92,7 +92,11 @@ def test_an_engineer_sees_the_gateway_and_no_clinical_value(ward: Config) -> Non
         )
         with store.transaction() as conn:
             rejected = Rejection(RejectReason.UNKNOWN_DEVICE, "cgm-009 is not provisioned")
-            quarantine.insert(conn, [(T0, "et/v1/dev/cgm-009/readings", b"{}", rejected, None)])
+            quarantine.insert(
+                conn,
+                [quarantine.Rejected(T0, "et/v1/dev/cgm-009/readings", b"{}", None, [rejected])],
+                quarantine.QuarantineLimits(),
+            )
     with serving_api(ward) as url, browser.page() as page:
         log_in(page, url, "eng-bo")
         assert page.url == f"{url}/engineer"  # where an engineer lands

@@ -30,6 +30,7 @@ ALL_MIGRATIONS = [
     "0016_broker_credentials",
     "0017_uploaders_treatments",
     "0018_delivery_dead_letters",
+    "0019_quarantine_messages",
 ]
 
 

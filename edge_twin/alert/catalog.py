@@ -150,6 +150,14 @@ CATALOG: dict[str, AlarmType] = {
             " receiver refused some: until it is fixed they show on the gateway's pages only",
         ),
         AlarmType(
+            "device_flooding",
+            Priority.LOW,
+            True,
+            0.0,
+            "a device sends more bad messages than the quarantine takes: the excess is"
+            " counted, not kept (its firmware or configuration needs a look)",
+        ),
+        AlarmType(
             "gateway_clock_unsynchronised",
             Priority.MEDIUM,
             True,

@@ -472,6 +472,22 @@ def delivery_failing(
     )
 
 
+def device_flooding(now: float, patient_id: str, dropped: dict[str, int]) -> Observation:
+    """Devices of ``patient_id`` (or unattributable messages, for "gateway") sent rejected
+    messages beyond the quarantine's rate recently: ``dropped`` counts them per device."""
+    names = {k or "(no device)": n for k, n in sorted(dropped.items())}
+    return Observation(
+        patient_id,
+        "device_flooding",
+        now,
+        bool(dropped),
+        "; ".join(f"{d}: {n} bad messages not kept" for d, n in names.items())
+        or "no device sends more bad messages than the quarantine takes",
+        {f"{d}_dropped": float(n) for d, n in names.items()},
+        ("/quarantine",),
+    )
+
+
 def clock_unsynchronised(now: float, synchronised: bool, held: int) -> Observation:
     """The gateway's clock is not synchronised and readings ahead of it are held: they
     are stored once it is, but until then they raise no alarm (the IEC 60601-1-8 way: a

@@ -52,6 +52,9 @@ BP_MAX_AGE_S = 3 * DAY_S  # a multi-day level needs recent cuff readings
 RISK_MAX_AGE_S = 2 * DAY_S
 STORAGE_EVERY_S = 60.0
 DELIVERY_EVERY_S = 15.0
+# A device that had messages dropped by the quarantine's rate in this window is flooding.
+FLOOD_WINDOW_S = 600.0
+FLOOD_EVERY_S = 60.0
 # The upstream check reads the readings the sync has not sent yet: once a minute.
 UPSTREAM_EVERY_S = 60.0
 # A slow technical alarm (it needs days of scored forecasts): checked every half hour, so
@@ -101,6 +104,7 @@ class AlertStage:
         self._delivery: tuple[str, ...] = ()
         self._delivery_after_s = math.inf
         self._delivery_checked = -math.inf
+        self._flood_checked = -math.inf
         self._fit_checked = -math.inf
         self._ticked = -math.inf
         self._checked_at = -math.inf
@@ -212,6 +216,17 @@ class AlertStage:
         dead = len(consumers.dead_letters(conn, since=now - DAY_S))
         return conditions.delivery_failing(now, lagging, dead, self._delivery_after_s)
 
+    def _flooding(self, now: float) -> list[Observation]:
+        patient_of = {d.device_id: d.patient_id for d in self._devices()}
+        by_patient: dict[str, dict[str, int]] = {}
+        for d in quarantine.dropped_since(self._store.conn, now - FLOOD_WINDOW_S):
+            pid = patient_of.get(d.device_key, "gateway")
+            by_patient.setdefault(pid, {})[d.device_key] = d.dropped
+        for pid, kind in alarms.engaged(self._store.conn):
+            if kind == "device_flooding":
+                by_patient.setdefault(pid, {})  # so that it can clear
+        return [conditions.device_flooding(now, pid, n) for pid, n in sorted(by_patient.items())]
+
     @property
     def checked_at(self) -> float:
         """Gateway time of the last technical check written (-inf before the first)."""
@@ -253,6 +268,9 @@ class AlertStage:
             self._storage_checked = now
             usage = shutil.disk_usage(self._store.path.parent)
             observations.append(conditions.storage(now, usage.free, usage.total))
+        if _due(self._flood_checked, now, FLOOD_EVERY_S):
+            self._flood_checked = now
+            observations += self._flooding(now)
         if self._delivery and _due(self._delivery_checked, now, DELIVERY_EVERY_S):
             self._delivery_checked = now
             observations.append(self._delivery_failing(now))

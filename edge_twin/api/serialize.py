@@ -116,8 +116,11 @@ def quarantine_json(q: QuarantinedMessage, values: bool = True) -> dict[str, Any
         **({"detail": q.detail} if values else {}),
         "record_index": q.record_index,
         "device_id": q.device_id,
-        "payload_size": len(q.payload),
-        **({"payload_text": q.payload[:4096].decode("utf-8", errors="replace")} if values else {}),
+        "payload_size": q.length,
+        "payload_sha256": q.sha256,
+        # Only a message refused for its size is kept cut short (ingest.quarantine_keep_bytes).
+        "payload_truncated": q.truncated,
+        **({"payload_text": q.payload.decode("utf-8", errors="replace")} if values else {}),
     }
 
 

@@ -310,9 +310,8 @@ class Decoder:
     def _collapse(self, out: Decoded) -> None:
         """A message that is mostly junk (more than MAX_RECORD_REJECTIONS refused records,
         and more refused than accepted) is refused whole: one quarantine row instead of
-        one per record, each holding the message. An honest backlog with a few refused
-        records among many good ones keeps its good ones. (Storing a message once for all
-        its rows is issue #17's.)"""
+        one per record. An honest backlog with a few refused records among many good ones
+        keeps its good ones."""
         refused = len(out.rejections)
         if refused <= MAX_RECORD_REJECTIONS or refused <= len(out.readings) + len(out.treatments):
             return

@@ -104,14 +104,25 @@ def _open(path: Path) -> IO[bytes]:
 
 
 def _read_file(path: Path) -> Iterator[RawMessage]:
-    last_t = 0.0
+    """A bad line is quarantined as arriving with the well-formed line before it; bad
+    lines before the first well-formed one, with that one (never at 1970, which the
+    quarantine's retention would delete at once)."""
+    last_t: float | None = None
+    leading: list[bytes] = []
     with _open(path) as handle:
         for line in handle:
             if not line.strip():
                 continue
-            message = _parse_line(line, last_t)
+            message = _parse_line(line, last_t or 0.0)
+            if message.topic == REPLAY_TOPIC and last_t is None:
+                leading.append(line)
+                continue
+            if last_t is None:
+                yield from (_parse_line(bad, message.received_at) for bad in leading)
             last_t = message.received_at
             yield message
+    if last_t is None:  # not one well-formed line: no time to give them
+        yield from (_parse_line(bad, 0.0) for bad in leading)
 
 
 def _parse_line(line: bytes, last_t: float) -> RawMessage:

@@ -19,6 +19,7 @@ from edge_twin.config import Config
 from edge_twin.domain import Device, DeviceStatus, Reading, Rejection, RejectReason, Treatment
 from edge_twin.ingest.decode import DecodeLimits, Decoder
 from edge_twin.store import Store, devices, quarantine, readings, treatments
+from edge_twin.store.quarantine import QuarantinedMessage, QuarantineLimits, Rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class BatchResult:
     rejected: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     treatments_new: int = 0
+    # Rejected messages beyond their device's quarantine rate: counted, not kept.
+    quarantine_dropped: int = 0
     # Per message, in order: (readings accepted, treatments accepted, rejections): what
     # an uploader is told about its own request (api/nightscout.py).
     per_message: list[tuple[int, int, list[Rejection]]] = field(default_factory=list)
@@ -133,6 +136,12 @@ class IngestWriter:
             latest=lambda device_id, signal: readings.latest_time(store, device_id, signal),
             clock_synchronised=self.clock_trust.synchronised,
         )
+        self.quarantine_limits = QuarantineLimits(
+            keep_bytes=config.ingest.quarantine_keep_bytes,
+            per_device_per_min=config.ingest.quarantine_per_device_per_min,
+            device_max_bytes=config.ingest.quarantine_device_max_bytes,
+            retain_days=config.ingest.quarantine_retain_days,
+        )
         # Readings held while the clock was not synchronised wait in the quarantine (a
         # restart included) until release_held() decodes them again.
         self.holding = quarantine.count(store, RejectReason.CLOCK_UNSYNCHRONISED) > 0
@@ -147,15 +156,21 @@ class IngestWriter:
         self.registry.refresh()
         accepted: list[Reading] = []
         treated: list[Treatment] = []
-        rejected: list[tuple[float, str, bytes, Rejection, str | None]] = []
+        rejected: list[Rejected] = []
         reported: list[tuple[DeviceStatus, float]] = []
         for msg in messages:
             decoded = self.decoder.decode(msg.topic, msg.payload, msg.received_at, msg.via_api)
             accepted.extend(decoded.readings)
             treated.extend(decoded.treatments)
-            for rejection in decoded.rejections:
+            if decoded.rejections:
                 rejected.append(
-                    (msg.received_at, msg.topic, msg.payload, rejection, decoded.device_id)
+                    Rejected(
+                        msg.received_at,
+                        msg.topic,
+                        msg.payload,
+                        decoded.device_id,
+                        decoded.rejections,
+                    )
                 )
             if decoded.status is not None:
                 reported.append((decoded.status, msg.received_at))
@@ -168,7 +183,9 @@ class IngestWriter:
                 if treated:
                     result.treatments_new = treatments.insert(conn, treated)
                 if rejected:
-                    quarantine.insert(conn, rejected)
+                    result.quarantine_dropped = quarantine.insert(
+                        conn, rejected, self.quarantine_limits
+                    ).dropped
                 for status, at in reported if statuses else ():
                     devices.record_status(conn, status, at)
         except BaseException:
@@ -177,8 +194,8 @@ class IngestWriter:
             raise
         result.readings_new = new
         result.readings_duplicate = len(accepted) - new
-        result.rejected = len(rejected)
-        result.rejections = [r[3] for r in rejected]
+        result.rejections = [r for item in rejected for r in item.rejections]
+        result.rejected = len(result.rejections)
         if any(r.reason is RejectReason.CLOCK_UNSYNCHRONISED for r in result.rejections):
             self.holding = True
         return result
@@ -207,7 +224,7 @@ class IngestWriter:
         judged by a wrong clock (CLOCK_REASONS) are decoded as arriving ``now``."""
         result = ReprocessResult(reason.value)
         self.registry.refresh()
-        rejected: list[tuple[float, str, bytes, Rejection, str | None]] = []
+        rejected: list[Rejected] = []
         try:
             # Select, decode and replace in one write transaction: another process doing
             # the same (the CLI beside the gateway) waits, and never sees half of it.
@@ -215,41 +232,64 @@ class IngestWriter:
                 rows = quarantine.oldest_with_reason(self._store, reason.value, limit)
                 result.rows = len(rows)
                 # One quarantined message may have several rows (one per rejected record).
-                messages: dict[tuple[float, str, bytes], set[int | None]] = {}
+                messages: dict[int, list[QuarantinedMessage]] = {}
                 for row in rows:
-                    messages.setdefault((row.received_at, row.topic, row.payload), set()).add(
-                        row.record_index
-                    )
+                    messages.setdefault(row.message_id, []).append(row)
                 result.messages = len(messages)
                 accepted: list[Reading] = []
                 treated: list[Treatment] = []
                 reported: list[tuple[DeviceStatus, float]] = []
-                for (received_at, topic, payload), records in messages.items():
-                    at = now if reason in CLOCK_REASONS else received_at
+                done: list[int] = []
+                for group in messages.values():
+                    first = group[0]
+                    if first.truncated:
+                        # Only its first bytes were kept (refused for its size): it cannot
+                        # be decoded again, and stays as it is.
+                        result.still_rejected[first.reason] = result.still_rejected.get(
+                            first.reason, 0
+                        ) + len(group)
+                        continue
+                    done += [row.id for row in group]
+                    records = {row.record_index for row in group}
+                    at = now if reason in CLOCK_REASONS else first.received_at
                     # A message refused for its topic stays refused: it came over MQTT.
-                    decoded = self.decoder.decode(topic, payload, at, reason is not WRONG)
+                    decoded = self.decoder.decode(
+                        first.topic, first.payload, at, reason is not WRONG
+                    )
                     accepted.extend(decoded.readings)
                     treated.extend(decoded.treatments)
                     if decoded.status is not None:
                         reported.append((decoded.status, at))
                     # Records rejected for other reasons already have their own rows.
-                    rejected += [
-                        (at, topic, payload, r, decoded.device_id)
+                    again = [
+                        r
                         for r in decoded.rejections
                         if r.record_index in records or None in records
                     ]
-                quarantine.delete(conn, [row.id for row in rows])
+                    if again:
+                        rejected.append(
+                            Rejected(at, first.topic, first.payload, decoded.device_id, again)
+                        )
+                quarantine.delete(conn, done)
                 result.readings_new = readings.insert(conn, accepted) if accepted else 0
                 if treated:
                     treatments.insert(conn, treated)
                 if rejected:
-                    quarantine.insert(conn, rejected)
+                    quarantine.insert(conn, rejected, self.quarantine_limits)
                 for status, at in reported:  # never over a newer report (devices.py)
                     devices.record_status(conn, status, at)
         except BaseException:
             self.decoder.forget_latest()
             raise
-        for *_, rejection, _ in rejected:
-            key = rejection.reason.value
-            result.still_rejected[key] = result.still_rejected.get(key, 0) + 1
+        for item in rejected:
+            for rejection in item.rejections:
+                key = rejection.reason.value
+                result.still_rejected[key] = result.still_rejected.get(key, 0) + 1
         return result
+
+    def purge_quarantine(self, now: float) -> int:
+        """Delete quarantined messages older than ingest.quarantine_retain_days (those
+        held for the clock excepted); returns how many went."""
+        before = now - self.quarantine_limits.retain_days * 86400.0
+        with self._store.transaction() as conn:
+            return quarantine.purge(conn, before)

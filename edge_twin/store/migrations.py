@@ -7,6 +7,8 @@ Each migration runs in a transaction together with its record in ``_sqlite_migra
 
 from __future__ import annotations
 
+import hashlib
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -570,3 +572,84 @@ def _delivery_dead_letters(db: Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0019_quarantine_messages")
+def _quarantine_messages(db: Database) -> None:
+    """A quarantined message is stored once (``quarantine_messages``: whole, or its first
+    ``ingest.quarantine_keep_bytes`` when it was refused for its size, with the SHA-256
+    and length of all of it), and each rejected record is a small row pointing at it:
+    one pack of 3,000 bad records no longer stores the pack 3,000 times.
+    ``quarantine_dropped`` counts what a device sent beyond its quarantine rate."""
+    db.executescript(
+        """
+        CREATE TABLE quarantine_messages (
+            id INTEGER PRIMARY KEY,
+            received_at REAL NOT NULL,
+            topic TEXT NOT NULL,
+            device_key TEXT NOT NULL,  -- the device id, or '' when none could be read
+            sha256 TEXT NOT NULL,
+            length INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            held INTEGER NOT NULL DEFAULT 0  -- kept for the clock: exempt from rate and quota
+        );
+        CREATE INDEX quarantine_messages_device ON quarantine_messages (device_key, received_at);
+        CREATE TABLE quarantine_new (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES quarantine_messages(id) ON DELETE CASCADE,
+            received_at REAL NOT NULL,
+            topic TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            record_index INTEGER,
+            device_id TEXT
+        );
+        CREATE TABLE quarantine_dropped (
+            device_key TEXT PRIMARY KEY,
+            dropped INTEGER NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            last_reason TEXT NOT NULL
+        );
+        """
+    )
+    conn = db.conn
+    messages: dict[tuple[float, str, bytes], int] = {}
+    rows = conn.execute(
+        "SELECT id, received_at, topic, payload, reason, detail, record_index, device_id"
+        " FROM quarantine ORDER BY id"
+    ).fetchall()
+    for row_id, at, topic, payload, reason, detail, index, device in rows:
+        key = (at, topic, bytes(payload))
+        if key not in messages:
+            messages[key] = (
+                conn.execute(
+                    "INSERT INTO quarantine_messages"
+                    " (received_at, topic, device_key, sha256, length, payload, held)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        at,
+                        topic,
+                        device or "",
+                        hashlib.sha256(key[2]).hexdigest(),
+                        len(key[2]),
+                        key[2],
+                        int(reason == "clock_unsynchronised"),
+                    ),
+                ).lastrowid
+                or 0
+            )
+        elif reason == "clock_unsynchronised":
+            conn.execute("UPDATE quarantine_messages SET held = 1 WHERE id = ?", (messages[key],))
+        conn.execute(
+            "INSERT INTO quarantine_new (id, message_id, received_at, topic, reason, detail,"
+            " record_index, device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row_id, messages[key], at, topic, reason, detail, index, device),
+        )
+    for statement in (
+        "DROP TABLE quarantine",
+        "ALTER TABLE quarantine_new RENAME TO quarantine",
+        "CREATE INDEX quarantine_reason ON quarantine (reason)",
+        "CREATE INDEX quarantine_message ON quarantine (message_id)",
+    ):
+        conn.execute(statement)
