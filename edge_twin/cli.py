@@ -121,28 +121,32 @@ def run(config: ConfigOpt = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     before = threading.excepthook
-    with Gateway(cfg, SystemClock(), degrade=True, on_death=died) as gateway:
-        # A library's thread (paho's network loop, say) that dies is a death too.
-        threading.excepthook = lambda hook: gateway.workers.died_elsewhere(
-            hook.thread.name if hook.thread else "?", f"{hook.exc_type.__name__}: {hook.exc_value}"
-        )
-        assert gateway.api is not None
-        console.print(
-            f"gateway {cfg.gateway.id}: MQTT {cfg.mqtt.host}:{cfg.mqtt.port},"
-            f" API and dashboard {gateway.api.url}, store {cfg.store.path}"
-        )
-        if gateway.ingest is not None and not gateway.ingest.connected:
-            err.print(
-                Text.assemble(
-                    ("warning: ", "yellow"),
-                    _literal(f"not connected to the broker ({gateway.ingest.stats.last_error});"),
-                    " ingest retries in the background; the API serves the store meanwhile",
-                )
+    gateway = Gateway(cfg, SystemClock(), degrade=True, on_death=died)
+    # A library's thread (paho's network loop, say) that dies is a death too, from the
+    # start on.
+    threading.excepthook = lambda hook: gateway.workers.died_elsewhere(
+        hook.thread.name if hook.thread else "?", hook.exc_type.__name__
+    )
+    try:
+        with gateway:
+            assert gateway.api is not None
+            console.print(
+                f"gateway {cfg.gateway.id}: MQTT {cfg.mqtt.host}:{cfg.mqtt.port},"
+                f" API and dashboard {gateway.api.url}, store {cfg.store.path}"
             )
-        try:
+            if gateway.ingest is not None and not gateway.ingest.connected:
+                err.print(
+                    Text.assemble(
+                        ("warning: ", "yellow"),
+                        _literal(
+                            f"not connected to the broker ({gateway.ingest.stats.last_error});"
+                        ),
+                        " ingest retries in the background; the API serves the store meanwhile",
+                    )
+                )
             stop.wait()
-        finally:
-            threading.excepthook = before
+    finally:
+        threading.excepthook = before
     if deaths:
         err.print(_literal(f"stopped: a worker died ({'; '.join(deaths)})"))
         raise typer.Exit(EXIT_WORKER_DIED)

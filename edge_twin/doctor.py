@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from edge_twin.alert import STORAGE_LOW_BYTES
+from edge_twin.alert import storage_low
 from edge_twin.assess import active_model
 from edge_twin.clock import kernel_clock_synchronised
 from edge_twin.config import Config
@@ -33,7 +33,6 @@ UNIT_PATHS = (
 )
 HARDENING_GOAL = 2.5  # systemd-analyze's "OK"
 CERT_WARN_DAYS = 14
-DISK_MIN_SHARE = 0.05
 
 
 class Status(StrEnum):
@@ -103,7 +102,7 @@ def disk_check(cfg: Config) -> Finding:
     usage = shutil.disk_usage(where)
     share = usage.free / usage.total if usage.total else 0.0
     detail = f"{usage.free / 2**30:.1f} GiB free ({share:.0%}) at {where}"
-    if usage.free < STORAGE_LOW_BYTES or share < DISK_MIN_SHARE:
+    if storage_low(usage.free, usage.total):
         return _fail("disk", detail, "free space: edge-twin backup, then lower store retention")
     return _ok("disk", detail)
 

@@ -214,6 +214,9 @@ class RejectReason(StrEnum):
     # decoded again once it is (a Pi has no real-time clock).
     CLOCK_UNSYNCHRONISED = "clock_unsynchronised"
     NOT_ALLOWED = "not_allowed"  # the device's type may not report this signal
+    # Decoding or storing it failed on a fault of the gateway's own (a bug): kept so that
+    # it neither stops ingest nor comes back for ever; decoded again once fixed.
+    INTERNAL_ERROR = "internal_error"
 
 
 class TreatmentKind(StrEnum):

@@ -18,6 +18,7 @@ from edge_twin.alert import (
 from edge_twin.api import ApiServer, create_app, tls_of
 from edge_twin.clock import Clock, ClockTrust, SystemClock
 from edge_twin.config import Config
+from edge_twin.errors import ConfigError
 from edge_twin.ingest import Inlet, MqttIngest
 from edge_twin.notify import Notifier
 from edge_twin.pipeline import Pipeline
@@ -60,6 +61,7 @@ class Gateway:
         self.api: ApiServer | None = None
         self.alarm_bus: AlarmBus | None = None
         self.webhook: WebhookSender | None = None
+        self.webhook_problem: str | None = None
         self.sync: SyncWorker | None = None
         self._lock: PipelineLock | None = None
         self.notifier = Notifier()  # systemd: ready, watchdog (from the ingest loop), stopping
@@ -86,10 +88,17 @@ class Gateway:
                 bus = AlarmBus(cfg.mqtt, cfg.gateway.id, wait=not self._degrade)
                 self.alarm_bus = self.pipeline.bus = bus
             if cfg.alert.webhook_url:
-                self.webhook = WebhookSender(
-                    str(cfg.store.path), cfg.alert, cfg.gateway.id, self.workers, self.clock.now
-                )
-                self.webhook.start()
+                try:
+                    self.webhook = WebhookSender(
+                        str(cfg.store.path), cfg.alert, cfg.gateway.id, self.workers, self.clock.now
+                    )
+                except ConfigError as exc:
+                    # Ingest and the local alarms must run whatever the webhook's settings:
+                    # /health says why it is off, and its events wait (alarm_delivery_failing).
+                    self.webhook_problem = f"the alarm webhook is not running: {exc}"
+                    log.error(self.webhook_problem)
+                else:
+                    self.webhook.start()
             if cfg.sync.url:
                 self.sync = SyncWorker(
                     cfg.store.path, cfg.sync, cfg.gateway.id, self.clock.now, self.workers
@@ -124,6 +133,7 @@ class Gateway:
         if self.sync is not None:
             stats["sync_worker_alive"] = self.sync.alive
         stats["clock_synchronised"] = self.clock_trust.synchronised()
+        stats["webhook_problem"] = self.webhook_problem
         stats["workers"] = [{**asdict(w), "problem": w.problem()} for w in self.workers.statuses()]
         return stats
 

@@ -160,6 +160,11 @@ class Pipeline:
         """The entry seam (ingest.sink.Sink): decode and durably store the messages."""
         return self.writer.commit(messages, statuses)
 
+    def refuse(self, message: RawMessage, why: str) -> BatchResult:
+        """The entry seam's last resort (ingest.sink.Sink): keep a message whose commit
+        failed on a bug in quarantine, so that it neither stops ingest nor returns."""
+        return self.writer.refuse(message, why)
+
     def after_commit(self, result: BatchResult) -> None:
         """Called by ingest after each durable commit: run the downstream stages, within
         a budget so that ingestion keeps priority during a burst (readings that arrive in

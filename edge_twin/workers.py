@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-# A worker that turns no more than once a minute is hung (systemd's WatchdogSec is 60 s).
+# The ingest loop turning no more than once a minute is hung (systemd's WatchdogSec is 60 s).
 STALL_S = 60.0
 
 
@@ -31,7 +31,7 @@ STALL_S = 60.0
 class WorkerStatus:
     name: str
     alive: bool
-    died: str | None  # why, when it died while the gateway was running
+    died: str | None  # the exception's type when it died while the gateway was running
     last_beat_s: float | None  # seconds since the loop last turned (None: not beating)
     stalled: bool
 
@@ -50,13 +50,9 @@ class Workers:
     """A registry of watched threads; ``on_death(name, why)`` is called from the dying
     thread (it must not block on that thread)."""
 
-    def __init__(
-        self,
-        on_death: Callable[[str, str], None] | None = None,
-        stall_s: float = STALL_S,
-    ) -> None:
+    def __init__(self, on_death: Callable[[str, str], None] | None = None) -> None:
         self._on_death = on_death
-        self._stall_s = stall_s
+        self._stall_s: dict[str, float] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._beats: dict[str, float] = {}
         self._deaths: dict[str, str] = {}
@@ -64,9 +60,12 @@ class Workers:
         self._all_stopping = False
         self._lock = threading.Lock()
 
-    def thread(self, name: str, loop: Callable[[], None]) -> threading.Thread:
+    def thread(
+        self, name: str, loop: Callable[[], None], stall_s: float | None = None
+    ) -> threading.Thread:
         """A daemon thread running ``loop`` under watch (not started). ``name`` is the
-        worker's name on /health; the thread is named ``edge-twin-<name>``."""
+        worker's name on /health; the thread is named ``edge-twin-<name>``.
+        ``stall_s``: the loop beats (``beat``) and is stalled after this long without."""
         thread = threading.Thread(
             target=self._watch, args=(name, loop), name=f"edge-twin-{name}", daemon=True
         )
@@ -74,6 +73,8 @@ class Workers:
             self._threads[name] = thread
             self._deaths.pop(name, None)
             self._stopping.discard(name)
+            if stall_s is not None:
+                self._stall_s[name] = stall_s
         return thread
 
     def beat(self, name: str) -> None:
@@ -97,7 +98,12 @@ class Workers:
         try:
             loop()
         except BaseException as exc:  # every death is reported, then fatal
-            why = f"{type(exc).__name__}: {exc}"
+            if self._asked_to_stop(name):
+                log.warning("worker %s failed while stopping", name, exc_info=exc)
+                return
+            # The type only: /health is read by engineers, and an exception's text may
+            # carry a value; the traceback goes to the log.
+            why = type(exc).__name__
             log.critical("worker %s died", name, exc_info=exc)
         else:
             if self._asked_to_stop(name):
@@ -127,7 +133,8 @@ class Workers:
             beat = self._beats.get(name)
             age = None if beat is None else now - beat
             alive = thread.is_alive()
-            stalled = alive and age is not None and age > self._stall_s
+            limit = self._stall_s.get(name)
+            stalled = alive and limit is not None and age is not None and age > limit
             out.append(WorkerStatus(name, alive, deaths.get(name), age, stalled))
         out.extend(
             WorkerStatus(name, False, why, None, False)

@@ -31,6 +31,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from edge_twin.assess.drift import bin_shares
 from edge_twin.assess.features import FEATURES, twin_models
 from edge_twin.assess.model_card import (
     INPUT_NAME,
@@ -187,6 +188,7 @@ def feature_stats(x: np.ndarray) -> list[FeatureStats]:
         col = x[:, j]
         known = col[~np.isnan(col)]
         deciles = np.quantile(known, np.linspace(0.1, 0.9, 9)).tolist() if len(known) else []
+        edges = sorted({float(v) for v in deciles})
         out.append(
             FeatureStats(
                 name=name,
@@ -195,6 +197,8 @@ def feature_stats(x: np.ndarray) -> list[FeatureStats]:
                 p99=float(np.quantile(known, 0.99)) if len(known) else math.nan,
                 deciles=[float(v) for v in deciles],
                 missing_fraction=float(np.isnan(col).mean()),
+                bin_edges=edges,
+                bin_shares=bin_shares(known.tolist(), edges) if len(known) else [],
             )
         )
     return out

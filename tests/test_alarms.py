@@ -250,7 +250,7 @@ def test_an_unacknowledged_high_alarm_escalates_to_the_care_team(
         wait_until(lambda: "escalated" in [b["event"] for b in bodies], what="webhook escalated")
     escalated = next(b for b in bodies if b["event"] == "escalated")
     assert escalated["alarm"]["type"] == "urgent_low"
-    assert "sent to the care team's on-call webhook" in escalated["why"]
+    assert "queued for the care team's on-call webhook" in escalated["why"]
     assert escalated["event_id"].startswith("gateway-1:")
 
 

@@ -166,3 +166,14 @@ def test_footprint_bench() -> None:
     assert figures["readings_stored"] > 0  # type: ignore[operator]
     assert 0 < figures["peak_rss_mb"] < 2000  # type: ignore[operator]
     assert figures["realtime_cpu_share_one_core"] >= 0  # type: ignore[operator]
+
+
+@pytest.mark.broker
+def test_fault_trials_lose_nothing() -> None:
+    """The bounded form of the kill -9 trials (the full one: bench/faults.py, 50 kills)."""
+    figures = last_json("bench/faults.py", "--trials", "5", "--patients", "2", "--hours", "3")
+    assert figures["readings_expected"] > 100  # type: ignore[operator]
+    assert (figures["lost"], figures["extra"], figures["duplicated"]) == (0, 0, 0)
+    assert figures["twin_caught_up"] is True
+    assert figures["integrity_check"] == "ok"
+    assert figures["worker_deaths"] == 0

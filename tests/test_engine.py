@@ -14,14 +14,16 @@ from edge_twin.store import Store, alarms
 from tests.conftest import T0
 
 MIN = 60.0
-WALL = 5e9  # the gateway's wall clock: recorded_at only, never a decision
+# The gateway's wall clock: recorded_at; a decision only for escalation, which counts from
+# when an alarm started to sound on this clock.
+WALL = 5e9
 
 
 class Engine(AlarmEngine):
     """The engine with its store at hand for the test's reads."""
 
-    def __init__(self, store: Store) -> None:
-        super().__init__(store, lambda: WALL)
+    def __init__(self, store: Store, wall: float = WALL) -> None:
+        super().__init__(store, lambda: wall)
         self.store = store
 
 
@@ -106,15 +108,18 @@ def test_a_paused_type_stays_quiet_then_realerts_if_still_present(engine: Engine
         engine.pause("pt-1", "low", T0, "nurse-ann", "", T0 + 32 * MIN)
 
 
-def test_an_unacknowledged_urgent_alarm_escalates_once(engine: Engine) -> None:
-    after = AlarmSettings().escalate_after_min * MIN
-    see(engine, "urgent_low", T0, True)
-    assert engine.escalate(T0 + after - 1) == []
-    assert len(engine.escalate(T0 + after)) == 1
-    assert engine.escalate(T0 + after + 60) == []
-    urgent = only(engine, "urgent_low")
-    assert urgent.escalated_at == T0 + after
-    assert [e for e, _, _ in events(engine, urgent)] == ["raised", "escalated"]
+def test_an_unacknowledged_urgent_alarm_escalates_once(db_path: Path) -> None:
+    # Escalation counts on the gateway clock from when the alarm was raised (recorded_at).
+    with Store(db_path) as store:
+        engine = Engine(store, wall=T0)
+        after = AlarmSettings().escalate_after_min * MIN
+        see(engine, "urgent_low", T0, True)
+        assert engine.escalate(T0 + after - 1) == []
+        assert len(engine.escalate(T0 + after)) == 1
+        assert engine.escalate(T0 + after + 60) == []
+        urgent = only(engine, "urgent_low")
+        assert urgent.escalated_at == T0 + after
+        assert [e for e, _, _ in events(engine, urgent)] == ["raised", "escalated"]
 
 
 def test_settings_changed_by_another_process_apply_at_the_next_evaluation(

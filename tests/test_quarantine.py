@@ -165,3 +165,39 @@ def test_the_api_lists_metadata_from_a_prefix_only(db_path: Path, make_config: o
     with Store(db_path) as store:
         (listed,) = quarantine.recent(store)
     assert len(listed.payload) == quarantine.PREVIEW_BYTES
+
+
+def test_decoding_again_never_drops_what_it_puts_back(db_path: Path) -> None:
+    w = writer(db_path, quarantine_per_device_per_min=10)
+    # 100 readings held while the clock was not synchronised, from a device that really is
+    # two hours ahead: once released they are future_time, and all of them stay.
+    held = Rejection(RejectReason.CLOCK_UNSYNCHRONISED, "ahead of an unsynchronised clock")
+    ahead = T0 + 7200
+    items = [
+        quarantine.Rejected(
+            T0 + i,
+            TOPIC,
+            json.dumps(
+                [
+                    {
+                        "bn": "urn:dev:id:cgm-1:",
+                        "bt": ahead + i,
+                        "n": "glucose",
+                        "u": "mg/dL",
+                        "v": 100,
+                    }
+                ]
+            ).encode(),
+            "cgm-1",
+            [held],
+        )
+        for i in range(100)
+    ]
+    with w._store.transaction() as conn:
+        quarantine.insert(conn, items, w.quarantine_limits)
+    released = w.reprocess(RejectReason.CLOCK_UNSYNCHRONISED, T0 + 200)
+    assert released.still_rejected == {"future_time": 100}
+    assert quarantine.count(w._store, "future_time") == 100
+    again = w.reprocess(RejectReason.FUTURE_TIME, T0 + 300)  # still ahead: put back, all
+    assert again.still_rejected == {"future_time": 100}
+    assert quarantine.count(w._store, "future_time") == 100

@@ -9,18 +9,22 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from edge_twin.alert import WEBHOOK_CONSUMER, AlarmEngine, AlertStage, WebhookSender
-from edge_twin.config import AlertSection, load_config
+from edge_twin.broker import PrivateBroker
+from edge_twin.clock import ManualClock
+from edge_twin.config import AlertSection, Config
 from edge_twin.domain import AlarmState, Observation
 from edge_twin.errors import ConfigError
+from edge_twin.gateway import Gateway
 from edge_twin.store import Store, alarms, consumers
-from tests.conftest import T0, wait_until
+from tests.conftest import T0, api_user, wait_until
 from tests.misbehaving_endpoint import MisbehavingEndpoint
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -29,7 +33,7 @@ FAST = (0.05, 0.2)  # back-off: the tests' patience, not the field's
 
 @pytest.fixture
 def endpoint() -> Iterator[MisbehavingEndpoint]:
-    e = MisbehavingEndpoint(timeout_hold_s=1.5)
+    e = MisbehavingEndpoint(timeout_hold_s=3.0)
     try:
         yield e
     finally:
@@ -41,7 +45,7 @@ def alert(tmp_path: Path, endpoint: MisbehavingEndpoint) -> AlertSection:
     secret = tmp_path / "webhook-secret"
     secret.write_bytes(SECRET + b"\n")
     return AlertSection(
-        webhook_url=endpoint.url, webhook_timeout_s=0.5, webhook_secret_file=str(secret)
+        webhook_url=endpoint.url, webhook_timeout_s=2.0, webhook_secret_file=str(secret)
     )
 
 
@@ -80,7 +84,7 @@ def test_replies_that_are_not_http_or_cut_short_are_retried_and_nothing_is_lost(
     db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
 ) -> None:
     events = raise_alarms(db_path, 2)
-    endpoint.script(["garbage", "incomplete", "500", "timeout", "429"])
+    endpoint.script(["garbage", "500", "timeout", "429", "401", "404"])
     s = sender(db_path, alert)
     s.start()
     try:
@@ -88,13 +92,27 @@ def test_replies_that_are_not_http_or_cut_short_are_retried_and_nothing_is_lost(
         assert s._thread.is_alive()  # no reply killed the thread
     finally:
         s.stop()
-    # The first event was tried six times (five failures, then the 204), then the second.
-    assert delivered(endpoint) == [events[0]] * 6 + [events[1]]
-    assert s.failures == 5
+    # The first event was tried seven times (six failures, then the 204), then the second.
+    assert delivered(endpoint) == [events[0]] * 7 + [events[1]]
+    assert s.failures == 6
     assert s.sent == 2
     with Store(db_path) as store:
         (status,) = [c for c in consumers.statuses(store.conn) if c.name == "alarm-webhook"]
     assert status.failures == 0  # delivered since: the failures are history
+
+
+def test_a_2xx_whose_body_is_cut_short_is_delivered_once(
+    db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
+) -> None:
+    (event,) = raise_alarms(db_path, 1)
+    endpoint.script(["incomplete"])  # 200, Content-Length 100, 5 bytes, closed
+    s = sender(db_path, alert)
+    s.start()
+    try:
+        wait_until(lambda: position(db_path) == event, 20, "delivered")
+    finally:
+        s.stop()
+    assert delivered(endpoint) == [event]  # the receiver said 200: not sent again
 
 
 def test_a_redirect_is_not_followed_and_is_not_a_delivery(
@@ -122,7 +140,7 @@ def test_an_event_refused_for_good_is_set_aside_and_the_rest_flow_on(
     db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
 ) -> None:
     events = raise_alarms(db_path, 3)
-    endpoint.script(["404", "ok", "400"])
+    endpoint.script(["422", "ok", "400"])
     s = sender(db_path, alert)
     s.start()
     try:
@@ -133,7 +151,7 @@ def test_an_event_refused_for_good_is_set_aside_and_the_rest_flow_on(
     with Store(db_path) as store:
         dead = consumers.dead_letters(store.conn)
     assert sorted((d.entry_id, d.reason) for d in dead) == [
-        (events[0], "HTTP 404"),
+        (events[0], "HTTP 422"),
         (events[2], "HTTP 400"),
     ]
 
@@ -145,7 +163,7 @@ def test_requests_are_signed_and_the_url_stays_out_of_the_logs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     (event,) = raise_alarms(db_path, 1)
-    endpoint.script(["500", "404"])
+    endpoint.script(["500", "422"])
     s = sender(db_path, alert)
     with caplog.at_level(logging.DEBUG):
         s.start()
@@ -162,21 +180,40 @@ def test_requests_are_signed_and_the_url_stays_out_of_the_logs(
     assert "T0KEN" not in caplog.text
     assert SECRET.decode() not in caplog.text
     assert "HTTP 500" in caplog.text
-    assert "HTTP 404" in caplog.text
+    assert "HTTP 422" in caplog.text
 
 
 def test_the_webhook_needs_https_off_the_box_and_a_secret(
     tmp_path: Path, alert: AlertSection, db_path: Path
 ) -> None:
     with pytest.raises(ConfigError, match="must use https://"):
-        load_config(env={"EDGE_TWIN_ALERT_WEBHOOK_URL": "http://oncall.example.org/hook"})
-    assert load_config(env={"EDGE_TWIN_ALERT_WEBHOOK_URL": "https://oncall.example.org/h"})
+        WebhookSender(str(db_path), replace(alert, webhook_url="http://oncall.example.org/h"), "g")
+    with pytest.raises(ConfigError, match="port that is not a number"):
+        WebhookSender(str(db_path), replace(alert, webhook_url="https://h:abc/"), "g")
     with pytest.raises(ConfigError, match="webhook_secret_file is required"):
         WebhookSender(str(db_path), replace(alert, webhook_secret_file=""), "gw-1")
     short = tmp_path / "short"
     short.write_text("tiny")
     with pytest.raises(ConfigError, match="at least 16 bytes"):
         WebhookSender(str(db_path), replace(alert, webhook_secret_file=str(short)), "gw-1")
+
+
+@pytest.mark.broker
+def test_a_gateway_whose_webhook_cannot_run_still_ingests_and_says_why(
+    broker: PrivateBroker, make_config: Callable[..., Config], db_path: Path
+) -> None:
+    # Every other command still loads this configuration (edge-twin migrate, doctor, ...).
+    cfg = make_config(broker, alert={"webhook_url": "http://oncall.example.org/hook"})
+    with Gateway(cfg, ManualClock(T0)) as gw:
+        assert gw.api is not None
+        assert gw.ingest is not None
+        assert gw.ingest.connected
+        health = httpx.get(
+            f"{gw.api.url}/health", headers=api_user(db_path, "engineer", "eng-w"), timeout=5
+        ).json()
+    assert health["status"] == "degraded"
+    assert any("alarm webhook is not running" in p and "https://" in p for p in health["problems"])
+    assert not any("example.org/hook" in p for p in health["problems"])  # the URL's path
 
 
 def test_a_channel_that_cannot_deliver_raises_alarm_delivery_failing(db_path: Path) -> None:
@@ -208,7 +245,7 @@ def test_a_channel_that_cannot_deliver_raises_alarm_delivery_failing(db_path: Pa
 
 @pytest.mark.parametrize(
     ("channel", "said"),
-    [(True, "sent to the care team's on-call webhook"), (False, "no care-team channel")],
+    [(True, "queued for the care team's on-call webhook"), (False, "no care-team channel")],
 )
 def test_an_escalation_says_whether_anyone_was_told(
     db_path: Path, channel: bool, said: str
@@ -221,3 +258,18 @@ def test_an_escalation_says_whether_anyone_was_told(
             "SELECT reason FROM alarm_events WHERE id = ?", (escalated,)
         ).fetchone()[0]
     assert said in reason
+
+
+def test_escalation_runs_on_the_gateway_clock_not_the_devices(db_path: Path) -> None:
+    wall = [T0]
+    with Store(db_path) as store:
+        engine = AlarmEngine(store, lambda: wall[0])
+        # A CGM whose clock runs 30 min slow: its reading's time is half an hour back.
+        engine.observe([Observation("pt-001", "urgent_low", T0 - 1800, True, "glucose 48")])
+        assert engine.escalate(T0 + 60) == []  # sounding for a minute, not 31
+        assert engine.escalate(T0 + 14 * 60) == []
+        (escalated,) = engine.escalate(T0 + 15 * 60)
+        reason = store.conn.execute(
+            "SELECT reason FROM alarm_events WHERE id = ?", (escalated,)
+        ).fetchone()[0]
+    assert reason.startswith("unacknowledged for 15 min")

@@ -10,7 +10,7 @@ What the pipeline, the API and the CLI use is exported here.
 """
 
 from edge_twin.alert.catalog import CATALOG, AlarmSettings
-from edge_twin.alert.conditions import STORAGE_LOW_BYTES
+from edge_twin.alert.conditions import storage_low
 from edge_twin.alert.delivery import (
     MQTT_CONSUMER,
     AlarmBus,
@@ -27,7 +27,6 @@ __all__ = [
     "ALARM_SIGNALS",
     "CATALOG",
     "MQTT_CONSUMER",
-    "STORAGE_LOW_BYTES",
     "WEBHOOK_CONSUMER",
     "AlarmBus",
     "AlarmEngine",
@@ -39,4 +38,5 @@ __all__ = [
     "event_json",
     "handle_command",
     "register_channel",
+    "storage_low",
 ]

@@ -435,9 +435,15 @@ def forecast_fit(
 STORAGE_LOW_BYTES = 200 * 2**20
 
 
+def storage_low(free_bytes: int, total_bytes: int) -> bool:
+    """The disk is nearly full: under STORAGE_LOW_BYTES or 5% free (gateway_storage,
+    /health and doctor say the same)."""
+    return free_bytes < STORAGE_LOW_BYTES or (total_bytes > 0 and free_bytes / total_bytes < 0.05)
+
+
 def storage(now: float, free_bytes: int, total_bytes: int) -> Observation:
     share = free_bytes / total_bytes if total_bytes else math.nan
-    present = free_bytes < STORAGE_LOW_BYTES or share < 0.05
+    present = storage_low(free_bytes, total_bytes)
     return Observation(
         "gateway",
         "gateway_storage",

@@ -45,7 +45,7 @@ class AlarmEngine:
         without one, it says so rather than claim anyone was told."""
         self._store = store
         self._escalated_to = (
-            "sent to the care team's on-call webhook"
+            "queued for the care team's on-call webhook"
             if care_team_channel
             else "no care-team channel is configured (alert.webhook_url): shown on the"
             " gateway's pages and displays only"
@@ -353,10 +353,15 @@ class AlarmEngine:
     # --- time -------------------------------------------------------------------------------
 
     def escalate(self, now: float) -> list[int]:
-        """Escalate high-priority alarms nobody acknowledged in time."""
+        """Escalate high-priority alarms nobody acknowledged in time: measured on the
+        gateway clock from when the alarm started to sound (``now`` is gateway time; the
+        alarm's raised_at is the reading's device time, which a device clock off by
+        minutes would make escalate early or late)."""
         out: list[int] = []
         with self._store.transaction() as conn:
-            for alarm in alarms.listing(conn, open_only=True, limit=10_000):
+            open_alarms = alarms.listing(conn, open_only=True, limit=10_000)
+            sounding = alarms.sounding_since(conn, [a.id for a in open_alarms])
+            for alarm in open_alarms:
                 spec = CATALOG.get(alarm.alarm_type)
                 if (
                     spec is None
@@ -366,7 +371,8 @@ class AlarmEngine:
                 ):
                     continue
                 limit = self.settings(alarm.patient_id).escalate_after_min * 60.0
-                if now - alarm.raised_at >= limit:
+                since = sounding.get(alarm.id, alarm.raised_at)
+                if now - since >= limit:
                     alarms.update(conn, alarm.id, escalated_at=now)
                     out.append(
                         alarms.add_event(
@@ -376,7 +382,7 @@ class AlarmEngine:
                             self._wall(),
                             "escalated",
                             GATEWAY,
-                            f"unacknowledged for {(now - alarm.raised_at) / 60:.0f} min:"
+                            f"unacknowledged for {(now - since) / 60:.0f} min:"
                             f" {self._escalated_to}",
                             AlarmState.ACTIVE,
                         )

@@ -52,8 +52,8 @@ BP_MAX_AGE_S = 3 * DAY_S  # a multi-day level needs recent cuff readings
 RISK_MAX_AGE_S = 2 * DAY_S
 STORAGE_EVERY_S = 60.0
 DELIVERY_EVERY_S = 15.0
-# A device that had messages dropped by the quarantine's rate in this window is flooding.
-FLOOD_WINDOW_S = 600.0
+# A device that had messages dropped by the quarantine's rate in the flood window is
+# flooding (quarantine.FLOOD_WINDOW_S, which its counts start again after).
 FLOOD_EVERY_S = 60.0
 # The upstream check reads the readings the sync has not sent yet: once a minute.
 UPSTREAM_EVERY_S = 60.0
@@ -213,13 +213,13 @@ class AlertStage:
             and s.oldest_pending_at is not None
             and now - s.oldest_pending_at > self._delivery_after_s
         }
-        dead = len(consumers.dead_letters(conn, since=now - DAY_S))
+        dead = consumers.dead_letter_count(conn, since=now - DAY_S)
         return conditions.delivery_failing(now, lagging, dead, self._delivery_after_s)
 
     def _flooding(self, now: float) -> list[Observation]:
         patient_of = {d.device_id: d.patient_id for d in self._devices()}
         by_patient: dict[str, dict[str, int]] = {}
-        for d in quarantine.dropped_since(self._store.conn, now - FLOOD_WINDOW_S):
+        for d in quarantine.dropped_since(self._store.conn, now - quarantine.FLOOD_WINDOW_S):
             pid = patient_of.get(d.device_key, "gateway")
             by_patient.setdefault(pid, {})[d.device_key] = d.dropped
         for pid, kind in alarms.engaged(self._store.conn):

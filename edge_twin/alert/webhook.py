@@ -57,8 +57,13 @@ BATCH = 50
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 300.0
 # 4xx answers that say "not now" rather than "never": retried like a 5xx.
-RETRIED_4XX = frozenset({408, 425, 429})
-MAX_ANSWER_BYTES = 1_048_576
+# The 4xx answers that refuse the event itself (its content): set aside as a dead letter
+# and the rest flow on. Every other failure (401/403: a wrong or rotated secret, a stale
+# signature time; 404/410: an endpoint moved; 408/429; 5xx) is the channel's: the event is
+# retried, the later ones wait behind it, and alarm_delivery_failing says so.
+REFUSED_FOR_GOOD = frozenset({400, 413, 415, 422})
+# What is read of an answer's body (best effort, within the attempt's timeout).
+MAX_ANSWER_BYTES = 65_536
 
 
 def read_secret(alert: AlertSection) -> bytes:
@@ -111,12 +116,12 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> At
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
             status = int(response.status)
-            _drain(response)
+            _drain(response, time.monotonic() + timeout_s)
     except urllib.error.HTTPError as exc:
         exc.close()
         status = exc.code
         retry = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-        permanent = 400 <= status < 500 and status not in RETRIED_4XX
+        permanent = status in REFUSED_FOR_GOOD
         return Attempt(False, permanent, status, f"HTTP {status}", retry)
     except Exception as exc:  # any failure of an attempt is retried
         reason = str(getattr(exc, "reason", None) or exc).strip()
@@ -126,16 +131,19 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> At
     return Attempt(False, False, status, f"HTTP {status}: not a 2xx")
 
 
-def _drain(response: http.client.HTTPResponse) -> None:
-    """Read the answer's body to its end (it is not ours to keep): one cut short means
-    the answer may not be what it says, and the event is sent again (IncompleteRead)."""
+def _drain(response: http.client.HTTPResponse, deadline: float) -> None:
+    """Read some of the answer's body, best effort (it is not ours to keep): the status
+    line said what happened, so a body cut short, endless or dripping does not undo a
+    2xx (sending the event again forever would hold every later alarm behind it)."""
     read = 0
-    while chunk := response.read(65_536):
-        read += len(chunk)
-        if read > MAX_ANSWER_BYTES:
-            return  # an endless body: the status line is all we need
-    if response.length:  # the connection ended before Content-Length was reached
-        raise http.client.IncompleteRead(b"", response.length)
+    try:
+        while read < MAX_ANSWER_BYTES and time.monotonic() < deadline:
+            chunk = response.read1(4096)
+            if not chunk:
+                return
+            read += len(chunk)
+    except (OSError, http.client.HTTPException):
+        return
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge_twin import __version__
-from edge_twin.alert import STORAGE_LOW_BYTES, AlarmEngine, alarm_json
+from edge_twin.alert import AlarmEngine, alarm_json, storage_low
 from edge_twin.api import (
     access,
     dashboard,
@@ -130,8 +130,10 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 def store_disk(path: Path) -> dict[str, int]:
     """Free space where the store lives, and the store's size with its WAL."""
     files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    usage = shutil.disk_usage(path.parent)
     return {
-        "free_bytes": shutil.disk_usage(path.parent).free,
+        "free_bytes": usage.free,
+        "total_bytes": usage.total,
         "store_bytes": sum(f.stat().st_size for f in files if f.exists()),
     }
 
@@ -322,6 +324,9 @@ def create_app(
         running = ingest_status() if ingest_status else None
         workers = running.pop("workers", []) if running is not None else []
         problems = [w["problem"] for w in workers if w["problem"]]
+        if running is not None and running.get("webhook_problem"):
+            problems.append(running["webhook_problem"])
+        problems += delivery_problems(store)
         if running is not None and running.get("commits_failing_since") is not None:
             problems.append(
                 "the store cannot be written since"
@@ -329,7 +334,7 @@ def create_app(
                 " readings are not stored; the broker keeps them until they are"
             )
         disk = store_disk(config.store.path)
-        if disk["free_bytes"] < STORAGE_LOW_BYTES:
+        if storage_low(disk["free_bytes"], disk["total_bytes"]):
             problems.append(f"the disk is nearly full: {disk['free_bytes'] / 2**20:.0f} MiB free")
         if running is not None and running.get("running", True) and not running.get("connected"):
             why = running.get("last_error") or "no answer yet"
@@ -359,6 +364,18 @@ def create_app(
             "sync": sync_status(store, clock.now(), per_patient=False) if config.sync.url else None,
             "disk": disk,
         }
+
+    def delivery_problems(store: Store) -> list[str]:
+        """Alarm delivery channels failing now, and events refused for good lately."""
+        out = [
+            f"alarm delivery {c.name} is failing ({c.failures} attempts in a row)"
+            for c in consumers.statuses(store.conn)
+            if c.log is consumers.Log.ALARM_EVENTS and c.failures > 0
+        ]
+        dead = consumers.dead_letter_count(store.conn, clock.now() - 86400.0)
+        if dead:
+            out.append(f"{dead} alarm events refused for good by the webhook in the last day")
+        return out
 
     @app.get("/health")
     def health(store: StoreDep) -> dict[str, Any]:

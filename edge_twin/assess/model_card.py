@@ -41,8 +41,14 @@ class FeatureStats:
     median: float  # the imputation value
     p01: float
     p99: float
-    deciles: list[float]  # training deciles (10%..90%): the drift reference
+    deciles: list[float]  # training deciles (10%..90%)
     missing_fraction: float
+    # The drift reference: the distinct deciles as bin edges, and the share of the known
+    # training values in each of the len(edges) + 1 bins (a value v is in bin
+    # searchsorted(edges, v, side="right")). A discrete feature has fewer distinct edges
+    # and unequal shares; a card without them (trained before) has no drift reference.
+    bin_edges: list[float] = field(default_factory=list)
+    bin_shares: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

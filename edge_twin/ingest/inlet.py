@@ -75,6 +75,14 @@ class Inlet:
             raise IngestUnavailable(f"not stored: {request.error}")
         return request.result
 
+    @staticmethod
+    def _refuse(sink: Sink, messages: Sequence[RawMessage], error: str) -> None:
+        for message in messages:
+            try:
+                sink.refuse(message, f"{error} while decoding")
+            except EdgeTwinError as exc:
+                log.error("an upload that failed could not be quarantined: %s", exc)
+
     def serve(self, sink: Sink) -> list[BatchResult]:
         """On the ingest thread: commit every waiting request, one transaction each, and
         answer it; returns the results, for after_commit."""
@@ -90,6 +98,12 @@ class Inlet:
             except EdgeTwinError as exc:
                 request.error = str(exc)
                 log.error("an upload could not be stored: %s", exc)
+            except Exception as exc:
+                # A fault of ours (a bug met by this upload): kept in quarantine, so that
+                # it neither stops ingest nor is lost; the phone is told it was not stored.
+                log.exception("an upload failed to commit: quarantined")
+                request.error = f"internal error ({type(exc).__name__}): kept for a fix"
+                self._refuse(sink, request.messages, type(exc).__name__)
             else:
                 results.append(request.result)
             finally:

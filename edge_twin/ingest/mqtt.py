@@ -39,8 +39,8 @@ from edge_twin.errors import BrokerError, EdgeTwinError
 from edge_twin.ingest import contract
 from edge_twin.ingest.inlet import Inlet
 from edge_twin.ingest.sink import Sink
-from edge_twin.ingest.writer import IngestTotals, RawMessage
-from edge_twin.workers import Workers
+from edge_twin.ingest.writer import BatchResult, IngestTotals, RawMessage
+from edge_twin.workers import STALL_S, Workers
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class MqttIngest:
                 raise
             self.stats.last_error = str(exc)
             log.warning("%s; retrying in the background", exc)
-        self._thread = self._workers.thread(WORKER, self._run)
+        self._thread = self._workers.thread(WORKER, self._run, stall_s=STALL_S)
         self._thread.start()
         if not wait:
             return
@@ -300,7 +300,7 @@ class MqttIngest:
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []
         try:
-            result = self._sink.commit([p.message for p in batch])
+            result = self._commit(batch)
         except EdgeTwinError as exc:
             # Not stored, so not acknowledged. The broker redelivers unacknowledged messages
             # only on a new connection: drop this one and come back, later each time (a
@@ -322,6 +322,30 @@ class MqttIngest:
         self._committed()
         self.stats.add(result)
         self._downstream(lambda: self._sink.after_commit(result))
+
+    def _commit(self, batch: list[_Pending]) -> BatchResult:
+        """Commit the batch; if that fails on a fault of ours (not the store's: a bug met
+        by some message), commit its messages one at a time and quarantine those that
+        fail as internal_error: one message must not stop ingest, nor, redelivered after
+        a restart, stop it again for ever. StoreError passes (then nothing is acked)."""
+        messages = [p.message for p in batch]
+        try:
+            return self._sink.commit(messages)
+        except EdgeTwinError:
+            raise
+        except Exception:
+            log.exception("a batch of %d messages failed to commit; one at a time", len(batch))
+        total = BatchResult()
+        for message in messages:
+            try:
+                one = self._sink.commit([message])
+            except EdgeTwinError:
+                raise
+            except Exception as exc:
+                log.exception("a message on %s failed to commit: quarantined", message.topic)
+                one = self._sink.refuse(message, f"{type(exc).__name__} while decoding")
+            total.merge(one)
+        return total
 
     def _committed(self) -> None:
         if self.stats.commits_failing_since is not None:

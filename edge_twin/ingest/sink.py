@@ -20,6 +20,11 @@ class Sink(Protocol):
         devices said about themselves."""
         ...
 
+    def refuse(self, message: RawMessage, why: str) -> BatchResult:
+        """Quarantine ``message`` whole as ``internal_error`` with ``why`` (its commit
+        failed on a fault of the gateway's own); StoreError if that cannot be stored."""
+        ...
+
     def after_commit(self, result: BatchResult) -> None:
         """Run what follows a durable commit (the twin, risks, alarms)."""
         ...

@@ -9,6 +9,7 @@ replay`` calls the same ``commit`` with messages read from files.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from edge_twin.domain import Device, DeviceStatus, Reading, Rejection, RejectRea
 from edge_twin.ingest.decode import DecodeLimits, Decoder
 from edge_twin.store import Store, devices, quarantine, readings, treatments
 from edge_twin.store.quarantine import QuarantinedMessage, QuarantineLimits, Rejected
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,17 @@ class BatchResult:
     # Per message, in order: (readings accepted, treatments accepted, rejections): what
     # an uploader is told about its own request (api/nightscout.py).
     per_message: list[tuple[int, int, list[Rejection]]] = field(default_factory=list)
+
+    def merge(self, other: BatchResult) -> None:
+        """Add ``other`` (a commit of the messages after this one's) to this result."""
+        self.messages += other.messages
+        self.readings_new += other.readings_new
+        self.readings_duplicate += other.readings_duplicate
+        self.rejected += other.rejected
+        self.rejections += other.rejections
+        self.treatments_new += other.treatments_new
+        self.quarantine_dropped += other.quarantine_dropped
+        self.per_message += other.per_message
 
 
 @dataclass(slots=True)
@@ -177,15 +191,15 @@ class IngestWriter:
             result.per_message.append(
                 (len(decoded.readings), len(decoded.treatments), decoded.rejections)
             )
+        kept = quarantine.Stored()
         try:
             with self._store.transaction() as conn:
                 new = readings.insert(conn, accepted) if accepted else 0
                 if treated:
                     result.treatments_new = treatments.insert(conn, treated)
                 if rejected:
-                    result.quarantine_dropped = quarantine.insert(
-                        conn, rejected, self.quarantine_limits
-                    ).dropped
+                    kept = quarantine.insert(conn, rejected, self.quarantine_limits)
+                    result.quarantine_dropped = kept.dropped
                 for status, at in reported if statuses else ():
                     devices.record_status(conn, status, at)
         except BaseException:
@@ -194,11 +208,32 @@ class IngestWriter:
             raise
         result.readings_new = new
         result.readings_duplicate = len(accepted) - new
+        if kept.evicted:
+            log.warning(
+                "quarantine: %d older messages deleted to keep a device within"
+                " ingest.quarantine_device_max_bytes",
+                kept.evicted,
+            )
         result.rejections = [r for item in rejected for r in item.rejections]
         result.rejected = len(result.rejections)
         if any(r.reason is RejectReason.CLOCK_UNSYNCHRONISED for r in result.rejections):
             self.holding = True
         return result
+
+    def refuse(self, message: RawMessage, why: str) -> BatchResult:
+        """Quarantine ``message`` whole as INTERNAL_ERROR: its commit failed on a fault
+        of the gateway's own. Nothing is decoded (that is what failed)."""
+        rejection = Rejection(RejectReason.INTERNAL_ERROR, why[:300])
+        item = Rejected(message.received_at, message.topic, message.payload, None, [rejection])
+        with self._store.transaction() as conn:
+            kept = quarantine.insert(conn, [item], self.quarantine_limits)
+        return BatchResult(
+            messages=1,
+            rejected=1,
+            rejections=[rejection],
+            quarantine_dropped=kept.dropped,
+            per_message=[(0, 0, [rejection])],
+        )
 
     def release_held(self, now: float, limit: int = 500) -> ReprocessResult | None:
         """Once the clock is synchronised, decode again (up to ``limit`` rows of) what was
@@ -274,8 +309,8 @@ class IngestWriter:
                 result.readings_new = readings.insert(conn, accepted) if accepted else 0
                 if treated:
                     treatments.insert(conn, treated)
-                if rejected:
-                    quarantine.insert(conn, rejected, self.quarantine_limits)
+                if rejected:  # back where they were: no rate or quota drops them
+                    quarantine.insert(conn, rejected, self.quarantine_limits, admitted=True)
                 for status, at in reported:  # never over a newer report (devices.py)
                     devices.record_status(conn, status, at)
         except BaseException:
@@ -287,9 +322,15 @@ class IngestWriter:
                 result.still_rejected[key] = result.still_rejected.get(key, 0) + 1
         return result
 
-    def purge_quarantine(self, now: float) -> int:
+    def purge_quarantine(self, now: float, batch: int = 1000) -> int:
         """Delete quarantined messages older than ingest.quarantine_retain_days (those
-        held for the clock excepted); returns how many went."""
+        held for the clock excepted), ``batch`` per transaction (a large quarantine does
+        not hold the store, or the ingest loop, for long); returns how many went."""
         before = now - self.quarantine_limits.retain_days * 86400.0
-        with self._store.transaction() as conn:
-            return quarantine.purge(conn, before)
+        total = 0
+        while True:
+            with self._store.transaction() as conn:
+                gone = quarantine.purge(conn, before, batch)
+            total += gone
+            if gone < batch:
+                return total

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +169,22 @@ def add_event(
         (alarm_id, at, recorded_at, event, actor, reason, state.value),
     )
     return int(cur.lastrowid or 0)
+
+
+def sounding_since(conn: sqlite3.Connection, alarm_ids: Sequence[int]) -> dict[int, float]:
+    """When (gateway clock: ``recorded_at``) each alarm last started to sound: raised, or
+    re-alerted after a pause."""
+    out: dict[int, float] = {}
+    for start in range(0, len(alarm_ids), 500):
+        chunk = list(alarm_ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "SELECT alarm_id, max(recorded_at) FROM alarm_events WHERE event IN"
+            f" ('raised', 're-alerted') AND alarm_id IN ({marks}) GROUP BY alarm_id",
+            chunk,
+        )
+        out.update({int(r[0]): float(r[1]) for r in rows})
+    return out
 
 
 def _event(r: tuple[Any, ...]) -> AlarmEvent:

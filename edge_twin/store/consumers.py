@@ -138,6 +138,12 @@ class DeadLetter:
     reason: str
 
 
+def dead_letter_count(conn: sqlite3.Connection, since: float) -> int:
+    """Entries set aside at or after ``since``."""
+    row = conn.execute("SELECT count(*) FROM delivery_dead_letters WHERE at >= ?", (since,))
+    return int(row.fetchone()[0])
+
+
 def dead_letters(
     conn: sqlite3.Connection, since: float = -float("inf"), limit: int = 100
 ) -> list[DeadLetter]:

@@ -580,20 +580,27 @@ def _quarantine_messages(db: Database) -> None:
     ``ingest.quarantine_keep_bytes`` when it was refused for its size, with the SHA-256
     and length of all of it), and each rejected record is a small row pointing at it:
     one pack of 3,000 bad records no longer stores the pack 3,000 times.
-    ``quarantine_dropped`` counts what a device sent beyond its quarantine rate."""
+    ``quarantine_dropped`` counts what a device sent beyond its quarantine rate.
+
+    The old rows are read one at a time (a store that the old layout filled may hold
+    hundreds of MB of copies), each message's bytes written once; the file keeps its
+    size until ``VACUUM`` (docs/field-guide.md)."""
     db.executescript(
         """
         CREATE TABLE quarantine_messages (
             id INTEGER PRIMARY KEY,
             received_at REAL NOT NULL,
-            topic TEXT NOT NULL,
             device_key TEXT NOT NULL,  -- the device id, or '' when none could be read
+            held INTEGER NOT NULL DEFAULT 0,  -- readings held for the clock: never dropped
+            length INTEGER NOT NULL,  -- of the whole message
+            kept INTEGER NOT NULL,  -- bytes of it in payload
             sha256 TEXT NOT NULL,
-            length INTEGER NOT NULL,
-            payload BLOB NOT NULL,
-            held INTEGER NOT NULL DEFAULT 0  -- kept for the clock: exempt from rate and quota
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL  -- last: the queries above never read its pages
         );
-        CREATE INDEX quarantine_messages_device ON quarantine_messages (device_key, received_at);
+        CREATE INDEX quarantine_messages_device
+            ON quarantine_messages (device_key, held, received_at);
+        CREATE INDEX quarantine_messages_age ON quarantine_messages (held, received_at);
         CREATE TABLE quarantine_new (
             id INTEGER PRIMARY KEY,
             message_id INTEGER NOT NULL REFERENCES quarantine_messages(id) ON DELETE CASCADE,
@@ -614,37 +621,35 @@ def _quarantine_messages(db: Database) -> None:
         """
     )
     conn = db.conn
-    messages: dict[tuple[float, str, bytes], int] = {}
+    messages: dict[tuple[float, str, str, int], int] = {}  # (at, topic, sha256, length)
     rows = conn.execute(
         "SELECT id, received_at, topic, payload, reason, detail, record_index, device_id"
         " FROM quarantine ORDER BY id"
-    ).fetchall()
+    )
     for row_id, at, topic, payload, reason, detail, index, device in rows:
-        key = (at, topic, bytes(payload))
-        if key not in messages:
-            messages[key] = (
+        data = bytes(payload)
+        key = (at, topic, hashlib.sha256(data).hexdigest(), len(data))
+        held = int(reason == "clock_unsynchronised")
+        message_id = messages.get(key)
+        if message_id is None:
+            message_id = messages[key] = int(
                 conn.execute(
-                    "INSERT INTO quarantine_messages"
-                    " (received_at, topic, device_key, sha256, length, payload, held)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        at,
-                        topic,
-                        device or "",
-                        hashlib.sha256(key[2]).hexdigest(),
-                        len(key[2]),
-                        key[2],
-                        int(reason == "clock_unsynchronised"),
-                    ),
+                    "INSERT INTO quarantine_messages (received_at, device_key, held, length,"
+                    " kept, sha256, topic, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (at, device or "", held, len(data), len(data), key[2], topic, data),
                 ).lastrowid
                 or 0
             )
-        elif reason == "clock_unsynchronised":
-            conn.execute("UPDATE quarantine_messages SET held = 1 WHERE id = ?", (messages[key],))
+        elif held or device:
+            conn.execute(
+                "UPDATE quarantine_messages SET held = max(held, ?),"
+                " device_key = CASE device_key WHEN '' THEN ? ELSE device_key END WHERE id = ?",
+                (held, device or "", message_id),
+            )
         conn.execute(
             "INSERT INTO quarantine_new (id, message_id, received_at, topic, reason, detail,"
             " record_index, device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (row_id, messages[key], at, topic, reason, detail, index, device),
+            (row_id, message_id, at, topic, reason, detail, index, device),
         )
     for statement in (
         "DROP TABLE quarantine",

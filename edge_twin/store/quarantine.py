@@ -28,6 +28,9 @@ from edge_twin.store.database import Store
 # What a listing shows of a payload: enough to recognise it, never a whole flood.
 PREVIEW_BYTES = 4096
 RATE_WINDOW_S = 60.0
+# A device's count of dropped messages starts again after this long without a drop (and
+# device_flooding clears after as long).
+FLOOD_WINDOW_S = 600.0
 _HELD = RejectReason.CLOCK_UNSYNCHRONISED
 _OVERSIZED = RejectReason.OVERSIZED
 
@@ -87,8 +90,16 @@ class Stored:
     evicted: int = 0  # older messages deleted for a device's byte quota
 
 
-def insert(conn: sqlite3.Connection, items: Sequence[Rejected], limits: QuarantineLimits) -> Stored:
-    """Quarantine ``items`` in the caller's transaction, within ``limits``."""
+def insert(
+    conn: sqlite3.Connection,
+    items: Sequence[Rejected],
+    limits: QuarantineLimits,
+    admitted: bool = False,
+) -> Stored:
+    """Quarantine ``items`` in the caller's transaction, within ``limits``.
+    ``admitted``: messages that were in the quarantine already and are put back after
+    being decoded again (reprocess, the release after the clock): no rate or quota drops
+    them, or decoding again would lose what it could not store yet."""
     out = Stored()
     touched: set[str] = set()
     for item in items:
@@ -96,28 +107,30 @@ def insert(conn: sqlite3.Connection, items: Sequence[Rejected], limits: Quaranti
             continue
         key = item.device_id or ""
         held = any(r.reason is _HELD for r in item.rejections)
-        if not held and _recent(conn, key, item.received_at) >= limits.per_device_per_min:
+        free = held or admitted
+        if not free and _recent(conn, key, item.received_at) >= limits.per_device_per_min:
             _count_dropped(conn, key, item)
             out.dropped += 1
             continue
         oversized = any(r.reason is _OVERSIZED for r in item.rejections)
         kept = item.payload[: limits.keep_bytes] if oversized else item.payload
         message_id = conn.execute(
-            "INSERT INTO quarantine_messages"
-            " (received_at, topic, device_key, sha256, length, payload, held)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO quarantine_messages (received_at, device_key, held, length, kept,"
+            " sha256, topic, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 item.received_at,
-                item.topic,
                 key,
-                hashlib.sha256(item.payload).hexdigest(),
-                len(item.payload),
-                kept,
                 int(held),
+                len(item.payload),
+                len(kept),
+                hashlib.sha256(item.payload).hexdigest(),
+                item.topic,
+                kept,
             ),
         ).lastrowid
         rows = list(item.rejections)
-        if len(rows) > limits.rows_per_message:
+        # (Not a held message's: each of its rows is a reading waiting for the clock.)
+        if len(rows) > limits.rows_per_message and not held:
             more = len(rows) - limits.rows_per_message + 1
             # The last row stands for the rest; its record_index None means "the whole
             # message" to a later decoding again.
@@ -145,7 +158,7 @@ def insert(conn: sqlite3.Connection, items: Sequence[Rejected], limits: Quaranti
         )
         out.messages += 1
         out.rows += len(rows)
-        if not held:
+        if not free:
             touched.add(key)
     for key in touched:
         out.evicted += _within_quota(conn, key, limits.device_max_bytes)
@@ -153,21 +166,33 @@ def insert(conn: sqlite3.Connection, items: Sequence[Rejected], limits: Quaranti
 
 
 def _recent(conn: sqlite3.Connection, key: str, at: float) -> int:
+    """The device's messages quarantined in the minute up to ``at``."""
     row = conn.execute(
-        "SELECT count(*) FROM quarantine_messages WHERE device_key = ? AND received_at > ?"
-        " AND held = 0",
-        (key, at - RATE_WINDOW_S),
+        "SELECT count(*) FROM quarantine_messages WHERE device_key = ? AND held = 0"
+        " AND received_at > ? AND received_at <= ?",
+        (key, at - RATE_WINDOW_S, at),
     ).fetchone()
     return int(row[0])
 
 
 def _count_dropped(conn: sqlite3.Connection, key: str, item: Rejected) -> None:
+    """Count a dropped message; a count older than the flood window starts again (it
+    says how many recently, not since the gateway was installed)."""
+    stale = "last_at < excluded.last_at - ?"
     conn.execute(
         "INSERT INTO quarantine_dropped (device_key, dropped, first_at, last_at, last_reason)"
         " VALUES (?, 1, ?, ?, ?) ON CONFLICT (device_key) DO UPDATE SET"
-        " dropped = dropped + 1, last_at = max(last_at, excluded.last_at),"
-        " last_reason = excluded.last_reason",
-        (key, item.received_at, item.received_at, item.rejections[0].reason.value),
+        f" dropped = CASE WHEN {stale} THEN 1 ELSE dropped + 1 END,"
+        f" first_at = CASE WHEN {stale} THEN excluded.first_at ELSE first_at END,"
+        " last_at = max(last_at, excluded.last_at), last_reason = excluded.last_reason",
+        (
+            key,
+            item.received_at,
+            item.received_at,
+            item.rejections[0].reason.value,
+            FLOOD_WINDOW_S,
+            FLOOD_WINDOW_S,
+        ),
     )
 
 
@@ -175,28 +200,24 @@ def _within_quota(conn: sqlite3.Connection, key: str, max_bytes: int) -> int:
     """Delete the device's oldest messages (not held) until it keeps at most
     ``max_bytes``; returns how many went."""
     total = conn.execute(
-        "SELECT coalesce(sum(length(payload)), 0) FROM quarantine_messages"
-        " WHERE device_key = ? AND held = 0",
+        "SELECT coalesce(sum(kept), 0) FROM quarantine_messages WHERE device_key = ? AND held = 0",
         (key,),
     ).fetchone()[0]
-    evicted = 0
     if total <= max_bytes:
         return 0
     oldest = conn.execute(
-        "SELECT id, length(payload) FROM quarantine_messages WHERE device_key = ? AND held = 0"
-        " ORDER BY id",
+        "SELECT id, kept FROM quarantine_messages WHERE device_key = ? AND held = 0 ORDER BY id",
         (key,),
     )
     doomed = []
     for message_id, size in oldest:
         if total <= max_bytes:
             break
-        doomed.append(message_id)
+        doomed.append(int(message_id))
         total -= size
     for message_id in doomed:
         _delete_message(conn, message_id)
-        evicted += 1
-    return evicted
+    return len(doomed)
 
 
 def _delete_message(conn: sqlite3.Connection, message_id: int) -> None:
@@ -204,13 +225,14 @@ def _delete_message(conn: sqlite3.Connection, message_id: int) -> None:
     conn.execute("DELETE FROM quarantine_messages WHERE id = ?", (message_id,))
 
 
-def purge(conn: sqlite3.Connection, before: float) -> int:
-    """Delete messages received before ``before`` (not those held for the clock), with
-    their rows, in the caller's transaction; returns how many messages went."""
+def purge(conn: sqlite3.Connection, before: float, limit: int) -> int:
+    """Delete up to ``limit`` messages received before ``before`` (not those held for the
+    clock), with their rows, in the caller's transaction; returns how many went."""
     ids = [
         int(r[0])
         for r in conn.execute(
-            "SELECT id FROM quarantine_messages WHERE received_at < ? AND held = 0", (before,)
+            "SELECT id FROM quarantine_messages WHERE held = 0 AND received_at < ? LIMIT ?",
+            (before, limit),
         )
     ]
     for message_id in ids:
@@ -220,7 +242,7 @@ def purge(conn: sqlite3.Connection, before: float) -> int:
 
 _ROW = (
     "SELECT q.id, q.received_at, q.topic, {payload}, q.reason, q.detail, q.record_index,"
-    " q.device_id, q.message_id, m.length, m.sha256, length(m.payload)"
+    " q.device_id, q.message_id, m.length, m.sha256, m.kept"
     " FROM quarantine q JOIN quarantine_messages m ON m.id = q.message_id"
 )
 
@@ -275,6 +297,12 @@ def delete(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
             " AND NOT EXISTS (SELECT 1 FROM quarantine WHERE message_id = ?)",
             (message_id, message_id),
         )
+        # What remains of it no longer waits for the clock: the limits apply to it again.
+        conn.execute(
+            "UPDATE quarantine_messages SET held = 0 WHERE id = ? AND held = 1 AND NOT EXISTS"
+            " (SELECT 1 FROM quarantine WHERE message_id = ? AND reason = ?)",
+            (message_id, message_id, _HELD.value),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +327,6 @@ def dropped_since(conn: sqlite3.Connection, since: float) -> list[Dropped]:
 def size(store: Store) -> tuple[int, int]:
     """(messages, bytes kept) in the quarantine."""
     row = store.conn.execute(
-        "SELECT count(*), coalesce(sum(length(payload)), 0) FROM quarantine_messages"
+        "SELECT count(*), coalesce(sum(kept), 0) FROM quarantine_messages"
     ).fetchone()
     return int(row[0]), int(row[1])
