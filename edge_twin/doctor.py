@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from edge_twin.alert import storage_low
+from edge_twin.alert import read_webhook_secret, storage_low
 from edge_twin.assess import active_model
 from edge_twin.clock import kernel_clock_synchronised
-from edge_twin.config import Config
-from edge_twin.errors import EdgeTwinError
+from edge_twin.config import Config, redacted, webhook_url_problem
+from edge_twin.errors import ConfigError, EdgeTwinError
 from edge_twin.store import Store
 
 UNIT_PATHS = (
@@ -302,6 +302,21 @@ def config_mode_check(path: Path | None) -> Finding:
     return _ok("config file mode", f"{path} {mode:04o}")
 
 
+def webhook_check(cfg: Config) -> Finding:
+    """The alarm webhook's settings: the gateway would run without it otherwise."""
+    if not cfg.alert.webhook_url:
+        return Finding("alarm webhook", Status.SKIP, "no care-team webhook (alert.webhook_url)")
+    problem = webhook_url_problem(cfg.alert.webhook_url)
+    try:
+        if problem is None:
+            read_webhook_secret(cfg.alert)
+    except ConfigError as exc:
+        problem = str(exc)
+    if problem is not None:
+        return _fail("alarm webhook", problem, "fix alert.webhook_url / webhook_secret_file")
+    return _ok("alarm webhook", f"{redacted(cfg.alert.webhook_url)} with a signing secret")
+
+
 def run_all(cfg: Config, config_path: Path | None) -> list[Finding]:
     return [
         config_mode_check(config_path),
@@ -315,6 +330,7 @@ def run_all(cfg: Config, config_path: Path | None) -> list[Finding]:
         broker_certificate_check(cfg),
         broker_files_check(cfg),
         upstream_check(cfg),
+        webhook_check(cfg),
         unit_check(),
     ]
 

@@ -6,6 +6,7 @@ them, with ``raise X(...) from exc``, so callers only ever catch these::
     EdgeTwinError
     ├── ConfigError          a setting is missing or invalid; the message says how to fix it
     ├── StoreError           the SQLite store cannot be opened, migrated or written
+    │   └── StoreMisuse      SQLite refused a statement for what it is (a bug of ours)
     ├── BrokerError          the MQTT broker cannot be started, reached or subscribed to
     ├── IngestUnavailable    an upload could not be stored now (busy, stopped, commit failed)
     ├── DeviceLinkError      a Bluetooth device is away, refused pairing or broke the link
@@ -33,6 +34,12 @@ class ConfigError(EdgeTwinError):
 
 class StoreError(EdgeTwinError):
     """The SQLite store failed."""
+
+
+class StoreMisuse(StoreError):
+    """SQLite refused a statement for what it is, not for the store's state (a value of
+    the wrong type, a constraint broken, an API misused): a bug, which trying again does
+    not cure, unlike a full disk or a lock."""
 
 
 class BrokerError(EdgeTwinError):

@@ -13,6 +13,7 @@ from edge_twin.alert import (
     WEBHOOK_CONSUMER,
     AlarmBus,
     WebhookSender,
+    delivery_channels,
     register_channel,
 )
 from edge_twin.api import ApiServer, create_app, tls_of
@@ -80,10 +81,9 @@ class Gateway:
             if cfg.alert.webhook_url:
                 register_channel(self.store, WEBHOOK_CONSUMER, self.clock.now())
             self.pipeline = Pipeline(self.store, cfg, self.clock, self.clock_trust)
-            channels = (MQTT_CONSUMER.name,) * cfg.alert.mqtt + (WEBHOOK_CONSUMER.name,) * bool(
-                cfg.alert.webhook_url
+            self.pipeline.alerts.watch_delivery(
+                delivery_channels(cfg.alert), cfg.alert.delivery_alarm_after_s
             )
-            self.pipeline.alerts.watch_delivery(channels, cfg.alert.delivery_alarm_after_s)
             if cfg.alert.mqtt:
                 bus = AlarmBus(cfg.mqtt, cfg.gateway.id, wait=not self._degrade)
                 self.alarm_bus = self.pipeline.bus = bus

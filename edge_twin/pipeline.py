@@ -66,6 +66,7 @@ LIVE_BACKLOG = 500
 RELEASE_ROWS = 500
 # The quarantine's retention (ingest.quarantine_retain_days) runs this often.
 PURGE_QUARANTINE_EVERY_S = 3600.0
+PURGE_BATCH = 1000
 
 
 class Pipeline:
@@ -190,6 +191,11 @@ class Pipeline:
         except EdgeTwinError as exc:
             log.error("releasing readings held for the clock failed, will retry: %s", exc)
             return
+        except Exception:
+            # A bug here must not starve what follows in on_idle (technical alarms,
+            # escalation, delivery).
+            log.exception("releasing readings held for the clock failed, will retry")
+            return
         if released is not None and released.rows:
             log.warning(
                 "clock synchronised: %d held messages decoded again, %d readings stored",
@@ -224,9 +230,11 @@ class Pipeline:
             except EdgeTwinError as exc:
                 log.error("technical alarm check failed, will retry: %s", exc)
             if not 0.0 <= now - self._purged_at < PURGE_QUARANTINE_EVERY_S:
-                self._purged_at = now
                 try:
-                    self.writer.purge_quarantine(now)
+                    # One batch per idle moment; the next idle takes the next batch.
+                    if self.writer.purge_quarantine(now, PURGE_BATCH) < PURGE_BATCH:
+                        self._purged_at = now
                 except EdgeTwinError as exc:
+                    self._purged_at = now  # tried again in an hour, not at once
                     log.error("quarantine retention failed, will retry: %s", exc)
             self._deliver()

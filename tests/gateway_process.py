@@ -14,6 +14,9 @@ from typing import Any
 import httpx
 
 from edge_twin.broker import PrivateBroker, free_port
+from edge_twin.store import Store, readings
+from firmware_sim.home import Home
+from firmware_sim.messages import Message
 from tests.conftest import api_user, wait_until
 
 BIN = Path(sys.executable).parent
@@ -93,3 +96,14 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def senml(home: Home) -> list[Message]:
+    """The home's reading messages (not its status or online ones)."""
+    return [m for m in home.messages() if m.topic.endswith("/senml")]
+
+
+def stored(db: Path) -> int:
+    """Readings in the store."""
+    with Store(db) as store:
+        return readings.count(store)

@@ -174,6 +174,7 @@ def test_fault_trials_lose_nothing() -> None:
     figures = last_json("bench/faults.py", "--trials", "5", "--patients", "2", "--hours", "3")
     assert figures["readings_expected"] > 100  # type: ignore[operator]
     assert (figures["lost"], figures["extra"], figures["duplicated"]) == (0, 0, 0)
+    assert figures["alarm_events_duplicated"] == 0
     assert figures["twin_caught_up"] is True
     assert figures["integrity_check"] == "ok"
     assert figures["worker_deaths"] == 0

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 
 from edge_twin.broker import PrivateBroker
-from edge_twin.store import Store, readings
+from edge_twin.store import Store
 from firmware_sim.home import Home
-from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
 from tests.conftest import cgm_home, provision_home, wait_until
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, senml, stored
 
 pytestmark = pytest.mark.broker
 
@@ -41,15 +40,6 @@ def gateway(broker: PrivateBroker, db_path: Path) -> Iterator[GatewayProcess]:
         gw.stop()
 
 
-def senml(home: Home) -> list[Message]:
-    return [m for m in home.messages() if m.topic.endswith("/senml")]
-
-
-def count(db: Path) -> int:
-    with Store(db) as store:
-        return readings.count(store)
-
-
 def test_killed_between_receive_and_commit_loses_nothing(
     broker: PrivateBroker, gateway: GatewayProcess, home: Home, db_path: Path
 ) -> None:
@@ -67,9 +57,9 @@ def test_killed_between_receive_and_commit_loses_nothing(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    assert count(db_path) == 0
+    assert stored(db_path) == 0
     gateway.start()  # same client id: the broker redelivers what was never acknowledged
-    wait_until(lambda: count(db_path) == len(messages), 20, "redelivery")
+    wait_until(lambda: stored(db_path) == len(messages), 20, "redelivery")
     assert gateway.health()["ingest"]["readings_duplicate"] == 0
 
 
@@ -81,12 +71,12 @@ def test_killed_mid_stream_stores_every_reading_exactly_once(
     with HomePublisher(broker.host, broker.port, home.devices) as pub:
         sender = threading.Thread(target=pub.publish, args=(messages,))
         sender.start()
-        wait_until(lambda: count(db_path) > 50, 20, "some commits")
+        wait_until(lambda: stored(db_path) > 50, 20, "some commits")
         gateway.kill9()
         sender.join(60)
     gateway.start()
     distinct = len(senml(home))
-    wait_until(lambda: count(db_path) == distinct, 30, "all distinct readings")
+    wait_until(lambda: stored(db_path) == distinct, 30, "all distinct readings")
     with Store(db_path) as store:
         rows = store.conn.execute(
             "SELECT count(*), count(DISTINCT device_id || signal || t) FROM readings"
@@ -104,4 +94,4 @@ def test_queued_messages_survive_a_broker_restart(
         pub.publish(messages)
     broker.restart()  # mosquitto persists its queues on the way down
     gateway.start()
-    wait_until(lambda: count(db_path) == len(messages), 20, "queued messages after broker restart")
+    wait_until(lambda: stored(db_path) == len(messages), 20, "queued messages after broker restart")

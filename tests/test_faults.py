@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from edge_twin.broker import PrivateBroker
-from edge_twin.store import Store, readings
+from edge_twin.store import Store
 from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
 from tests.conftest import cgm_home, provision_home, wait_until
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, senml, stored
 
 pytestmark = pytest.mark.broker
 
@@ -35,15 +35,6 @@ def gateway(broker: PrivateBroker, db_path: Path) -> Iterator[GatewayProcess]:
         yield gw
     finally:
         gw.stop()
-
-
-def senml(home: Home) -> list[Message]:
-    return [m for m in home.messages() if m.topic.endswith("/senml")]
-
-
-def stored(db: Path) -> int:
-    with Store(db) as store:
-        return readings.count(store)
 
 
 def a_low_after(last: Message) -> Message:

@@ -121,6 +121,7 @@ def test_a_devices_share_is_capped_oldest_first_and_old_rows_go(db_path: Path) -
     kept_times = sorted(q.received_at for q in quarantine.recent(w._store, 10))
     assert kept_times == [T0 + 7, T0 + 8, T0 + 9]  # the newest kept
     assert w.purge_quarantine(T0 + 31 * 86400) == 3  # ingest.quarantine_retain_days 30
+    assert w.purge_quarantine(T0 + 31 * 86400, batch=1) == 0
     assert quarantine.size(w._store) == (0, 0)
 
 

@@ -241,6 +241,13 @@ def test_a_channel_that_cannot_deliver_raises_alarm_delivery_failing(db_path: Pa
         assert not alarms.listing(store.conn, "gateway")  # resolved once delivered
         (resolved,) = alarms.listing(store.conn, "gateway", open_only=False)
         assert resolved.state is AlarmState.RESOLVED
+        # An event the receiver refused for good raises it again, for a day.
+        with store.transaction() as conn:
+            consumers.dead_letter(conn, WEBHOOK_CONSUMER, events[-1], "HTTP 422", now[0])
+        now[0] = T0 + 400
+        stage.tick(now[0])
+        (again,) = alarms.listing(store.conn, "gateway")
+        assert "1 events refused for good" in again.reason
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from edge_twin.pipeline import Pipeline
 from edge_twin.store import Store, quarantine, readings
 from edge_twin.workers import Workers
 from firmware_sim.publisher import HomePublisher
-from tests.conftest import T0, cgm_home, provision_home, wait_until
+from tests.conftest import T0, api_user, cgm_home, provision_home, wait_until
 
 
 def test_a_loop_that_raises_or_ends_is_a_death_and_a_stop_is_not() -> None:
@@ -110,6 +110,15 @@ def test_a_message_that_meets_a_bug_is_quarantined_and_ingest_goes_on(
             wait_until(lambda: readings.count(store) == len(good), 10, "the good ones stored")
             wait_until(lambda: quarantine.count(store, "internal_error") == 1, 10, "the bad one")
         assert all(w["alive"] for w in gw.status()["workers"])
+        assert gw.api is not None
+        engineer = api_user(db_path, "engineer", "eng-bug")
+        health = httpx.get(f"{gw.api.url}/health", headers=engineer, timeout=5).json()
+    assert health["status"] == "degraded"
+    assert any("internal_error" in p for p in health["problems"])
+    with Store(db_path) as store:
+        (kept,) = quarantine.recent(store, reason="internal_error")
+    assert kept.device_id == good[0].device_id  # its device read from the topic
+    assert kept.detail == "ZeroDivisionError while decoding"
 
 
 @pytest.mark.broker

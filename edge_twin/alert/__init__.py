@@ -15,6 +15,7 @@ from edge_twin.alert.delivery import (
     MQTT_CONSUMER,
     AlarmBus,
     deliver_mqtt,
+    delivery_channels,
     handle_command,
     register_channel,
 )
@@ -22,6 +23,7 @@ from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.payload import alarm_json, event_json
 from edge_twin.alert.stage import ALARM_SIGNALS, AlertStage
 from edge_twin.alert.webhook import WEBHOOK_CONSUMER, WebhookSender
+from edge_twin.alert.webhook import read_secret as read_webhook_secret
 
 __all__ = [
     "ALARM_SIGNALS",
@@ -35,8 +37,10 @@ __all__ = [
     "WebhookSender",
     "alarm_json",
     "deliver_mqtt",
+    "delivery_channels",
     "event_json",
     "handle_command",
+    "read_webhook_secret",
     "register_channel",
     "storage_low",
 ]

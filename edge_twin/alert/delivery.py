@@ -32,7 +32,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.payload import alarm_json, event_json
-from edge_twin.config import MqttSection, mqtt_password
+from edge_twin.alert.webhook import WEBHOOK_CONSUMER
+from edge_twin.config import AlertSection, MqttSection, mqtt_password
 from edge_twin.errors import BrokerError, EdgeTwinError
 from edge_twin.store import Store, alarms, consumers, displays
 
@@ -116,6 +117,12 @@ class AlarmBus:
     def stop(self) -> None:
         self._client.loop_stop()
         self._client.disconnect()
+
+
+def delivery_channels(alert: AlertSection) -> tuple[str, ...]:
+    """The alarm delivery channels (log consumer names) the configuration runs."""
+    mqtt = (MQTT_CONSUMER.name,) if alert.mqtt else ()
+    return mqtt + ((WEBHOOK_CONSUMER.name,) if alert.webhook_url else ())
 
 
 def register_channel(store: Store, consumer: consumers.Consumer, now: float) -> None:

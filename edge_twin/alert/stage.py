@@ -206,13 +206,7 @@ class AlertStage:
 
     def _delivery_failing(self, now: float) -> Observation:
         conn = self._store.conn
-        lagging = {
-            s.name: now - s.oldest_pending_at
-            for s in consumers.statuses(conn)
-            if s.name in self._delivery
-            and s.oldest_pending_at is not None
-            and now - s.oldest_pending_at > self._delivery_after_s
-        }
+        lagging = consumers.lagging(conn, self._delivery, now, self._delivery_after_s)
         dead = consumers.dead_letter_count(conn, since=now - DAY_S)
         return conditions.delivery_failing(now, lagging, dead, self._delivery_after_s)
 

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge_twin import __version__
-from edge_twin.alert import AlarmEngine, alarm_json, storage_low
+from edge_twin.alert import AlarmEngine, alarm_json, delivery_channels, storage_low
 from edge_twin.api import (
     access,
     dashboard,
@@ -326,7 +326,15 @@ def create_app(
         problems = [w["problem"] for w in workers if w["problem"]]
         if running is not None and running.get("webhook_problem"):
             problems.append(running["webhook_problem"])
-        problems += delivery_problems(store)
+        if running is not None:  # a gateway running here (not `edge-twin serve` of a copy)
+            problems += delivery_problems(store)
+        internal = quarantine.count(store, RejectReason.INTERNAL_ERROR)
+        if internal:
+            problems.append(
+                f"{internal} messages met a fault of the gateway's own and are kept as"
+                " internal_error (see the log; edge-twin reprocess --reason internal_error"
+                " once fixed)"
+            )
         if running is not None and running.get("commits_failing_since") is not None:
             problems.append(
                 "the store cannot be written since"
@@ -365,14 +373,18 @@ def create_app(
             "disk": disk,
         }
 
+    running_channels = delivery_channels(config.alert)
+
     def delivery_problems(store: Store) -> list[str]:
-        """Alarm delivery channels failing now, and events refused for good lately."""
+        """The running alarm delivery channels with events waiting longer than
+        alert.delivery_alarm_after_s (alarm_delivery_failing's rule), and events refused
+        for good in the last day."""
+        now, after = clock.now(), config.alert.delivery_alarm_after_s
         out = [
-            f"alarm delivery {c.name} is failing ({c.failures} attempts in a row)"
-            for c in consumers.statuses(store.conn)
-            if c.log is consumers.Log.ALARM_EVENTS and c.failures > 0
+            f"alarm delivery {name} has had events waiting for {age / 60:.0f} min"
+            for name, age in consumers.lagging(store.conn, running_channels, now, after).items()
         ]
-        dead = consumers.dead_letter_count(store.conn, clock.now() - 86400.0)
+        dead = consumers.dead_letter_count(store.conn, now - 86400.0)
         if dead:
             out.append(f"{dead} alarm events refused for good by the webhook in the last day")
         return out

@@ -35,7 +35,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_twin.clock import Clock
 from edge_twin.config import IngestSection, MqttSection, mqtt_password
-from edge_twin.errors import BrokerError, EdgeTwinError
+from edge_twin.errors import BrokerError, EdgeTwinError, StoreMisuse
 from edge_twin.ingest import contract
 from edge_twin.ingest.inlet import Inlet
 from edge_twin.ingest.sink import Sink
@@ -331,6 +331,8 @@ class MqttIngest:
         messages = [p.message for p in batch]
         try:
             return self._sink.commit(messages)
+        except StoreMisuse:
+            log.exception("a batch of %d messages failed to commit; one at a time", len(batch))
         except EdgeTwinError:
             raise
         except Exception:
@@ -339,6 +341,9 @@ class MqttIngest:
         for message in messages:
             try:
                 one = self._sink.commit([message])
+            except StoreMisuse as exc:
+                log.exception("a message on %s failed to commit: quarantined", message.topic)
+                one = self._sink.refuse(message, f"{type(exc).__name__} while storing")
             except EdgeTwinError:
                 raise
             except Exception as exc:

@@ -10,6 +10,7 @@ replay`` calls the same ``commit`` with messages read from files.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from zoneinfo import ZoneInfo
 from edge_twin.clock import ClockTrust
 from edge_twin.config import Config
 from edge_twin.domain import Device, DeviceStatus, Reading, Rejection, RejectReason, Treatment
+from edge_twin.ingest import contract
 from edge_twin.ingest.decode import DecodeLimits, Decoder
 from edge_twin.store import Store, devices, quarantine, readings, treatments
+from edge_twin.store.database import translated
 from edge_twin.store.quarantine import QuarantinedMessage, QuarantineLimits, Rejected
 
 log = logging.getLogger(__name__)
@@ -137,6 +140,7 @@ class IngestWriter:
         self._store = store
         self.clock_trust = clock_trust or ClockTrust.always()
         self.registry = DeviceRegistry(store)
+        self._prefix = config.mqtt.topic_prefix
         self.decoder = Decoder(
             prefix=config.mqtt.topic_prefix,
             limits=DecodeLimits(
@@ -167,32 +171,39 @@ class IngestWriter:
         ``statuses=False``: what the devices said about themselves (status reports, clock
         offsets) is not recorded (a capture replayed again over times already lived)."""
         result = BatchResult(messages=len(messages))
-        self.registry.refresh()
         accepted: list[Reading] = []
         treated: list[Treatment] = []
         rejected: list[Rejected] = []
         reported: list[tuple[DeviceStatus, float]] = []
-        for msg in messages:
-            decoded = self.decoder.decode(msg.topic, msg.payload, msg.received_at, msg.via_api)
-            accepted.extend(decoded.readings)
-            treated.extend(decoded.treatments)
-            if decoded.rejections:
-                rejected.append(
-                    Rejected(
-                        msg.received_at,
-                        msg.topic,
-                        msg.payload,
-                        decoded.device_id,
-                        decoded.rejections,
-                    )
-                )
-            if decoded.status is not None:
-                reported.append((decoded.status, msg.received_at))
-            result.per_message.append(
-                (len(decoded.readings), len(decoded.treatments), decoded.rejections)
-            )
         kept = quarantine.Stored()
         try:
+            # Decoding reads the store (bindings, the newest times): a read that fails is
+            # the store's failure, like a write's (retried, nothing acknowledged).
+            try:
+                self.registry.refresh()
+                for msg in messages:
+                    decoded = self.decoder.decode(
+                        msg.topic, msg.payload, msg.received_at, msg.via_api
+                    )
+                    accepted.extend(decoded.readings)
+                    treated.extend(decoded.treatments)
+                    if decoded.rejections:
+                        rejected.append(
+                            Rejected(
+                                msg.received_at,
+                                msg.topic,
+                                msg.payload,
+                                decoded.device_id,
+                                decoded.rejections,
+                            )
+                        )
+                    if decoded.status is not None:
+                        reported.append((decoded.status, msg.received_at))
+                    result.per_message.append(
+                        (len(decoded.readings), len(decoded.treatments), decoded.rejections)
+                    )
+            except sqlite3.Error as exc:
+                raise translated(exc, "reading the store while decoding") from exc
             with self._store.transaction() as conn:
                 new = readings.insert(conn, accepted) if accepted else 0
                 if treated:
@@ -224,7 +235,9 @@ class IngestWriter:
         """Quarantine ``message`` whole as INTERNAL_ERROR: its commit failed on a fault
         of the gateway's own. Nothing is decoded (that is what failed)."""
         rejection = Rejection(RejectReason.INTERNAL_ERROR, why[:300])
-        item = Rejected(message.received_at, message.topic, message.payload, None, [rejection])
+        parsed = contract.parse_topic(self._prefix, message.topic)
+        device = parsed[0] if parsed is not None else None
+        item = Rejected(message.received_at, message.topic, message.payload, device, [rejection])
         with self._store.transaction() as conn:
             kept = quarantine.insert(conn, [item], self.quarantine_limits)
         return BatchResult(
@@ -288,9 +301,19 @@ class IngestWriter:
                     records = {row.record_index for row in group}
                     at = now if reason in CLOCK_REASONS else first.received_at
                     # A message refused for its topic stays refused: it came over MQTT.
-                    decoded = self.decoder.decode(
-                        first.topic, first.payload, at, reason is not WRONG
-                    )
+                    try:
+                        decoded = self.decoder.decode(
+                            first.topic, first.payload, at, reason is not WRONG
+                        )
+                    except sqlite3.Error:
+                        raise
+                    except Exception as exc:  # a fault of ours: kept whole for the fix
+                        log.exception("decoding a quarantined message again failed")
+                        why = Rejection(RejectReason.INTERNAL_ERROR, type(exc).__name__)
+                        rejected.append(
+                            Rejected(first.received_at, first.topic, first.payload, None, [why])
+                        )
+                        continue
                     accepted.extend(decoded.readings)
                     treated.extend(decoded.treatments)
                     if decoded.status is not None:
@@ -301,9 +324,15 @@ class IngestWriter:
                         for r in decoded.rejections
                         if r.record_index in records or None in records
                     ]
-                    if again:
+                    if again:  # put back as it arrived (not as new traffic: no rate counts it)
                         rejected.append(
-                            Rejected(at, first.topic, first.payload, decoded.device_id, again)
+                            Rejected(
+                                first.received_at,
+                                first.topic,
+                                first.payload,
+                                decoded.device_id,
+                                again,
+                            )
                         )
                 quarantine.delete(conn, done)
                 result.readings_new = readings.insert(conn, accepted) if accepted else 0
@@ -323,14 +352,10 @@ class IngestWriter:
         return result
 
     def purge_quarantine(self, now: float, batch: int = 1000) -> int:
-        """Delete quarantined messages older than ingest.quarantine_retain_days (those
-        held for the clock excepted), ``batch`` per transaction (a large quarantine does
-        not hold the store, or the ingest loop, for long); returns how many went."""
+        """Delete up to ``batch`` quarantined messages older than
+        ingest.quarantine_retain_days (held ones excepted) in one transaction; returns how
+        many went (``batch``: call again, at the next idle moment: a large quarantine
+        never holds the store, nor the ingest loop, for long)."""
         before = now - self.quarantine_limits.retain_days * 86400.0
-        total = 0
-        while True:
-            with self._store.transaction() as conn:
-                gone = quarantine.purge(conn, before, batch)
-            total += gone
-            if gone < batch:
-                return total
+        with self._store.transaction() as conn:
+            return quarantine.purge(conn, before, batch)

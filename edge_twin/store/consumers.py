@@ -138,6 +138,20 @@ class DeadLetter:
     reason: str
 
 
+def lagging(
+    conn: sqlite3.Connection, names: tuple[str, ...], now: float, after_s: float
+) -> dict[str, float]:
+    """The consumers among ``names`` whose oldest waiting entry was appended more than
+    ``after_s`` before ``now``: name -> its age (s)."""
+    return {
+        s.name: now - s.oldest_pending_at
+        for s in statuses(conn)
+        if s.name in names
+        and s.oldest_pending_at is not None
+        and now - s.oldest_pending_at > after_s
+    }
+
+
 def dead_letter_count(conn: sqlite3.Connection, since: float) -> int:
     """Entries set aside at or after ``since``."""
     row = conn.execute("SELECT count(*) FROM delivery_dead_letters WHERE at >= ?", (since,))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from edge_twin.errors import StoreError
+from edge_twin.errors import StoreError, StoreMisuse
 from edge_twin.store.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_S = 10.0
@@ -66,6 +66,19 @@ def _create_private(path: Path) -> None:
     data (SQLite gives its -wal and -shm files the same mode)."""
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def translated(exc: sqlite3.Error, what: str) -> StoreError:
+    """A SQLite error as ours: the store unavailable (I/O, full, busy, locked, damaged:
+    StoreError, retried) or a statement refused for what it is (StoreMisuse: a bug)."""
+    misuse = (
+        sqlite3.IntegrityError,
+        sqlite3.ProgrammingError,
+        sqlite3.InterfaceError,
+        sqlite3.DataError,
+    )
+    kind = StoreMisuse if isinstance(exc, misuse) else StoreError
+    return kind(f"{what}: {exc}")
 
 
 class Store:
@@ -141,7 +154,7 @@ class Store:
         except BaseException as exc:
             self._rollback()
             if isinstance(exc, sqlite3.Error):  # translated here, where SQLite is met
-                raise StoreError(f"write failed on {self.path}: {exc}") from exc
+                raise translated(exc, f"write failed on {self.path}") from exc
             raise
         try:
             self.conn.execute("COMMIT")

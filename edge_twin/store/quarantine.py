@@ -31,7 +31,10 @@ RATE_WINDOW_S = 60.0
 # A device's count of dropped messages starts again after this long without a drop (and
 # device_flooding clears after as long).
 FLOOD_WINDOW_S = 600.0
-_HELD = RejectReason.CLOCK_UNSYNCHRONISED
+# Data waiting, not junk: readings held for the gateway's clock, and messages kept whole
+# because they met a fault of the gateway's own. No rate, quota, row cap or retention
+# drops them ("held").
+_WAITING = frozenset({RejectReason.CLOCK_UNSYNCHRONISED, RejectReason.INTERNAL_ERROR})
 _OVERSIZED = RejectReason.OVERSIZED
 
 
@@ -106,7 +109,7 @@ def insert(
         if not item.rejections:
             continue
         key = item.device_id or ""
-        held = any(r.reason is _HELD for r in item.rejections)
+        held = any(r.reason in _WAITING for r in item.rejections)
         free = held or admitted
         if not free and _recent(conn, key, item.received_at) >= limits.per_device_per_min:
             _count_dropped(conn, key, item)
@@ -128,17 +131,19 @@ def insert(
                 kept,
             ),
         ).lastrowid
-        rows = list(item.rejections)
-        # (Not a held message's: each of its rows is a reading waiting for the clock.)
-        if len(rows) > limits.rows_per_message and not held:
-            more = len(rows) - limits.rows_per_message + 1
+        # Every waiting row is kept (each is a reading); the others are capped.
+        rows = [r for r in item.rejections if r.reason in _WAITING]
+        junk = [r for r in item.rejections if r.reason not in _WAITING]
+        if len(junk) > limits.rows_per_message:
+            more = len(junk) - limits.rows_per_message + 1
             # The last row stands for the rest; its record_index None means "the whole
             # message" to a later decoding again.
             summary = Rejection(
-                rows[-1].reason,
-                f"and {more} more records refused, the last: {rows[-1].detail}"[:300],
+                junk[-1].reason,
+                f"and {more} more records refused, the last: {junk[-1].detail}"[:300],
             )
-            rows = [*rows[: limits.rows_per_message - 1], summary]
+            junk = [*junk[: limits.rows_per_message - 1], summary]
+        rows += junk
         conn.executemany(
             "INSERT INTO quarantine"
             " (message_id, received_at, topic, reason, detail, record_index, device_id)"
@@ -297,11 +302,11 @@ def delete(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
             " AND NOT EXISTS (SELECT 1 FROM quarantine WHERE message_id = ?)",
             (message_id, message_id),
         )
-        # What remains of it no longer waits for the clock: the limits apply to it again.
+        # What remains of it no longer waits: the limits apply to it again.
         conn.execute(
             "UPDATE quarantine_messages SET held = 0 WHERE id = ? AND held = 1 AND NOT EXISTS"
-            " (SELECT 1 FROM quarantine WHERE message_id = ? AND reason = ?)",
-            (message_id, message_id, _HELD.value),
+            " (SELECT 1 FROM quarantine WHERE message_id = ? AND reason IN (?, ?))",
+            (message_id, message_id, *sorted(r.value for r in _WAITING)),
         )
 
 
