@@ -19,7 +19,7 @@ from edge_twin.config import Config
 from edge_twin.gateway import Gateway
 from edge_twin.ingest import RawMessage
 from edge_twin.pipeline import Pipeline
-from edge_twin.store import Store, quarantine, readings
+from edge_twin.store import Store, alarms, quarantine, readings
 from edge_twin.workers import Workers
 from firmware_sim.publisher import HomePublisher
 from tests.conftest import T0, api_user, cgm_home, provision_home, wait_until
@@ -101,8 +101,9 @@ def test_a_message_that_meets_a_bug_is_quarantined_and_ingest_goes_on(
     cfg: Config = make_config(broker)  # type: ignore[operator]
     good = [m for m in home.messages() if m.topic.endswith("/senml")]
     poison = replace(good[0], payload=good[0].payload + b"poison")
+    clock = ManualClock(T0 + 86400)  # after the home's hour: no reading ahead of it
     with (
-        Gateway(cfg, ManualClock(T0 + 86400)) as gw,  # after the home's hour: none ahead
+        Gateway(cfg, clock) as gw,
         HomePublisher(broker.host, broker.port, home.devices) as pub,
     ):
         pub.publish([*good[:5], poison, *good[5:]])
@@ -110,6 +111,14 @@ def test_a_message_that_meets_a_bug_is_quarantined_and_ingest_goes_on(
             wait_until(lambda: readings.count(store) == len(good), 10, "the good ones stored")
             wait_until(lambda: quarantine.count(store, "internal_error") == 1, 10, "the bad one")
         assert all(w["alive"] for w in gw.status()["workers"])
+        clock.advance(120)  # the technical checks run on the gateway clock
+
+        def raised() -> bool:
+            with Store(db_path) as store:
+                kinds = [a.alarm_type for a in alarms.listing(store.conn, "gateway")]
+            return "gateway_internal_error" in kinds
+
+        wait_until(raised, 10, "gateway_internal_error")
         assert gw.api is not None
         engineer = api_user(db_path, "engineer", "eng-bug")
         health = httpx.get(f"{gw.api.url}/health", headers=engineer, timeout=5).json()

@@ -158,6 +158,15 @@ CATALOG: dict[str, AlarmType] = {
             " counted, not kept (its firmware or configuration needs a look)",
         ),
         AlarmType(
+            "gateway_internal_error",
+            Priority.MEDIUM,
+            True,
+            0.0,
+            "messages met a fault of the gateway's own and are kept aside (internal_error):"
+            " their readings are not in the twin until the fault is fixed and they are"
+            " decoded again",
+        ),
+        AlarmType(
             "gateway_clock_unsynchronised",
             Priority.MEDIUM,
             True,

@@ -494,6 +494,20 @@ def device_flooding(now: float, patient_id: str, dropped: dict[str, int]) -> Obs
     )
 
 
+def internal_errors(now: float, kept: int) -> Observation:
+    """Messages kept aside as internal_error: a bug met them; their readings wait."""
+    return Observation(
+        "gateway",
+        "gateway_internal_error",
+        now,
+        kept > 0,
+        f"{kept} messages kept aside as internal_error (see the gateway's log; then"
+        " edge-twin reprocess --reason internal_error)",
+        {"internal_error_messages": float(kept)},
+        ("/health", "/quarantine"),
+    )
+
+
 def clock_unsynchronised(now: float, synchronised: bool, held: int) -> Observation:
     """The gateway's clock is not synchronised and readings ahead of it are held: they
     are stored once it is, but until then they raise no alarm (the IEC 60601-1-8 way: a

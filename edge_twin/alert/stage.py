@@ -265,6 +265,8 @@ class AlertStage:
         if _due(self._flood_checked, now, FLOOD_EVERY_S):
             self._flood_checked = now
             observations += self._flooding(now)
+            kept = quarantine.count(self._store, RejectReason.INTERNAL_ERROR)
+            observations.append(conditions.internal_errors(now, kept))
         if self._delivery and _due(self._delivery_checked, now, DELIVERY_EVERY_S):
             self._delivery_checked = now
             observations.append(self._delivery_failing(now))

@@ -9,17 +9,19 @@ Each event is POSTed as JSON, in order, signed so that the receiver can trust it
 (the Stripe/GitHub scheme: the receiver recomputes the HMAC with the shared secret and
 refuses a stale ``t``, so a captured request cannot be replayed later).
 
-Only a 2xx answer counts as delivered. Nothing can fool it or stop it:
+Only a 2xx status counts as delivered (its body is read best effort: a body cut short
+does not undo it). Nothing can fool it or stop it:
 - redirects are not followed (urllib would re-send a POST as a GET without its body, and
   the 200 that followed would look like a delivery): a 3xx is a failure;
-- any failure of an attempt (timeout, refused connection, a reply that is not HTTP, a
-  body cut short, 5xx, 408, 429) is retried with back-off (1 s to 5 min, ``Retry-After``
-  honoured), the later events waiting behind it, in order;
-- an event the endpoint refuses for good (any other 4xx) goes to the dead-letter list
-  (``delivery_dead_letters``) and the rest flow on;
+- any failure of an attempt (timeout, refused connection, a reply that is not HTTP, 5xx,
+  401/403/404/410 and the other 4xx that say the channel is wrong, not the event) is
+  retried with back-off (1 s to 5 min, ``Retry-After`` in seconds honoured, bounded),
+  the later events waiting behind it, in order;
+- an event the endpoint refuses for good (400, 413, 415, 422) goes to the dead-letter
+  list (``delivery_dead_letters``) and the rest flow on;
 - failures are counted on the consumer (``/health``); the alert stage raises the
-  technical alarm ``alarm_delivery_failing`` from them (IEC 60601-1-8: a distributed
-  alarm system reports its own failure).
+  technical alarm ``alarm_delivery_failing`` when events wait too long or were refused
+  (IEC 60601-1-8: a distributed alarm system reports its own failure).
 
 The URL may carry a token: logs and errors name only its scheme and host.
 """

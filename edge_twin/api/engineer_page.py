@@ -23,6 +23,9 @@ SAYS_NO_VALUE = frozenset(
         "sensor_session_ending",
         "upstream_sync_failing",
         "gateway_storage",
+        "alarm_delivery_failing",
+        "device_flooding",
+        "gateway_internal_error",
     }
 )
 
