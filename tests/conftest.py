@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -30,6 +30,9 @@ from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.physiology.profile import CohortMix
 from firmware_sim.publisher import HomePublisher
+
+if TYPE_CHECKING:
+    from tests.gateway_process import GatewayProcess
 
 T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z: a fixed event time for deterministic tests
 EVERYONE_DIABETIC = CohortMix(heart_failure=0.0, diabetes=1.0)
@@ -131,6 +134,19 @@ def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "edge-twin.sqlite"
+
+
+@pytest.fixture
+def gateway_process(broker: PrivateBroker, db_path: Path) -> Iterator[GatewayProcess]:
+    """``edge-twin run`` as a process of its own on the test's broker and store (not
+    started: the test starts, kills and restarts it); stopped after the test."""
+    from tests.gateway_process import GatewayProcess  # (it imports this module)
+
+    gw = GatewayProcess(broker, db_path)
+    try:
+        yield gw
+    finally:
+        gw.stop()
 
 
 @pytest.fixture

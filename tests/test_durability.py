@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,50 +30,41 @@ def home(db_path: Path) -> Home:
     return h
 
 
-@pytest.fixture
-def gateway(broker: PrivateBroker, db_path: Path) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(broker, db_path)
-    try:
-        yield gw
-    finally:
-        gw.stop()
-
-
 def test_killed_between_receive_and_commit_loses_nothing(
-    broker: PrivateBroker, gateway: GatewayProcess, home: Home, db_path: Path
+    broker: PrivateBroker, gateway_process: GatewayProcess, home: Home, db_path: Path
 ) -> None:
     messages = senml(home)
-    gateway.start()
+    gateway_process.start()
     blocker = sqlite3.connect(db_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # the gateway's commit now waits on this lock
     try:
         with HomePublisher(broker.host, broker.port, home.devices) as pub:
             pub.publish(messages)  # the broker has them all (PUBACKed to the devices)
         # The gateway holds a batch it cannot commit (and so has not acknowledged).
-        wait_until(lambda: gateway.health()["ingest"]["received"] > 0, 20, "receipt")
-        assert gateway.health()["ingest"]["messages"] == 0
-        gateway.kill9()
+        wait_until(lambda: gateway_process.health()["ingest"]["received"] > 0, 20, "receipt")
+        assert gateway_process.health()["ingest"]["messages"] == 0
+        gateway_process.kill9()
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     assert stored(db_path) == 0
-    gateway.start()  # same client id: the broker redelivers what was never acknowledged
+    gateway_process.start()  # same client id: the broker redelivers what was never acknowledged
     wait_until(lambda: stored(db_path) == len(messages), 20, "redelivery")
-    assert gateway.health()["ingest"]["readings_duplicate"] == 0
+    assert gateway_process.health()["ingest"]["readings_duplicate"] == 0
 
 
 def test_killed_mid_stream_stores_every_reading_exactly_once(
-    broker: PrivateBroker, gateway: GatewayProcess, home: Home, db_path: Path
+    broker: PrivateBroker, gateway_process: GatewayProcess, home: Home, db_path: Path
 ) -> None:
     messages = senml(home) * 3  # each reading sent three times, as a flaky device might
-    gateway.start()
+    gateway_process.start()
     with HomePublisher(broker.host, broker.port, home.devices) as pub:
         sender = threading.Thread(target=pub.publish, args=(messages,))
         sender.start()
         wait_until(lambda: stored(db_path) > 50, 20, "some commits")
-        gateway.kill9()
+        gateway_process.kill9()
         sender.join(60)
-    gateway.start()
+    gateway_process.start()
     distinct = len(senml(home))
     wait_until(lambda: stored(db_path) == distinct, 30, "all distinct readings")
     with Store(db_path) as store:
@@ -85,13 +75,13 @@ def test_killed_mid_stream_stores_every_reading_exactly_once(
 
 
 def test_queued_messages_survive_a_broker_restart(
-    broker: PrivateBroker, gateway: GatewayProcess, home: Home, db_path: Path
+    broker: PrivateBroker, gateway_process: GatewayProcess, home: Home, db_path: Path
 ) -> None:
     messages = senml(home)[:100]
-    gateway.start()
-    gateway.stop()  # the session stays on the broker
+    gateway_process.start()
+    gateway_process.stop()  # the session stays on the broker
     with HomePublisher(broker.host, broker.port, home.devices) as pub:
         pub.publish(messages)
     broker.restart()  # mosquitto persists its queues on the way down
-    gateway.start()
+    gateway_process.start()
     wait_until(lambda: stored(db_path) == len(messages), 20, "queued messages after broker restart")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,6 @@ def home(db_path: Path) -> Home:
     return h
 
 
-@pytest.fixture
-def gateway(broker: PrivateBroker, db_path: Path) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(broker, db_path)
-    try:
-        yield gw
-    finally:
-        gw.stop()
-
-
 def a_low_after(last: Message) -> Message:
     """The device's next reading, at 41 mg/dL."""
     (record,) = json.loads(last.payload)
@@ -45,39 +35,39 @@ def a_low_after(last: Message) -> Message:
 
 
 def test_a_full_disk_degrades_health_and_loses_no_acknowledged_reading(
-    broker: PrivateBroker, gateway: GatewayProcess, home: Home, db_path: Path
+    broker: PrivateBroker, gateway_process: GatewayProcess, home: Home, db_path: Path
 ) -> None:
     messages = senml(home)
     first, rest = messages[:20], [*messages[20:], a_low_after(messages[-1])]
-    gateway.start()
+    gateway_process.start()
     with HomePublisher(broker.host, broker.port, home.devices) as pub:
         pub.publish(first)
     wait_until(lambda: stored(db_path) == len(first), 20, "the first readings")
     # The disk is full: no file the gateway writes may grow past 4 KiB (the WAL is larger).
-    gateway.limit_file_size(4096)
+    gateway_process.limit_file_size(4096)
     with HomePublisher(broker.host, broker.port, home.devices) as pub:
         pub.publish(rest)  # PUBACKed by the broker, which keeps them for the gateway
 
     def degraded() -> bool:
-        health = gateway.health()
+        health = gateway_process.health()
         return any("cannot be written" in p for p in health.get("problems", []))
 
     wait_until(degraded, 30, "/health to say the store cannot be written")
-    health = gateway.health()
+    health = gateway_process.health()
     assert health["status"] == "degraded"
     assert all(w["alive"] for w in health["workers"]), health["workers"]
     assert health["ingest"]["commit_failures"] >= 1
     assert stored(db_path) == len(first)
     # Retries back off (1, 2, 4, 8 s ...): a full disk is not retried, nor logged, several
     # times a second (it was every 0.2 s: some 50 times in 10 s).
-    before = gateway.health()["ingest"]["commit_failures"]
+    before = gateway_process.health()["ingest"]["commit_failures"]
     time.sleep(10)
-    retries = gateway.health()["ingest"]["commit_failures"] - before
+    retries = gateway_process.health()["ingest"]["commit_failures"] - before
     assert retries <= 6, retries
 
-    gateway.limit_file_size(None)  # space is freed
+    gateway_process.limit_file_size(None)  # space is freed
     wait_until(lambda: stored(db_path) == len(first) + len(rest), 60, "every reading stored")
-    wait_until(lambda: gateway.health().get("status") == "ok", 20, "/health ok again")
+    wait_until(lambda: gateway_process.health().get("status") == "ok", 20, "/health ok again")
     with Store(db_path) as store:
         low = store.conn.execute(
             "SELECT count(*) FROM readings WHERE value = 41.0 AND device_id = ?",
@@ -85,4 +75,4 @@ def test_a_full_disk_degrades_health_and_loses_no_acknowledged_reading(
         ).fetchone()[0]
         check = store.conn.execute("PRAGMA integrity_check").fetchone()[0]
     assert (low, check) == (1, "ok")
-    assert all(w["alive"] for w in gateway.health()["workers"])
+    assert all(w["alive"] for w in gateway_process.health()["workers"])
