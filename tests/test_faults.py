@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from edge_twin.broker import PrivateBroker
-from edge_twin.store import Store
+from edge_twin.clock import ClockTrust, ManualClock
+from edge_twin.config import Config
+from edge_twin.domain import ReadingFlag, RejectReason
+from edge_twin.gateway import BROKER_ALARM_AFTER_S, Gateway
+from edge_twin.store import Store, alarms, quarantine
 from firmware_sim.home import Home
 from firmware_sim.messages import Message
 from firmware_sim.publisher import HomePublisher
-from tests.conftest import cgm_home, provision_home, wait_until
+from tests.conftest import T0, cgm_home, provision_home, wait_until
 from tests.gateway_process import GatewayProcess, senml, stored
 
 pytestmark = pytest.mark.broker
+HELD = RejectReason.CLOCK_UNSYNCHRONISED.value
 
 
 @pytest.fixture
@@ -76,3 +82,95 @@ def test_a_full_disk_degrades_health_and_loses_no_acknowledged_reading(
         check = store.conn.execute("PRAGMA integrity_check").fetchone()[0]
     assert (low, check) == (1, "ok")
     assert all(w["alive"] for w in gateway_process.health()["workers"])
+
+
+def test_a_broker_away_raises_a_technical_alarm_and_the_idle_work_runs_on(
+    broker: PrivateBroker, make_config: Callable[..., Config], db_path: Path
+) -> None:
+    """Before: while the broker was away the ingest thread only reconnected: no technical
+    alarm, no escalation, and nothing said the devices could not be heard."""
+    cfg = make_config(broker)
+    clock = ManualClock(T0)
+    with Gateway(cfg, clock) as gw:
+        assert gw.ingest is not None
+        assert gw.store is not None
+        conn = gw.store.conn
+        broker.stop()
+        wait_until(lambda: not gw.ingest.connected, what="the gateway to see the broker gone")
+        clock.advance(10.0)
+        time.sleep(2.5)  # the idle work ran (every second while reconnecting): too early
+        assert alarms.open_alarm(conn, "gateway", "gateway_broker_unreachable") is None
+        clock.advance(BROKER_ALARM_AFTER_S)
+        wait_until(
+            lambda: alarms.open_alarm(conn, "gateway", "gateway_broker_unreachable") is not None,
+            what="gateway_broker_unreachable",
+        )
+        raised = alarms.open_alarm(conn, "gateway", "gateway_broker_unreachable")
+        assert raised is not None
+        assert "cannot reach its MQTT broker" in raised.reason
+        assert all(w.alive for w in gw.workers.statuses())
+        broker.start()
+        wait_until(lambda: gw.ingest.connected, 20, "reconnected")
+        clock.advance(10.0)
+        wait_until(
+            lambda: alarms.open_alarm(conn, "gateway", "gateway_broker_unreachable") is None,
+            what="the alarm cleared",
+        )
+
+
+def test_clock_jumps_both_ways_lose_no_reading(
+    broker: PrivateBroker, make_config: Callable[..., Config], db_path: Path
+) -> None:
+    """The gateway's clock stepped 2 h back, then 2 h ahead, by hand (settimeofday: the
+    kernel says unsynchronised until NTP steps it right again): every reading the CGM sends
+    meanwhile is stored once, none refused as from the future, no worker dies."""
+    home = cgm_home(patients=1, hours=6, seed=23)
+    provision_home(db_path, home)
+    messages = senml(home)
+    thirds = [messages[: len(messages) // 3], messages[len(messages) // 3 : 2 * len(messages) // 3]]
+    thirds.append(messages[2 * len(messages) // 3 :])
+    cfg = make_config(broker)
+    clock = ManualClock(home.start)
+    kernel = {"synchronised": True}
+    trust = ClockTrust(lambda: kernel["synchronised"], recheck_s=0.0)
+
+    def send(batch: list[Message]) -> None:
+        with HomePublisher(broker.host, broker.port, home.devices) as pub:
+            for m in batch:
+                clock.set(max(clock.now(), m.t + offset))
+                pub.send(m)
+            pub.flush()
+
+    with Gateway(cfg, clock, clock_trust=trust) as gw:
+        assert gw.store is not None
+        offset = 0.0
+        send(thirds[0])
+        wait_until(lambda: stored(db_path) == len(thirds[0]), 20, "the first third")
+        # Stepped 2 h back by hand: readings look 2 h ahead; they are held, not refused.
+        offset, kernel["synchronised"] = -7200.0, False
+        clock.set(thirds[1][0].t + offset)
+        send(thirds[1])
+        wait_until(lambda: quarantine.count(gw.store, HELD) == len(thirds[1]), 20, "held readings")
+        # NTP steps it right: what was held is stored.
+        offset, kernel["synchronised"] = 0.0, True
+        clock.set(thirds[1][-1].t + 10.0)
+        wait_until(lambda: stored(db_path) == len(thirds[0]) + len(thirds[1]), 20, "released")
+        # Stepped 2 h ahead by hand: readings look 2 h late; they are stored.
+        offset, kernel["synchronised"] = 7200.0, False
+        send(thirds[2])
+        wait_until(lambda: stored(db_path) == len(messages), 20, "every reading")
+        # ... and live, not backfilled: their glucose alarms are raised (before, a clock
+        # ahead made every live reading look backfilled, and no alarm was raised).
+        late = gw.store.conn.execute(
+            "SELECT count(*) FROM readings WHERE flags & ? AND id > ?",
+            (int(ReadingFlag.BACKFILLED), len(thirds[0]) + len(thirds[1])),
+        ).fetchone()[0]
+        assert late == 0
+        offset, kernel["synchronised"] = 0.0, True
+        clock.set(thirds[2][-1].t + 10.0)
+        time.sleep(1.0)
+        assert all(w.alive for w in gw.workers.statuses())
+        assert quarantine.count(gw.store, RejectReason.FUTURE_TIME.value) == 0
+        assert quarantine.count(gw.store, HELD) == 0
+        check = gw.store.conn.execute("PRAGMA integrity_check").fetchone()[0]
+    assert (stored(db_path), check) == (len(messages), "ok")

@@ -98,6 +98,37 @@ def test_a_flooding_device_is_counted_not_kept_and_raises_device_flooding(
     assert not alarms.listing(w._store.conn, "pt-1")
 
 
+def good_pack(first_t: float, count: int, every_s: float) -> bytes:
+    rows = [{"bn": "urn:dev:id:cgm-1:", "bt": first_t, "n": "glucose", "u": "mg/dL", "v": 120.0}]
+    rows += [{"n": "glucose", "u": "mg/dL", "v": 120.0, "t": i * every_s} for i in range(1, count)]
+    return json.dumps(rows).encode()
+
+
+def test_valid_readings_far_faster_than_a_cgm_samples_are_stored_and_raise_device_flooding(
+    db_path: Path,
+) -> None:
+    w = writer(db_path)
+    stage = AlertStage(w._store, AlarmEngine(w._store, lambda: T0), 900.0)
+    stage.tick(T0)  # the first check marks where the log ends
+    # A day of a CGM's backlog at once (every 5 min of its own time) is not a flood.
+    w.commit([RawMessage(TOPIC, good_pack(T0 - 86_400.0, 288, 300.0), T0 + 1)])
+    stage.tick(T0 + 60)
+    assert not alarms.listing(w._store.conn, "pt-1")
+    # The same CGM at 100x its rate: a reading every 3 s of its own time.
+    w.commit([RawMessage(TOPIC, good_pack(T0 + 100, 40, 3.0), T0 + 120)])
+    stage.tick(T0 + 120)
+    (flood,) = alarms.listing(w._store.conn, "pt-1")
+    assert flood.alarm_type == "device_flooding"
+    assert "cgm-1: 20 glucose readings a minute of its own time (at most 2 expected)" in (
+        flood.reason
+    )
+    assert quarantine.size(w._store)[0] == 0  # every reading stored, nothing refused
+    # Back to its rate: the alarm clears at the next check.
+    w.commit([RawMessage(TOPIC, good_pack(T0 + 500, 1, 300.0), T0 + 180)])
+    stage.tick(T0 + 180)
+    assert not alarms.listing(w._store.conn, "pt-1")
+
+
 def test_readings_held_for_the_clock_are_never_dropped(db_path: Path) -> None:
     w = writer(db_path, quarantine_per_device_per_min=1, quarantine_device_max_bytes=65_536)
     held = Rejection(RejectReason.CLOCK_UNSYNCHRONISED, "ahead of an unsynchronised clock")

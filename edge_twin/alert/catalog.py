@@ -154,8 +154,17 @@ CATALOG: dict[str, AlarmType] = {
             Priority.LOW,
             True,
             0.0,
-            "a device sends more bad messages than the quarantine takes: the excess is"
-            " counted, not kept (its firmware or configuration needs a look)",
+            "a device sends more bad messages than the quarantine takes (the excess is"
+            " counted, not kept), or valid readings far faster than it can sample (they are"
+            " stored): its firmware or configuration needs a look",
+        ),
+        AlarmType(
+            "gateway_broker_unreachable",
+            Priority.MEDIUM,
+            True,
+            0.0,
+            "the gateway cannot reach its MQTT broker: devices' readings do not arrive and"
+            " no clinical alarm can be raised from them until it is back",
         ),
         AlarmType(
             "gateway_internal_error",

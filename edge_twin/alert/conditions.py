@@ -34,6 +34,7 @@ from edge_twin.domain import (
     Observation,
     PredictedLow,
     Reading,
+    Signal,
     StateEstimate,
 )
 from edge_twin.estimate import GATE_PERSIST_S
@@ -478,20 +479,73 @@ def delivery_failing(
     )
 
 
-def device_flooding(now: float, patient_id: str, dropped: dict[str, int]) -> Observation:
+# The fastest a device plausibly samples each signal, in readings a minute of its own
+# time: a Bluetooth heart-rate strap streams at 1 Hz, a CGM reads at most once a minute
+# (FreeStyle Libre 3; most every 5 min), a cuff's measurement takes about a minute, a
+# wearable's other channels at most once a second. Valid readings denser than this come
+# from broken firmware (a clock stuck or racing, a loop resending): they are stored, and
+# said (device_flooding), since they would otherwise fill the disk unseen.
+FASTEST_PER_MIN: dict[Signal, float] = {
+    Signal.GLUCOSE: 2.0,
+    Signal.SYSTOLIC: 2.0,
+    Signal.DIASTOLIC: 2.0,
+    Signal.HEART_RATE: 90.0,
+    Signal.SPO2: 90.0,
+    Signal.RESP_RATE: 90.0,
+    Signal.SKIN_TEMP: 90.0,
+    Signal.STEPS: 90.0,
+    Signal.WEIGHT: 2.0,
+}
+# Fewer new readings than this between two checks never count as a flood (a resend of a
+# few, a meter's records of one morning).
+DENSE_MIN_READINGS = 10
+
+
+def readings_per_min(signal: Signal, count: int, first_t: float, last_t: float) -> float | None:
+    """The rate of ``count`` new readings spread over [first_t, last_t] of the device's
+    own time, when it is beyond what the signal's devices plausibly sample; else None."""
+    if count < DENSE_MIN_READINGS:
+        return None
+    span_min = (last_t - first_t) / 60.0
+    rate = math.inf if span_min <= 0.0 else (count - 1) / span_min
+    return rate if rate > FASTEST_PER_MIN[signal] else None
+
+
+def device_flooding(
+    now: float,
+    patient_id: str,
+    dropped: dict[str, int],
+    dense: dict[tuple[str, Signal], float] | None = None,
+) -> Observation:
     """Devices of ``patient_id`` (or unattributable messages, for "gateway") sent rejected
-    messages beyond the quarantine's rate recently: ``dropped`` counts them per device."""
+    messages beyond the quarantine's rate recently (``dropped`` counts them per device),
+    or valid readings far denser than they can sample (``dense``: readings a minute of the
+    device's own time, per device and signal)."""
     names = {k or "(no device)": n for k, n in sorted(dropped.items())}
+    fast = sorted((dense or {}).items())
+    parts = [f"{d}: {n} bad messages not kept" for d, n in names.items()]
+    parts += [
+        f"{d}: {_per_min(rate)} {signal.value} readings a minute of its own time (at most"
+        f" {FASTEST_PER_MIN[signal]:g} expected), stored"
+        for (d, signal), rate in fast
+    ]
+    values: dict[str, float | str | None] = {f"{d}_dropped": float(n) for d, n in names.items()}
+    values |= {f"{d}_{signal.value}_per_min": min(rate, 1e9) for (d, signal), rate in fast}
     return Observation(
         patient_id,
         "device_flooding",
         now,
-        bool(dropped),
-        "; ".join(f"{d}: {n} bad messages not kept" for d, n in names.items())
-        or "no device sends more bad messages than the quarantine takes",
-        {f"{d}_dropped": float(n) for d, n in names.items()},
-        ("/quarantine",),
+        bool(parts),
+        "; ".join(parts)
+        or "no device sends more bad messages than the quarantine takes, nor readings"
+        " faster than it can sample",
+        values,
+        ("/quarantine", "/devices"),
     )
+
+
+def _per_min(rate: float) -> str:
+    return "countless (one instant)" if math.isinf(rate) else f"{rate:.0f}"
 
 
 def internal_errors(now: float, kept: int) -> Observation:
@@ -505,6 +559,23 @@ def internal_errors(now: float, kept: int) -> Observation:
         " edge-twin reprocess --reason internal_error)",
         {"internal_error_messages": float(kept)},
         ("/health", "/quarantine"),
+    )
+
+
+def broker_unreachable(now: float, down_since: float | None, after_s: float) -> Observation:
+    """The gateway has not been connected to its MQTT broker since ``down_since`` (gateway
+    time; None: connected): no device's readings arrive over MQTT, so no clinical alarm
+    can be raised from them, and the MQTT displays hear nothing."""
+    down_s = 0.0 if down_since is None else max(0.0, now - down_since)
+    return Observation(
+        "gateway",
+        "gateway_broker_unreachable",
+        now,
+        down_since is not None and down_s >= after_s,
+        f"the gateway cannot reach its MQTT broker for {down_s:.0f} s: no device readings"
+        " arrive over MQTT and no clinical alarm can be raised from them",
+        {"disconnected_s": float(round(down_s))},
+        ("/health",),
     )
 
 

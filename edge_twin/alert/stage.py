@@ -105,6 +105,10 @@ class AlertStage:
         self._delivery_after_s = math.inf
         self._delivery_checked = -math.inf
         self._flood_checked = -math.inf
+        self._broker_connected: Callable[[], bool] | None = None
+        self._broker_after_s = math.inf
+        self._broker_down_since: float | None = None  # gateway time it was first seen down
+        self._flood_read_id: int | None = None  # the log's end at the last flood check
         self._fit_checked = -math.inf
         self._ticked = -math.inf
         self._checked_at = -math.inf
@@ -204,6 +208,19 @@ class AlertStage:
         delivers nothing, watches none."""
         self._delivery, self._delivery_after_s = channels, after_s
 
+    def watch_broker(self, connected: Callable[[], bool], after_s: float) -> None:
+        """The gateway's MQTT link (``connected``): down for ``after_s`` or longer raises
+        ``gateway_broker_unreachable``. A replay watches none."""
+        self._broker_connected, self._broker_after_s = connected, after_s
+
+    def _broker(self, now: float) -> Observation:
+        assert self._broker_connected is not None
+        if self._broker_connected():
+            self._broker_down_since = None
+        elif self._broker_down_since is None or now < self._broker_down_since:
+            self._broker_down_since = now  # first seen down (or the clock went back)
+        return conditions.broker_unreachable(now, self._broker_down_since, self._broker_after_s)
+
     def _delivery_failing(self, now: float) -> Observation:
         conn = self._store.conn
         lagging = consumers.lagging(conn, self._delivery, now, self._delivery_after_s)
@@ -213,13 +230,28 @@ class AlertStage:
     def _flooding(self, now: float) -> list[Observation]:
         patient_of = {d.device_id: d.patient_id for d in self._devices()}
         by_patient: dict[str, dict[str, int]] = {}
+        dense: dict[str, dict[tuple[str, Signal], float]] = {}
         for d in quarantine.dropped_since(self._store.conn, now - quarantine.FLOOD_WINDOW_S):
             pid = patient_of.get(d.device_key, "gateway")
             by_patient.setdefault(pid, {})[d.device_key] = d.dropped
+        # Valid readings stored since the last check (by id: a backlog drained at once
+        # keeps its devices' own spacing, a flood does not).
+        newest = readings.max_id(self._store)
+        if self._flood_read_id is not None:
+            for b in readings.bursts(self._store, self._flood_read_id, newest):
+                rate = conditions.readings_per_min(b.signal, b.count, b.first_t, b.last_t)
+                if rate is not None:
+                    pid = patient_of.get(b.device_id, "gateway")
+                    dense.setdefault(pid, {})[(b.device_id, b.signal)] = rate
+                    by_patient.setdefault(pid, {})
+        self._flood_read_id = newest
         for pid, kind in alarms.engaged(self._store.conn):
             if kind == "device_flooding":
                 by_patient.setdefault(pid, {})  # so that it can clear
-        return [conditions.device_flooding(now, pid, n) for pid, n in sorted(by_patient.items())]
+        return [
+            conditions.device_flooding(now, pid, n, dense.get(pid))
+            for pid, n in sorted(by_patient.items())
+        ]
 
     @property
     def checked_at(self) -> float:
@@ -270,6 +302,8 @@ class AlertStage:
         if self._delivery and _due(self._delivery_checked, now, DELIVERY_EVERY_S):
             self._delivery_checked = now
             observations.append(self._delivery_failing(now))
+        if self._broker_connected is not None:
+            observations.append(self._broker(now))
         if self._clock_synchronised is not None:
             synchronised = self._clock_synchronised()
             held = quarantine.count(self._store, RejectReason.CLOCK_UNSYNCHRONISED)

@@ -26,6 +26,7 @@ SAYS_NO_VALUE = frozenset(
         "alarm_delivery_failing",
         "device_flooding",
         "gateway_internal_error",
+        "gateway_broker_unreachable",
     }
 )
 

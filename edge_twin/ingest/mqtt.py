@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,8 @@ WORKER = "ingest"  # its name on /health
 
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 10.0
+# While the broker is away, the idle work (technical alarms, escalation) runs this often.
+PAUSED_IDLE_EVERY_S = 1.0
 # A commit that failed (a full disk, an I/O error) is retried after this, doubling up to
 # the maximum: each retry has the broker send the whole batch again.
 COMMIT_RETRY_MIN_S = 1.0
@@ -367,16 +370,27 @@ class MqttIngest:
             self._downstream(functools.partial(self._sink.after_commit, result))
 
     def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` (True if stopping meanwhile), serving uploads as they come."""
+        """Wait ``seconds`` (True if stopping meanwhile), serving uploads as they come and
+        doing the idle work: the technical alarms (gateway_broker_unreachable among them),
+        escalation and delivery must not wait for the broker."""
         deadline = time.monotonic() + seconds
+        idle_at = -math.inf
         while not self._stop.is_set():
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 return False
-            if self._inlet is not None and self._inlet.arrived.wait(min(left, 0.25)):
+            if now - idle_at >= PAUSED_IDLE_EVERY_S:
+                idle_at = now
+                self._heartbeat()
+                self._workers.beat(WORKER)
+                self._downstream(self._sink.on_idle)
+                continue
+            wait = min(left, PAUSED_IDLE_EVERY_S)
+            if self._inlet is not None and self._inlet.arrived.wait(wait):
                 self._serve_inlet()
             elif self._inlet is None:
-                self._stop.wait(left)
+                self._stop.wait(wait)
         return True
 
     def _downstream(self, call: Callable[[], None]) -> None:

@@ -7,6 +7,7 @@ import itertools
 import math
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from edge_twin.domain import Reading, ReadingFlag, Signal
@@ -173,6 +174,28 @@ def patients_between(store: Store, after_id: int, through_id: int) -> set[str]:
         "SELECT DISTINCT patient_id FROM readings WHERE id > ? AND id <= ?", (after_id, through_id)
     )
     return {r[0] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """A device's new readings of one signal: how many, across what span of its own time."""
+
+    device_id: str
+    signal: Signal
+    count: int
+    first_t: float
+    last_t: float
+
+
+def bursts(store: Store, after_id: int, through_id: int) -> list[Burst]:
+    """Per device and signal, the readings stored in the id range (after_id, through_id]
+    (a range of the primary key: cheap however long the log)."""
+    rows = store.conn.execute(
+        "SELECT device_id, signal, count(*), min(t), max(t) FROM readings"
+        " WHERE id > ? AND id <= ? GROUP BY device_id, signal ORDER BY device_id, signal",
+        (after_id, through_id),
+    )
+    return [Burst(d, _SIGNALS[s], int(n), float(lo), float(hi)) for d, s, n, lo, hi in rows]
 
 
 def count(store: Store) -> int:
