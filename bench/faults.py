@@ -13,8 +13,9 @@ receiver is a loopback endpoint that answers 500 to a seeded fifth of the posts.
 
 - ``kill``: ``--trials`` times, start the gateway, let it run a random 0.3-3 s (seeded),
   ``kill -9``; then start it once more and let it settle.
-- ``broker``: mosquitto stopped and started again ``--trials`` times at random moments
-  while the gateway runs (the devices, like real ones, keep what they could not send).
+- ``broker``: mosquitto stopped and started again (a fifth of ``--trials`` times, at
+  random moments, for 4-6 s and 0.3-2 s in turn) while the gateway runs (the devices,
+  like real ones, keep what they could not send).
 - ``flood``: one CGM also sends valid readings at 100x its rate (every 3 s of its own
   time instead of 5 min) for an hour of the home's time.
 - ``all``: each in turn (``--trials`` kills, a fifth as many broker restarts, the flood).
@@ -32,7 +33,9 @@ Reconciled after each:
 - webhook: every alarm event reached the receiver (at least once: it dedupes by the
   ``X-Edge-Twin-Event`` header; deliveries beyond the first are counted);
 - the twin caught up (its log position is the newest reading), ``PRAGMA integrity_check``;
-- the expected technical alarm (flood: ``device_flooding``);
+- the expected technical alarm (broker: ``gateway_broker_unreachable``, with
+  ``alert.broker_alarm_after_s`` at 3 s; flood: ``device_flooding``), and two open alarms
+  of one kind for one patient (an alarm raised again after a restart);
 - worker deaths: a gateway process that ended by itself (any exit but our SIGKILL and the
   final clean stop), or "worker ... died" in its log.
 
@@ -100,8 +103,14 @@ def child(config_file: str, start: float, speed: float, wall0: float) -> None:
 
 
 def config_for(
-    broker: PrivateBroker, work: Path, fhir_url: str, webhook_url: str
+    broker: PrivateBroker, work: Path, fhir_url: str, webhook_url: str, speed: float
 ) -> tuple[Config, Path]:
+    """The gateway's configuration. The webhook's retries wait on the wall clock (1 s,
+    then doubling): on a clock running ``speed`` times faster that is ``speed`` s of the
+    gateway's time, so alarm_delivery_failing waits ``speed`` x 10 s (10 s of wall time,
+    as its 2 min default is ~100 first retries). gateway_broker_unreachable is timed on
+    the wall clock: 3 s, so that the broker's outages here (1-6 s) raise it."""
+    after = min(86_400.0, max(120.0, 10.0 * speed))
     secret = work / "webhook-secret"
     secret.write_text("bench-faults-webhook-secret-0123456789\n")
     path = work / "gateway.toml"
@@ -109,6 +118,7 @@ def config_for(
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "gw-faults"\n'
         f'[store]\npath = "{work / "gateway.sqlite"}"\n[api]\nport = 0\n'
         f'[alert]\nwebhook_url = "{webhook_url}"\nwebhook_secret_file = "{secret}"\n'
+        f"delivery_alarm_after_s = {after}\nbroker_alarm_after_s = 3\n"
         f'[sync]\nurl = "{fhir_url}"\n'
     )
     return load_config(path), path
@@ -198,29 +208,30 @@ def provision(store: Store, home: Home, upstream: bool) -> None:
             consent.set_consent(store, p.patient_id, True, START, "bench")
 
 
-def settle(db: Path, quiet_s: float = 4.0, limit_s: float = 180.0) -> None:
-    """Until the twin has applied every reading, FHIR sync has sent every log and nothing
-    moved for ``quiet_s``."""
+def settle(db: Path, quiet_s: float = 4.0, limit_s: float = 180.0) -> bool:
+    """Until the twin has applied every reading, FHIR sync and the alarm channels have
+    sent everything and nothing moved for ``quiet_s``."""
     deadline = time.monotonic() + limit_s
     last, since = None, time.monotonic()
     with Store(db) as store:
         while time.monotonic() < deadline:
             row = store.conn.execute(
                 "SELECT (SELECT count(*) FROM readings), (SELECT coalesce(max(id), 0) FROM"
-                " readings), (SELECT position FROM consumers WHERE name = 'twin'),"
-                " (SELECT count(*) FROM alarm_events)"
+                " readings), (SELECT position FROM consumers WHERE name = 'twin')"
             ).fetchone()
             if row != last:
                 last, since = row, time.monotonic()
             elif row[1] == row[2] and time.monotonic() - since >= quiet_s and synced(store):
-                return
+                return True
             time.sleep(0.2)
+    return False
 
 
 def synced(store: Store) -> bool:
-    from edge_twin.sync import sync_status
+    """FHIR sync and the alarm channels (MQTT, webhook) have sent everything."""
+    from edge_twin.store import consumers
 
-    return all(log["backlog"] == 0 for log in sync_status(store, 0.0)["logs"].values())
+    return all(c.backlog == 0 for c in consumers.statuses(store.conn) if c.name != "twin")
 
 
 def reconcile_fhir(
@@ -262,15 +273,30 @@ def reconcile_fhir(
 
 
 def reconcile_webhook(store: Store, endpoint: MisbehavingEndpoint) -> dict[str, int]:
+    from edge_twin.alert import WEBHOOK_CONSUMER
+    from edge_twin.store import consumers
+
+    sent_to = consumers.position(store.conn, WEBHOOK_CONSUMER)
     events = {int(r[0]) for r in store.conn.execute("SELECT id FROM alarm_events")}
-    tries = Counter(
-        int(p.headers["x-edge-twin-event"].rpartition(":")[2]) for p in endpoint.posts()
+    posts = endpoint.posts()
+    tries = Counter(int(p.headers["x-edge-twin-event"].rpartition(":")[2]) for p in posts)
+    taken = Counter(
+        int(p.headers["x-edge-twin-event"].rpartition(":")[2]) for p in posts if p.answer == "ok"
     )
     return {
         "webhook_events": len(events),
-        "webhook_not_delivered": len(events - set(tries)),
-        "webhook_posts": sum(tries.values()),
-        "webhook_posted_again": sum(n - 1 for n in tries.values() if n > 1),
+        # Events the gateway counts as delivered that the receiver never took (a loss),
+        # and events written after the last check, still waiting when it was stopped.
+        "webhook_not_delivered": len({e for e in events if e <= sent_to} - set(taken)),
+        "webhook_pending_at_stop": len({e for e in events if e > sent_to}),
+        "webhook_posts": len(posts),
+        "webhook_posts_failed_share": round(
+            sum(1 for p in posts if p.answer != "ok") / max(1, len(posts)), 3
+        ),
+        "webhook_retried_after_failure": sum(tries.values()) - sum(taken.values()),
+        # At least once: a kill between the receiver's 2xx and the position's commit
+        # sends it again (the receiver dedupes by X-Edge-Twin-Event).
+        "webhook_delivered_twice": sum(n - 1 for n in taken.values() if n > 1),
     }
 
 
@@ -309,9 +335,11 @@ def rig(
     speed = args.hours * 3600.0 / stream_s
     endpoint = MisbehavingEndpoint()
     rng = random.Random(args.seed)
-    endpoint.script(["500" if rng.random() < WEBHOOK_FAILING_SHARE else "ok" for _ in range(5000)])
+    endpoint.script(
+        ["500" if rng.random() < WEBHOOK_FAILING_SHARE else "ok" for _ in range(100_000)]
+    )
     with FhirTestServer() as server:
-        cfg, config_file = config_for(broker, work, server.url, endpoint.url)
+        cfg, config_file = config_for(broker, work, server.url, endpoint.url, speed)
         with Store(cfg.store.path) as store:
             provision(store, home, upstream=True)
         wall0 = time.monotonic() + 3.0
@@ -354,11 +382,11 @@ def finish(
     run: Run, work: Path, server: FhirTestServer, endpoint: MisbehavingEndpoint
 ) -> dict[str, Any]:
     cfg = run.cfg
-    settle(cfg.store.path)
+    settled = settle(cfg.store.path)
+    now = run.clock.now()  # the gateway's time when it stopped
     final = run.gateway.stop()
     log = work / "gateway.log"
     expected = reference(cfg, run.home, run.messages, work)
-    now = run.clock.now()
     with Store(cfg.store.path) as store:
         got = stored(store)
         rows, distinct = store.conn.execute(
@@ -374,6 +402,12 @@ def finish(
             "SELECT count(*), count(DISTINCT alarm_id || '|' || event || '|' || at)"
             " FROM alarm_events"
         ).fetchone()
+        # An alarm raised again after a restart while the first is still open: two open
+        # alarms of one kind for one patient.
+        open_twice = store.conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM alarms WHERE state != 'resolved'"
+            " GROUP BY patient_id, alarm_type HAVING count(*) > 1)"
+        ).fetchone()[0]
         technical = sorted(
             {
                 r[0]
@@ -397,6 +431,8 @@ def finish(
         # events could, if an alarm were raised again after a restart.
         "duplicated": rows - distinct,
         "alarm_events_duplicated": alarm_events - alarm_events_distinct,
+        "alarms_open_twice": open_twice,
+        "settled": settled,  # the twin, sync and alarm channels caught up in time
         "twin_caught_up": twin[0] == twin[1],
         "integrity_check": integrity,
         "worker_deaths": deaths,
@@ -426,10 +462,11 @@ def play_broker_restarts(
 ) -> None:
     run.gateway.start()
     done = stream(run, broker)
-    for _ in range(restarts):
+    for k in range(restarts):
         time.sleep(rng.uniform(0.5, 4.0))
         broker.stop()
-        time.sleep(rng.uniform(0.2, 2.0))
+        # Long outages (beyond the 3 s of broker_alarm_after_s here) and short ones, in turn.
+        time.sleep(rng.uniform(4.0, 6.0) if k % 2 == 0 else rng.uniform(0.3, 2.0))
         broker.start()
     done.wait(600)
 

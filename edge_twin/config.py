@@ -112,6 +112,10 @@ class AlertSection:
     webhook_secret_file: str = ""
     # An alarm delivery channel failing this long raises alarm_delivery_failing.
     delivery_alarm_after_s: float = _rule(120.0, 10, 86_400)
+    # No lasting link to the MQTT broker this long (wall seconds) raises
+    # gateway_broker_unreachable: longer than a broker's restart, far shorter than the
+    # 15 min after which a silent CGM raises signal_stale.
+    broker_alarm_after_s: float = _rule(60.0, 1, 3600)
     # Publish alarm events over MQTT and take acknowledge/pause commands there.
     mqtt: bool = True
 

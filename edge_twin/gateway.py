@@ -28,9 +28,6 @@ from edge_twin.sync import SyncWorker
 from edge_twin.workers import Workers
 
 log = logging.getLogger(__name__)
-# Longer than a broker's restart (a few seconds), short against the 15 min after which
-# a silent CGM raises signal_stale: the care team hears of a broken link first.
-BROKER_ALARM_AFTER_S = 60.0
 
 
 class Gateway:
@@ -117,7 +114,9 @@ class Gateway:
                 workers=self.workers,
             )
             ingest = self.ingest
-            self.pipeline.alerts.watch_broker(lambda: ingest.connected, BROKER_ALARM_AFTER_S)
+            self.pipeline.alerts.watch_broker(
+                ingest.down_for, lambda: ingest.stats.last_error, cfg.alert.broker_alarm_after_s
+            )
             self.ingest.start(wait=not self._degrade)
             if self._serve_api:
                 app = create_app(cfg, self.clock, self.status, inlet=self.inlet)

@@ -21,6 +21,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    answer: str = ""  # what it was answered (a name of ANSWERS, or "timeout")
 
 
 ANSWERS = {
@@ -82,9 +83,9 @@ class MisbehavingEndpoint:
             name, _, value = raw.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
         body = conn.rfile.read(int(headers.get("content-length", "0")))
-        with self._lock:
-            self.requests.append(Request(line[0], line[1], headers, body))
         answer = self._next()
+        with self._lock:
+            self.requests.append(Request(line[0], line[1], headers, body, answer))
         if answer == "timeout":
             time.sleep(self._hold_s)
             return

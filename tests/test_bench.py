@@ -169,12 +169,56 @@ def test_footprint_bench() -> None:
 
 
 @pytest.mark.broker
-def test_fault_trials_lose_nothing() -> None:
-    """The bounded form of the kill -9 trials (the full one: bench/faults.py, 50 kills)."""
-    figures = last_json("bench/faults.py", "--trials", "5", "--patients", "2", "--hours", "3")
+@pytest.mark.parametrize("fault", ["kill", "broker", "flood"])
+def test_fault_trials_lose_nothing(fault: str) -> None:
+    """The bounded form of the fault trials (the full one: bench/faults.py, 50 kills, 10
+    broker restarts, the flood): 5 kills, 1 broker restart, a CGM at 100x."""
+    figures = last_json(
+        "bench/faults.py", "--fault", fault, "--trials", "5", "--patients", "2", "--hours", "2"
+    )
     assert figures["readings_expected"] > 100  # type: ignore[operator]
     assert (figures["lost"], figures["extra"], figures["duplicated"]) == (0, 0, 0)
     assert figures["alarm_events_duplicated"] == 0
+    assert (figures["fhir_lost"], figures["fhir_extra"], figures["fhir_duplicated"]) == (0, 0, 0)
+    assert figures["fhir_observations_expected"] > 50  # type: ignore[operator]
+    assert figures["webhook_not_delivered"] == 0
+    assert figures["settled"] is True
     assert figures["twin_caught_up"] is True
     assert figures["integrity_check"] == "ok"
     assert figures["worker_deaths"] == 0
+    assert figures["alarms_open_twice"] == 0
+    expected = {"kill": None, "broker": "gateway_broker_unreachable", "flood": "device_flooding"}
+    raised = figures["technical_alarms"]
+    assert isinstance(raised, list)
+    if expected[fault]:
+        assert expected[fault] in raised
+    if fault != "flood":  # redelivered backlogs keep their spacing: no false flood
+        assert "device_flooding" not in raised
+
+
+def test_soak_reports_memory_and_queues_and_reconciles() -> None:
+    figures = last_json(
+        "bench/soak.py",
+        *("--patients", "2", "--days", "0.1", "--speed", "720"),
+        *("--restart-every-s", "4", "--sample-s", "1"),
+    )
+    assert figures["broker_restarts"] >= 1  # type: ignore[operator]
+    assert (figures["lost"], figures["duplicated"], figures["fhir_lost"]) == (0, 0, 0)
+    assert figures["settled"] is True
+    assert figures["worker_deaths"] == 0
+    assert figures["rss_start_mb"] > 0  # type: ignore[operator]
+    assert figures["rss_end_mb"] > 0  # type: ignore[operator]
+    assert set(figures["queues_end"]) >= {"twin_lag", "quarantine"}  # type: ignore[arg-type]
+
+
+def test_all_benchmarks_write_one_page(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    figures = last_json("bench/all.py", "--quick", "--only", "cohort", "--out", str(out))
+    assert set(figures) == {"ceilings", "cohort"}
+    page = out.read_text()
+    for heading in ("## Machine", "## `ceilings`", "## `cohort`"):
+        assert heading in page
+    ceilings = figures["ceilings"]
+    assert isinstance(ceilings, dict)
+    single = ceilings["sqlite_full_single_rows_per_s"]
+    assert f"| sqlite_full_single_rows_per_s | {single:,} |" in page

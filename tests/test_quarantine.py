@@ -123,10 +123,29 @@ def test_valid_readings_far_faster_than_a_cgm_samples_are_stored_and_raise_devic
         flood.reason
     )
     assert quarantine.size(w._store)[0] == 0  # every reading stored, nothing refused
-    # Back to its rate: the alarm clears at the next check.
+    # Back to its rate: the alarm holds for the flood window (no flapping), then clears.
     w.commit([RawMessage(TOPIC, good_pack(T0 + 500, 1, 300.0), T0 + 180)])
     stage.tick(T0 + 180)
+    assert alarms.listing(w._store.conn, "pt-1")
+    stage.tick(T0 + 120 + quarantine.FLOOD_WINDOW_S + 1)
     assert not alarms.listing(w._store.conn, "pt-1")
+
+
+def test_a_flood_beside_an_old_reading_is_still_a_flood_and_a_restart_does_not_clear_it(
+    db_path: Path,
+) -> None:
+    w = writer(db_path)
+    stage = AlertStage(w._store, AlarmEngine(w._store, lambda: T0), 900.0)
+    stage.tick(T0)
+    old = RawMessage(TOPIC, good_pack(T0 - 7200.0, 1, 300.0), T0 + 1)  # two hours late
+    w.commit([old, RawMessage(TOPIC, good_pack(T0 + 100, 40, 3.0), T0 + 2)])
+    stage.tick(T0 + 60)
+    (flood,) = alarms.listing(w._store.conn, "pt-1")
+    assert "20 glucose readings a minute" in flood.reason
+    # A restart: the new stage's first check cannot see the flood yet, and says nothing.
+    restarted = AlertStage(w._store, AlarmEngine(w._store, lambda: T0 + 70), 900.0)
+    restarted.tick(T0 + 70)
+    assert alarms.listing(w._store.conn, "pt-1")
 
 
 def test_readings_held_for_the_clock_are_never_dropped(db_path: Path) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -99,6 +100,26 @@ def test_replies_that_are_not_http_or_cut_short_are_retried_and_nothing_is_lost(
     with Store(db_path) as store:
         (status,) = [c for c in consumers.statuses(store.conn) if c.name == "alarm-webhook"]
     assert status.failures == 0  # delivered since: the failures are history
+
+
+def test_an_endpoint_that_fails_now_and_then_is_not_slowed_to_the_longest_back_off(
+    db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
+) -> None:
+    """Every other post fails: each failure waits the first back-off, since the posts
+    before it went through. (Before, the back-off doubled on every failure until all
+    was sent: 1, 2, 4 ... 300 s while most alarms were delivered.)"""
+    events = raise_alarms(db_path, 10)
+    endpoint.script(["ok", "500"] * 10)
+    s = WebhookSender(str(db_path), alert, "gw-1", wall=lambda: T0, backoff_s=(0.2, 60.0))
+    started = time.monotonic()
+    s.start()
+    try:
+        wait_until(lambda: position(db_path) == events[-1], 30, "every event delivered")
+    finally:
+        s.stop()
+    # Nine failures at 0.2 s each; doubling, the last ones alone would wait 25-51 s.
+    assert time.monotonic() - started < 8.0
+    assert (s.sent, s.failures) == (10, 9)
 
 
 def test_a_2xx_whose_body_is_cut_short_is_delivered_once(

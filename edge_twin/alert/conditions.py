@@ -482,9 +482,9 @@ def delivery_failing(
 # The fastest a device plausibly samples each signal, in readings a minute of its own
 # time: a Bluetooth heart-rate strap streams at 1 Hz, a CGM reads at most once a minute
 # (FreeStyle Libre 3; most every 5 min), a cuff's measurement takes about a minute, a
-# wearable's other channels at most once a second. Valid readings denser than this come
-# from broken firmware (a clock stuck or racing, a loop resending): they are stored, and
-# said (device_flooding), since they would otherwise fill the disk unseen.
+# wearable's other channels at most once a second. Valid readings far denser than this
+# come from broken firmware (a loop resending with fresh times, a racing clock): they are
+# stored, and said (device_flooding), since they would otherwise fill the disk unseen.
 FASTEST_PER_MIN: dict[Signal, float] = {
     Signal.GLUCOSE: 2.0,
     Signal.SYSTOLIC: 2.0,
@@ -496,19 +496,25 @@ FASTEST_PER_MIN: dict[Signal, float] = {
     Signal.STEPS: 90.0,
     Signal.WEIGHT: 2.0,
 }
-# Fewer new readings than this between two checks never count as a flood (a resend of a
-# few, a meter's records of one morning).
+# The longest gap that can count as too short, whatever the signal.
+CLOSE_GAP_MAX_S = 60.0 / min(FASTEST_PER_MIN.values())
+# Fewer readings closer than the fastest sampling between two checks are never a flood
+# (a few resent with fresh times, a meter's records of one morning).
 DENSE_MIN_READINGS = 10
 
 
-def readings_per_min(signal: Signal, count: int, first_t: float, last_t: float) -> float | None:
-    """The rate of ``count`` new readings spread over [first_t, last_t] of the device's
-    own time, when it is beyond what the signal's devices plausibly sample; else None."""
-    if count < DENSE_MIN_READINGS:
+def readings_per_min(signal: Signal, close_gaps: list[float]) -> float | None:
+    """From the gaps (device time) under CLOSE_GAP_MAX_S between a device's consecutive
+    new readings of ``signal``: the rate of those closer than the signal's fastest
+    sampling (60 / their median gap), when there are at least DENSE_MIN_READINGS of them;
+    else None. (Gaps, not count over span: a flood stays a flood beside an old reading.)"""
+    fastest = FASTEST_PER_MIN.get(signal)
+    if fastest is None:
         return None
-    span_min = (last_t - first_t) / 60.0
-    rate = math.inf if span_min <= 0.0 else (count - 1) / span_min
-    return rate if rate > FASTEST_PER_MIN[signal] else None
+    close = sorted(g for g in close_gaps if g < 60.0 / fastest)
+    if len(close) < DENSE_MIN_READINGS:
+        return None
+    return 60.0 / max(close[len(close) // 2], 1e-3)
 
 
 def device_flooding(
@@ -525,12 +531,12 @@ def device_flooding(
     fast = sorted((dense or {}).items())
     parts = [f"{d}: {n} bad messages not kept" for d, n in names.items()]
     parts += [
-        f"{d}: {_per_min(rate)} {signal.value} readings a minute of its own time (at most"
+        f"{d}: {rate:.0f} {signal.value} readings a minute of its own time (at most"
         f" {FASTEST_PER_MIN[signal]:g} expected), stored"
         for (d, signal), rate in fast
     ]
     values: dict[str, float | str | None] = {f"{d}_dropped": float(n) for d, n in names.items()}
-    values |= {f"{d}_{signal.value}_per_min": min(rate, 1e9) for (d, signal), rate in fast}
+    values |= {f"{d}_{signal.value}_per_min": round(rate, 1) for (d, signal), rate in fast}
     return Observation(
         patient_id,
         "device_flooding",
@@ -542,10 +548,6 @@ def device_flooding(
         values,
         ("/quarantine", "/devices"),
     )
-
-
-def _per_min(rate: float) -> str:
-    return "countless (one instant)" if math.isinf(rate) else f"{rate:.0f}"
 
 
 def internal_errors(now: float, kept: int) -> Observation:
@@ -562,19 +564,27 @@ def internal_errors(now: float, kept: int) -> Observation:
     )
 
 
-def broker_unreachable(now: float, down_since: float | None, after_s: float) -> Observation:
-    """The gateway has not been connected to its MQTT broker since ``down_since`` (gateway
-    time; None: connected): no device's readings arrive over MQTT, so no clinical alarm
-    can be raised from them, and the MQTT displays hear nothing."""
-    down_s = 0.0 if down_since is None else max(0.0, now - down_since)
+def broker_unreachable(
+    now: float, down_s: float | None, after_s: float, why: str | None
+) -> Observation:
+    """The gateway has had no lasting link to its MQTT broker for ``down_s`` seconds
+    (None: it has one): no device's readings arrive over MQTT, so no clinical alarm can
+    be raised from them, and the MQTT displays hear nothing."""
+    down = down_s is not None and down_s >= after_s
+    reason = (
+        f"the gateway has had no link to its MQTT broker for {down_s:.0f} s"
+        f"{f' ({why})' if why else ''}: no device readings arrive over MQTT and no clinical"
+        " alarm can be raised from them"
+        if down and down_s is not None
+        else "the gateway is connected to its MQTT broker"
+    )
     return Observation(
         "gateway",
         "gateway_broker_unreachable",
         now,
-        down_since is not None and down_s >= after_s,
-        f"the gateway cannot reach its MQTT broker for {down_s:.0f} s: no device readings"
-        " arrive over MQTT and no clinical alarm can be raised from them",
-        {"disconnected_s": float(round(down_s))},
+        down,
+        reason,
+        {"disconnected_s": float(round(down_s or 0.0))},
         ("/health",),
     )
 

@@ -105,10 +105,12 @@ class AlertStage:
         self._delivery_after_s = math.inf
         self._delivery_checked = -math.inf
         self._flood_checked = -math.inf
-        self._broker_connected: Callable[[], bool] | None = None
-        self._broker_after_s = math.inf
-        self._broker_down_since: float | None = None  # gateway time it was first seen down
+        self._broker: (
+            tuple[Callable[[], float | None], Callable[[], str | None], float] | None
+        ) = None
         self._flood_read_id: int | None = None  # the log's end at the last flood check
+        # Devices seen sending valid readings too dense: (device, signal) -> (rate, when).
+        self._dense: dict[tuple[str, Signal], tuple[float, float]] = {}
         self._fit_checked = -math.inf
         self._ticked = -math.inf
         self._checked_at = -math.inf
@@ -208,18 +210,24 @@ class AlertStage:
         delivers nothing, watches none."""
         self._delivery, self._delivery_after_s = channels, after_s
 
-    def watch_broker(self, connected: Callable[[], bool], after_s: float) -> None:
-        """The gateway's MQTT link (``connected``): down for ``after_s`` or longer raises
+    def watch_broker(
+        self, down_for: Callable[[], float | None], why: Callable[[], str | None], after_s: float
+    ) -> None:
+        """The gateway's MQTT link: ``down_for`` says how long it has been without a
+        lasting link (None: up; on the monotonic clock, ingest's MqttIngest.down_for),
+        ``why`` its last error; down ``after_s`` or longer raises
         ``gateway_broker_unreachable``. A replay watches none."""
-        self._broker_connected, self._broker_after_s = connected, after_s
+        self._broker = (down_for, why, after_s)
 
-    def _broker(self, now: float) -> Observation:
-        assert self._broker_connected is not None
-        if self._broker_connected():
-            self._broker_down_since = None
-        elif self._broker_down_since is None or now < self._broker_down_since:
-            self._broker_down_since = now  # first seen down (or the clock went back)
-        return conditions.broker_unreachable(now, self._broker_down_since, self._broker_after_s)
+    def _broker_link(self, now: float) -> list[Observation]:
+        assert self._broker is not None
+        down_for, why, after_s = self._broker
+        down_s = down_for()
+        if down_s is not None and down_s < after_s:
+            # Not long enough to say it is down, nor up for good: no word either way (a
+            # word would clear an alarm raised before a restart, to raise it again).
+            return []
+        return [conditions.broker_unreachable(now, down_s, after_s, why())]
 
     def _delivery_failing(self, now: float) -> Observation:
         conn = self._store.conn
@@ -234,20 +242,33 @@ class AlertStage:
         for d in quarantine.dropped_since(self._store.conn, now - quarantine.FLOOD_WINDOW_S):
             pid = patient_of.get(d.device_key, "gateway")
             by_patient.setdefault(pid, {})[d.device_key] = d.dropped
-        # Valid readings stored since the last check (by id: a backlog drained at once
-        # keeps its devices' own spacing, a flood does not).
+        # Valid readings stored since the last check, by their gaps in device time (a
+        # backlog drained at once keeps its devices' own spacing, a flood does not); a
+        # dense device stays flooding for the flood window after it was last seen dense.
         newest = readings.max_id(self._store)
+        first_check = self._flood_read_id is None
         if self._flood_read_id is not None:
-            for b in readings.bursts(self._store, self._flood_read_id, newest):
-                rate = conditions.readings_per_min(b.signal, b.count, b.first_t, b.last_t)
+            gaps = readings.close_gaps(
+                self._store, self._flood_read_id, newest, conditions.CLOSE_GAP_MAX_S
+            )
+            for (device_id, signal), close in gaps.items():
+                rate = conditions.readings_per_min(signal, close)
                 if rate is not None:
-                    pid = patient_of.get(b.device_id, "gateway")
-                    dense.setdefault(pid, {})[(b.device_id, b.signal)] = rate
-                    by_patient.setdefault(pid, {})
+                    self._dense[(device_id, signal)] = (rate, now)
         self._flood_read_id = newest
-        for pid, kind in alarms.engaged(self._store.conn):
-            if kind == "device_flooding":
-                by_patient.setdefault(pid, {})  # so that it can clear
+        for key, (rate, seen) in list(self._dense.items()):
+            if not 0.0 <= now - seen < quarantine.FLOOD_WINDOW_S:
+                del self._dense[key]
+                continue
+            pid = patient_of.get(key[0], "gateway")
+            dense.setdefault(pid, {})[key] = rate
+            by_patient.setdefault(pid, {})
+        if not first_check:
+            # Not on the first check after a start: what it cannot see yet (a flood before
+            # the restart) must not be cleared, to be raised again a minute later.
+            for pid, kind in alarms.engaged(self._store.conn):
+                if kind == "device_flooding":
+                    by_patient.setdefault(pid, {})  # so that it can clear
         return [
             conditions.device_flooding(now, pid, n, dense.get(pid))
             for pid, n in sorted(by_patient.items())
@@ -302,8 +323,8 @@ class AlertStage:
         if self._delivery and _due(self._delivery_checked, now, DELIVERY_EVERY_S):
             self._delivery_checked = now
             observations.append(self._delivery_failing(now))
-        if self._broker_connected is not None:
-            observations.append(self._broker(now))
+        if self._broker is not None:
+            observations += self._broker_link(now)
         if self._clock_synchronised is not None:
             synchronised = self._clock_synchronised()
             held = quarantine.count(self._store, RejectReason.CLOCK_UNSYNCHRONISED)

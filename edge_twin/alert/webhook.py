@@ -202,6 +202,7 @@ class WebhookSender:
         store: Store | None = None
         while not self._stop.is_set():
             wait: float | None = None
+            handled = self.sent + self.dead_lettered
             try:
                 if store is None:
                     store = Store(self._db_path, migrate=False)
@@ -210,6 +211,11 @@ class WebhookSender:
                 log.exception("webhook delivery failed; retried")
                 _closed(store)
                 wait, store = math.inf, None
+            if self.sent + self.dead_lettered != handled:
+                # The endpoint took events before this failure: it works, and an
+                # occasional failure must not slow every later alarm down to the longest
+                # back-off (it did: 5 min pauses while 4 posts in 5 succeeded).
+                backoff = self._backoff_min_s
             if wait is None:
                 backoff = self._backoff_min_s
                 self._stop.wait(0.2)

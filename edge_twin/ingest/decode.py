@@ -256,7 +256,9 @@ class Decoder:
         if t <= received_at + self._limits.future_tolerance_s:
             return None
         ahead = f"device time is {t - received_at:.0f} s ahead of the gateway"
-        if self._clock_trusted():
+        if self._synchronised is None:  # asked once per message
+            self._synchronised = self._clock_synchronised()
+        if self._synchronised:
             return Rejection(R.FUTURE_TIME, ahead, index)
         return Rejection(
             R.CLOCK_UNSYNCHRONISED,
@@ -357,11 +359,6 @@ class Decoder:
                 )
             )
 
-    def _clock_trusted(self) -> bool:
-        if self._synchronised is None:  # asked once per message
-            self._synchronised = self._clock_synchronised()
-        return self._synchronised
-
     def _track_clock(self, device_id: str, received_at: float, out: Decoded) -> None:
         """Estimate the device's clock offset; flag its readings when it is skewed.
 
@@ -387,19 +384,12 @@ class Decoder:
 
     def _bind(self, device: Device, m: Measurement, received_at: float) -> Reading:
         flags = _CAUTION if m.caution else 0  # plain int: IntFlag arithmetic is slow here
+        if received_at - m.t > self._limits.backfill_after_s:
+            flags |= _BACKFILLED
         key = (device.device_id, m.signal)
         newest = self._latest.get(key)
         if newest is None:
             newest = self._latest_from_store(*key)
-        if received_at - m.t > self._limits.backfill_after_s and (
-            self._clock_trusted()
-            # A clock stepped ahead by hand makes live readings look late (and raise no
-            # alarm): until it is trusted again, late is late against the device's own
-            # newest reading.
-            or newest is None
-            or newest - m.t > self._limits.backfill_after_s
-        ):
-            flags |= _BACKFILLED
         if newest is not None and m.t < newest:
             flags |= _LATE
         else:

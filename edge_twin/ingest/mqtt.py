@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +48,9 @@ WORKER = "ingest"  # its name on /health
 
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 10.0
+# A link back for this long is back for good: one that keeps dropping sooner (a second
+# client with our id, keepalive lost) is an outage, not a string of short ones.
+STABLE_LINK_S = 30.0
 # While the broker is away, the idle work (technical alarms, escalation) runs this often.
 PAUSED_IDLE_EVERY_S = 1.0
 # A commit that failed (a full disk, an I/O error) is retried after this, doubling up to
@@ -118,6 +120,11 @@ class MqttIngest:
         self._oldest = 0.0
         self._stop = threading.Event()
         self._connected = threading.Event()
+        # The link's history on the monotonic clock (a step of the wall clock, or an
+        # accelerated one, must not make an outage look long or short): down since when
+        # (None: up for good), up since when.
+        self._down_since: float | None = time.monotonic()
+        self._up_since: float | None = None
         self._refused: str | None = None  # the broker's reason, when it refused CONNECT
         self._thread: threading.Thread | None = None
         self.stats = IngestStats()
@@ -184,6 +191,16 @@ class MqttIngest:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def down_for(self) -> float | None:
+        """Seconds the gateway has been without a lasting link to its broker: since it
+        started, or since the link last dropped after being up ``STABLE_LINK_S`` (a link
+        that drops again sooner counts as never back). None while it is up for good."""
+        now = time.monotonic()
+        up = self._up_since
+        if self._connected.is_set() and up is not None and now - up >= STABLE_LINK_S:
+            self._down_since = None
+        return None if self._down_since is None else now - self._down_since
+
     # -- paho callbacks (run on the ingest thread, inside client.loop) ------------------
 
     def _on_connect(
@@ -225,6 +242,7 @@ class MqttIngest:
             log.error(self.stats.last_error)
             return
         self.stats.connected = True
+        self._up_since = time.monotonic()
         self._connected.set()
 
     def _on_disconnect(
@@ -237,6 +255,8 @@ class MqttIngest:
     ) -> None:
         self.stats.connected = False
         self._connected.clear()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         if not self._stop.is_set() and self._refused is None:
             self.stats.last_error = f"disconnected: {reason}"
             log.warning(self.stats.last_error)
@@ -374,7 +394,7 @@ class MqttIngest:
         doing the idle work: the technical alarms (gateway_broker_unreachable among them),
         escalation and delivery must not wait for the broker."""
         deadline = time.monotonic() + seconds
-        idle_at = -math.inf
+        idle_at = time.monotonic()  # a short pause reconnects without the idle work
         while not self._stop.is_set():
             now = time.monotonic()
             left = deadline - now

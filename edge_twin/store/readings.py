@@ -7,7 +7,6 @@ import itertools
 import math
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from edge_twin.domain import Reading, ReadingFlag, Signal
@@ -176,26 +175,22 @@ def patients_between(store: Store, after_id: int, through_id: int) -> set[str]:
     return {r[0] for r in rows}
 
 
-@dataclass(frozen=True, slots=True)
-class Burst:
-    """A device's new readings of one signal: how many, across what span of its own time."""
-
-    device_id: str
-    signal: Signal
-    count: int
-    first_t: float
-    last_t: float
-
-
-def bursts(store: Store, after_id: int, through_id: int) -> list[Burst]:
-    """Per device and signal, the readings stored in the id range (after_id, through_id]
-    (a range of the primary key: cheap however long the log)."""
+def close_gaps(
+    store: Store, after_id: int, through_id: int, under_s: float
+) -> dict[tuple[str, Signal], list[float]]:
+    """Per device and signal, the gaps in device time shorter than ``under_s`` between
+    consecutive readings stored in the id range (after_id, through_id] (a range of the
+    primary key: cheap however long the log; only short gaps come back)."""
     rows = store.conn.execute(
-        "SELECT device_id, signal, count(*), min(t), max(t) FROM readings"
-        " WHERE id > ? AND id <= ? GROUP BY device_id, signal ORDER BY device_id, signal",
-        (after_id, through_id),
+        "SELECT device_id, signal, gap FROM (SELECT device_id, signal, t - lag(t) OVER"
+        " (PARTITION BY device_id, signal ORDER BY t) AS gap FROM readings"
+        " WHERE id > ? AND id <= ?) WHERE gap < ?",
+        (after_id, through_id, under_s),
     )
-    return [Burst(d, _SIGNALS[s], int(n), float(lo), float(hi)) for d, s, n, lo, hi in rows]
+    out: dict[tuple[str, Signal], list[float]] = {}
+    for device_id, signal, gap in rows:
+        out.setdefault((device_id, _SIGNALS[signal]), []).append(float(gap))
+    return out
 
 
 def count(store: Store) -> int:
