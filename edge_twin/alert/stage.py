@@ -105,9 +105,9 @@ class AlertStage:
         self._delivery_after_s = math.inf
         self._delivery_checked = -math.inf
         self._flood_checked = -math.inf
-        self._broker: (
-            tuple[Callable[[], float | None], Callable[[], str | None], float] | None
-        ) = None
+        self._broker: tuple[Callable[[], float | None], Callable[[], str | None], float] | None = (
+            None
+        )
         self._flood_read_id: int | None = None  # the log's end at the last flood check
         # Devices seen sending valid readings too dense: (device, signal) -> (rate, when).
         self._dense: dict[tuple[str, Signal], tuple[float, float]] = {}
