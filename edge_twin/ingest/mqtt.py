@@ -194,12 +194,18 @@ class MqttIngest:
     def down_for(self) -> float | None:
         """Seconds the gateway has been without a lasting link to its broker: since it
         started, or since the link last dropped after being up ``STABLE_LINK_S`` (a link
-        that drops again sooner counts as never back). None while it is up for good."""
+        that drops again sooner counts as never back; while it is back but not yet for
+        good, the figure stands still). None while it is up for good."""
         now = time.monotonic()
-        up = self._up_since
-        if self._connected.is_set() and up is not None and now - up >= STABLE_LINK_S:
-            self._down_since = None
-        return None if self._down_since is None else now - self._down_since
+        down, up = self._down_since, self._up_since
+        if down is None:
+            return None
+        if self._connected.is_set() and up is not None and up >= down:
+            if now - up >= STABLE_LINK_S:
+                self._down_since = None
+                return None
+            return up - down  # back, not yet for good: the outage so far, not growing
+        return now - down
 
     # -- paho callbacks (run on the ingest thread, inside client.loop) ------------------
 
