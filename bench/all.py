@@ -140,7 +140,8 @@ def ratios(found: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
     risk = found.get("risk", {})
     # Lower is better for times: the ratio says how many ceilings one assessment costs.
     add(
-        "risk: one model inference vs onnxruntime bare",
+        "risk: one feature row assessed (the model on the row and on one row per feature"
+        " for the contributions, confidence, provenance) vs one bare onnxruntime row",
         risk.get("p50_infer_us"),
         c.get("onnx_one_row_us"),
         "us",

@@ -29,7 +29,8 @@ Reconciled after each:
   alarm, event and time: an alarm raised again after a restart);
 - FHIR: every stored reading of a device sent one by one has its Observation on the
   server, each hourly summary due by the end is there, nothing else is, and no
-  identifier is held twice;
+  identifier is held twice (the end waits until no hour is due unsent, as it waits for
+  every queue: an hour falls due between two of the sync worker's rounds);
 - webhook: every alarm event reached the receiver (at least once: it dedupes by the
   ``X-Edge-Twin-Event`` header; deliveries beyond the first are counted);
 - the twin caught up (its log position is the newest reading), ``PRAGMA integrity_check``;
@@ -66,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_twin.clock import AcceleratedClock  # noqa: E402
+from edge_twin.clock import AcceleratedClock, Clock  # noqa: E402
 from edge_twin.config import Config, load_config  # noqa: E402
 from edge_twin.store import Store  # noqa: E402
 
@@ -208,9 +209,12 @@ def provision(store: Store, home: Home, upstream: bool) -> None:
             consent.set_consent(store, p.patient_id, True, START, "bench")
 
 
-def settle(db: Path, quiet_s: float = 4.0, limit_s: float = 180.0) -> bool:
+def settle(
+    db: Path, clock: Clock, grace_s: float, quiet_s: float = 4.0, limit_s: float = 180.0
+) -> bool:
     """Until the twin has applied every reading, FHIR sync and the alarm channels have
-    sent everything and nothing moved for ``quiet_s``."""
+    sent everything (the wrist hours due by the gateway's ``clock`` too, ``grace_s`` after
+    they ended) and nothing moved for ``quiet_s``."""
     deadline = time.monotonic() + limit_s
     last, since = None, time.monotonic()
     with Store(db) as store:
@@ -221,16 +225,24 @@ def settle(db: Path, quiet_s: float = 4.0, limit_s: float = 180.0) -> bool:
             ).fetchone()
             if row != last:
                 last, since = row, time.monotonic()
-            elif row[1] == row[2] and time.monotonic() - since >= quiet_s and synced(store):
+            elif (
+                row[1] == row[2]
+                and time.monotonic() - since >= quiet_s
+                and synced(store, clock.now() - grace_s)
+            ):
                 return True
             time.sleep(0.2)
     return False
 
 
-def synced(store: Store) -> bool:
-    """FHIR sync and the alarm channels (MQTT, webhook) have sent everything."""
-    from edge_twin.store import consumers
+def synced(store: Store, ended_before: float) -> bool:
+    """FHIR sync and the alarm channels (MQTT, webhook) have sent everything, and no wrist
+    hour that ended before ``ended_before`` waits to be summarised."""
+    from edge_twin.store import consumers, upstream
+    from edge_twin.sync import SUMMARY_S
 
+    if upstream.due_windows(store.conn, ended_before, SUMMARY_S, 1):
+        return False
     return all(c.backlog == 0 for c in consumers.statuses(store.conn) if c.name != "twin")
 
 
@@ -382,7 +394,7 @@ def finish(
     run: Run, work: Path, server: FhirTestServer, endpoint: MisbehavingEndpoint
 ) -> dict[str, Any]:
     cfg = run.cfg
-    settled = settle(cfg.store.path)
+    settled = settle(cfg.store.path, run.clock, cfg.sync.summary_grace_s)
     now = run.clock.now()  # the gateway's time when it stopped
     final = run.gateway.stop()
     log = work / "gateway.log"
@@ -501,7 +513,8 @@ def play(fault: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         f" {results['extra']} extra of {results['readings_expected']} readings; FHIR"
         f" {results['fhir_lost']} lost, {results['fhir_duplicated']} duplicated; webhook"
         f" {results['webhook_not_delivered']} not delivered; twin caught up:"
-        f" {results['twin_caught_up']}; integrity {results['integrity_check']}; worker"
+        f" {results['twin_caught_up']}; settled: {results['settled']}; integrity"
+        f" {results['integrity_check']}; worker"
         f" deaths {results['worker_deaths']}; technical alarms {results['technical_alarms']}",
         file=sys.stderr,
     )

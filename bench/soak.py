@@ -4,7 +4,8 @@ gateway's memory and queues are watched.
 The rig of bench/faults.py (a private mosquitto, the gateway in a process of its own with
 FHIR sync to the FHIR test server and a webhook whose receiver fails a fifth of the posts,
 on an accelerated clock; firmware_sim's home publishing at QoS 1) runs the reference home
-(``--patients`` patients, each with a CGM, a wrist wearable, a BP cuff and a scale) for
+(``--patients`` patients, each with a wrist wearable, a BP cuff and a scale, and a CGM
+when diabetic) for
 ``--days`` at ``--speed`` times real time. Sprinkled in: the broker restarted every
 ``--restart-every-s`` wall seconds, and one garbage message per 500 (quarantined).
 

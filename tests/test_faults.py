@@ -94,7 +94,7 @@ def test_a_broker_away_raises_a_technical_alarm_and_the_idle_work_runs_on(
     alarm, no escalation, and nothing said the devices could not be heard. The outage is
     timed on the monotonic clock: a gateway clock that leaps (here by a day) changes
     nothing."""
-    monkeypatch.setattr("edge_twin.ingest.mqtt.STABLE_LINK_S", 1.0)
+    monkeypatch.setattr("edge_twin.ingest.link.STABLE_LINK_S", 1.0)
     cfg = make_config(broker, alert={"broker_alarm_after_s": 3.0})
     clock = ManualClock(T0)
     kind = "gateway_broker_unreachable"
@@ -112,7 +112,7 @@ def test_a_broker_away_raises_a_technical_alarm_and_the_idle_work_runs_on(
             time.sleep(0.5)
         raised = alarms.open_alarm(conn, "gateway", kind)
         assert raised is not None
-        assert "no link to its MQTT broker" in raised.reason
+        assert "no lasting link to its MQTT broker" in raised.reason
         assert all(w.alive for w in gw.workers.statuses())
         broker.start()
         wait_until(lambda: gw.ingest.connected, 20, "reconnected")

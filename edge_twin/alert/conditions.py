@@ -572,7 +572,7 @@ def broker_unreachable(
     be raised from them, and the MQTT displays hear nothing."""
     down = down_s is not None and down_s >= after_s
     reason = (
-        f"the gateway has had no link to its MQTT broker for {down_s:.0f} s"
+        f"the gateway has had no lasting link to its MQTT broker for {down_s:.0f} s"
         f"{f' ({why})' if why else ''}: no device readings arrive over MQTT and no clinical"
         " alarm can be raised from them"
         if down and down_s is not None

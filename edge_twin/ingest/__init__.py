@@ -7,6 +7,7 @@ committed on the same thread) or replay.replay (recorded messages)
             -> decode.Decoder (SenML, units, ranges, provisioning) -> Reading | Rejection
                (nightscout: the uploads' JSON; gatt: Bluetooth characteristic values)
 contract: topics and vocabulary shared with device firmware (docs/wire-contract.md)
+link: how long the gateway has gone without a lasting broker link (MqttIngest.down_for)
 
 What the pipeline, the gateway and the CLI use is exported here.
 """

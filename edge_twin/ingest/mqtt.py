@@ -38,6 +38,7 @@ from edge_twin.config import IngestSection, MqttSection, mqtt_password
 from edge_twin.errors import BrokerError, EdgeTwinError, StoreMisuse
 from edge_twin.ingest import contract
 from edge_twin.ingest.inlet import Inlet
+from edge_twin.ingest.link import LinkHistory
 from edge_twin.ingest.sink import Sink
 from edge_twin.ingest.writer import BatchResult, IngestTotals, RawMessage
 from edge_twin.workers import STALL_S, Workers
@@ -48,9 +49,6 @@ WORKER = "ingest"  # its name on /health
 
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 10.0
-# A link back for this long is back for good: one that keeps dropping sooner (a second
-# client with our id, keepalive lost) is an outage, not a string of short ones.
-STABLE_LINK_S = 30.0
 # While the broker is away, the idle work (technical alarms, escalation) runs this often.
 PAUSED_IDLE_EVERY_S = 1.0
 # A commit that failed (a full disk, an I/O error) is retried after this, doubling up to
@@ -120,11 +118,8 @@ class MqttIngest:
         self._oldest = 0.0
         self._stop = threading.Event()
         self._connected = threading.Event()
-        # The link's history on the monotonic clock (a step of the wall clock, or an
-        # accelerated one, must not make an outage look long or short): down since when
-        # (None: up for good), up since when.
-        self._down_since: float | None = time.monotonic()
-        self._up_since: float | None = None
+        self._link = LinkHistory(time.monotonic())  # on the monotonic clock
+        self._dropping = False  # we drop the link ourselves: the store failed
         self._refused: str | None = None  # the broker's reason, when it refused CONNECT
         self._thread: threading.Thread | None = None
         self.stats = IngestStats()
@@ -192,20 +187,9 @@ class MqttIngest:
         return self._connected.is_set()
 
     def down_for(self) -> float | None:
-        """Seconds the gateway has been without a lasting link to its broker: since it
-        started, or since the link last dropped after being up ``STABLE_LINK_S`` (a link
-        that drops again sooner counts as never back; while it is back but not yet for
-        good, the figure stands still). None while it is up for good."""
-        now = time.monotonic()
-        down, up = self._down_since, self._up_since
-        if down is None:
-            return None
-        if self._connected.is_set() and up is not None and up >= down:
-            if now - up >= STABLE_LINK_S:
-                self._down_since = None
-                return None
-            return up - down  # back, not yet for good: the outage so far, not growing
-        return now - down
+        """Seconds the gateway has been without a lasting link to its broker
+        (ingest/link.py); None while it is up for good. Ask on the ingest thread."""
+        return self._link.down_for(time.monotonic())
 
     # -- paho callbacks (run on the ingest thread, inside client.loop) ------------------
 
@@ -248,7 +232,8 @@ class MqttIngest:
             log.error(self.stats.last_error)
             return
         self.stats.connected = True
-        self._up_since = time.monotonic()
+        self._link.up(time.monotonic())
+        self._dropping = False  # a drop from here on is not ours unless we say so again
         self._connected.set()
 
     def _on_disconnect(
@@ -261,8 +246,8 @@ class MqttIngest:
     ) -> None:
         self.stats.connected = False
         self._connected.clear()
-        if self._down_since is None:
-            self._down_since = time.monotonic()
+        self._link.dropped(time.monotonic(), by_us=self._dropping)
+        self._dropping = False
         if not self._stop.is_set() and self._refused is None:
             self.stats.last_error = f"disconnected: {reason}"
             log.warning(self.stats.last_error)
@@ -343,6 +328,7 @@ class MqttIngest:
                 self._commit_retry_s = min(COMMIT_RETRY_MAX_S, self._commit_retry_s * 2)
             stats.last_error = f"commit failed, retrying in {self._commit_retry_s:g} s: {exc}"
             log.error(stats.last_error)
+            self._dropping = True
             self._client.disconnect()
             return
         for pending in batch:
@@ -433,6 +419,7 @@ class MqttIngest:
             self._client.reconnect()
             self.stats.reconnects += 1
         except OSError as exc:
+            self._link.unreachable(time.monotonic())
             self.stats.last_error = f"reconnect failed: {exc}"
             log.warning(self.stats.last_error)
         return min(backoff * 2, RECONNECT_MAX_S)
