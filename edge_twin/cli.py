@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edge_twin import __version__
-from edge_twin.alert import AlarmEngine, alarm_json
+from edge_twin.alert import AlarmEngine, alarm_json, redeliver_dead_letters
 from edge_twin.api import (
     audit_json,
     device_json,
@@ -40,6 +40,7 @@ from edge_twin.store import (
     PipelineLock,
     Store,
     alarms,
+    consumers,
     credentials,
     devices,
     displays,
@@ -64,6 +65,7 @@ console = Console(width=None if sys.stdout.isatty() else 10_000)
 err = Console(stderr=True)
 # edge-twin run ends with this when a worker thread died (EX_SOFTWARE): systemd restarts it.
 EXIT_WORKER_DIED = 70
+EXIT_TRY_AGAIN = 75  # EX_TEMPFAIL: nothing broken here, the peer failed; try again later
 
 ConfigOpt = Annotated[
     Path | None,
@@ -554,7 +556,9 @@ def model_drift(
 
 
 alarms_app = typer.Typer(
-    help="Alarms: list them, acknowledge, pause, per-patient thresholds.", no_args_is_help=True
+    help="Alarms: list them, acknowledge, pause, per-patient thresholds, the webhook's"
+    " dead letters.",
+    no_args_is_help=True,
 )
 app.add_typer(alarms_app, name="alarms")
 
@@ -620,6 +624,59 @@ def alarms_audit(
     with Store(cfg.store.path, cfg.store.synchronous) as store:
         for e in alarms.audit_log(store.conn, patient_id, limit):
             print(json.dumps(audit_json(e)))
+
+
+@alarms_app.command("dead-letters")
+def alarms_dead_letters(
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+) -> None:
+    """Alarm events the webhook's receiver refused for good (set aside so the rest flow
+    on), with its answer, newest first, as JSON lines."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        for d in consumers.dead_letters(store.conn, limit=limit):
+            e = alarms.event(store.conn, d.entry_id)
+            a = None if e is None else alarms.get(store.conn, e.alarm_id)
+            print(
+                json.dumps(
+                    {
+                        "consumer": d.consumer,
+                        "event_id": d.entry_id,
+                        "event": None if e is None else e.event,
+                        "alarm_id": None if e is None else e.alarm_id,
+                        "type": None if a is None else a.alarm_type,
+                        "patient_id": None if a is None else a.patient_id,
+                        "set_aside_at": to_iso(d.at),
+                        "reason": d.reason,
+                    }
+                )
+            )
+
+
+@alarms_app.command("redeliver")
+def alarms_redeliver(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Send the webhook's dead letters again, oldest first, once its receiver is fixed
+    (signed and identified as before, so the receiver dedupes; marked "redelivered": they
+    come late and out of order). Those refused for good again stay set aside with the new
+    answer; the first other failure stops it (exit 75), the rest kept. Safe beside a
+    running gateway."""
+    cfg = _config(config)
+    with Store(cfg.store.path, cfg.store.synchronous) as store:
+        result = redeliver_dead_letters(store, cfg.alert, cfg.gateway.id)
+    if as_json:
+        print(json.dumps(asdict(result)))
+    else:
+        console.print(
+            f"{result.delivered} delivered, {result.refused} refused again,"
+            f" {result.gone} no longer stored"
+        )
+    if result.waiting:
+        err.print(_literal(f"stopped: {result.why}; {result.waiting} kept for the next try"))
+        raise typer.Exit(EXIT_TRY_AGAIN)
 
 
 @alarms_app.command("settings")

@@ -9,6 +9,9 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -17,7 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge_twin.alert import WEBHOOK_CONSUMER, AlarmEngine, AlertStage, WebhookSender
+from edge_twin.alert import (
+    WEBHOOK_CONSUMER,
+    AlarmEngine,
+    AlertStage,
+    Redelivery,
+    WebhookSender,
+    redeliver_dead_letters,
+)
 from edge_twin.broker import PrivateBroker
 from edge_twin.clock import ManualClock
 from edge_twin.config import AlertSection, Config
@@ -79,6 +89,22 @@ def delivered(endpoint: MisbehavingEndpoint) -> list[int]:
 
 def sender(db: Path, alert: AlertSection) -> WebhookSender:
     return WebhookSender(str(db), alert, "gw-1", wall=lambda: T0, backoff_s=FAST)
+
+
+def deliver_all(
+    db: Path, alert: AlertSection, patients: int, answers: list[str], endpoint: MisbehavingEndpoint
+) -> list[int]:
+    """Raise an alarm per patient and let a sender handle every event, the endpoint
+    answering ``answers`` in turn; the event ids."""
+    events = raise_alarms(db, patients)
+    endpoint.script(answers)
+    s = sender(db, alert)
+    s.start()
+    try:
+        wait_until(lambda: position(db) == events[-1], 20, "every event handled")
+    finally:
+        s.stop()
+    return events
 
 
 def test_replies_that_are_not_http_or_cut_short_are_retried_and_nothing_is_lost(
@@ -160,14 +186,7 @@ def test_a_redirect_is_not_followed_and_is_not_a_delivery(
 def test_an_event_refused_for_good_is_set_aside_and_the_rest_flow_on(
     db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
 ) -> None:
-    events = raise_alarms(db_path, 3)
-    endpoint.script(["422", "ok", "400"])
-    s = sender(db_path, alert)
-    s.start()
-    try:
-        wait_until(lambda: position(db_path) == events[-1], 20, "every event handled")
-    finally:
-        s.stop()
+    events = deliver_all(db_path, alert, 3, ["422", "ok", "400"], endpoint)
     assert delivered(endpoint) == events  # each tried once: a 4xx is not retried
     with Store(db_path) as store:
         dead = consumers.dead_letters(store.conn)
@@ -301,3 +320,101 @@ def test_escalation_runs_on_the_gateway_clock_not_the_devices(db_path: Path) -> 
             "SELECT reason FROM alarm_events WHERE id = ?", (escalated,)
         ).fetchone()[0]
     assert reason.startswith("unacknowledged for 15 min")
+
+
+def dead_letters(db: Path) -> list[tuple[int, str]]:
+    with Store(db) as store:
+        return sorted((d.entry_id, d.reason) for d in consumers.dead_letters(store.conn))
+
+
+def test_dead_letters_are_sent_again_once_the_receiver_is_fixed(
+    db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
+) -> None:
+    """Before: an event refused for good stayed set aside for ever, with no way to send it
+    once the receiver was fixed. Sent again beside the live sender, which goes on."""
+    events = raise_alarms(db_path, 4)
+    endpoint.script(["422", "ok", "422", "422"])
+    s = sender(db_path, alert)
+    s.start()
+    try:
+        wait_until(lambda: position(db_path) == events[-1], 20, "every event handled")
+        assert [e for e, _ in dead_letters(db_path)] == [events[0], events[2], events[3]]
+        tried = len(endpoint.posts())
+
+        # The receiver still fails: the first failure that is not for good stops it.
+        endpoint.script(["500"])
+        with Store(db_path) as store:
+            stopped = redeliver_dead_letters(store, alert, "gw-1", wall=lambda: T0 + 60)
+        assert stopped == Redelivery(0, 0, 0, 3, "HTTP 500")
+        assert len(dead_letters(db_path)) == 3  # nothing lost
+
+        # Fixed, but for one event it still refuses: that one stays, with the new answer;
+        # meanwhile a new alarm goes out through the live sender.
+        endpoint.script(["ok", "400", "ok"])
+        with Store(db_path) as store:
+            done = redeliver_dead_letters(store, alert, "gw-1", wall=lambda: T0 + 120)
+            (live,) = AlarmEngine(store, lambda: T0 + 130).observe(
+                [Observation("pt-100", "battery_low", T0 + 130, True, "battery 8%")]
+            )
+        wait_until(lambda: position(db_path) == live, 20, "the new alarm delivered")
+    finally:
+        s.stop()
+    assert done == Redelivery(2, 1, 0, 0)
+    assert dead_letters(db_path) == [(events[2], "HTTP 400")]
+    with Store(db_path) as store:  # alarm_delivery_failing counts it for a day from now
+        assert consumers.dead_letter_count(store.conn, since=T0 + 120) == 1
+    again = [p for p in endpoint.posts()[tried:] if json.loads(p.body).get("redelivered")]
+    assert [int(p.headers["x-edge-twin-event"].split(":")[1]) for p in again] == [
+        events[0],
+        events[0],
+        events[2],
+        events[3],
+    ]
+    last = again[-1]  # signed at the time it was sent, identified as before
+    t, v1 = (part.split("=", 1)[1] for part in last.headers["x-edge-twin-signature"].split(","))
+    assert int(t) == int(T0 + 120)
+    assert hmac.compare_digest(
+        v1, hmac.new(SECRET, f"{t}.".encode() + last.body, hashlib.sha256).hexdigest()
+    )
+    assert last.headers["x-edge-twin-event"] == f"gw-1:{events[3]}"
+    assert not any(json.loads(p.body).get("redelivered") for p in endpoint.posts()[:tried])
+
+
+def test_the_cli_lists_and_redelivers_dead_letters(
+    db_path: Path, alert: AlertSection, endpoint: MisbehavingEndpoint
+) -> None:
+    events = deliver_all(db_path, alert, 2, ["422", "ok"], endpoint)
+    env = {
+        **os.environ,
+        "EDGE_TWIN_STORE_PATH": str(db_path),
+        "EDGE_TWIN_ALERT_WEBHOOK_URL": alert.webhook_url,
+        "EDGE_TWIN_ALERT_WEBHOOK_SECRET_FILE": alert.webhook_secret_file,
+    }
+    bin_dir = Path(sys.executable).parent
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(bin_dir / "edge-twin"), "alarms", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    listed = run("dead-letters")
+    assert listed.returncode == 0, listed.stderr
+    (line,) = [json.loads(x) for x in listed.stdout.splitlines()]
+    assert (line["event_id"], line["type"], line["reason"]) == (
+        events[0],
+        "battery_low",
+        "HTTP 422",
+    )
+    endpoint.script(["500"])
+    failed = run("redeliver", "--json")
+    assert failed.returncode == 75  # EX_TEMPFAIL: try again later
+    assert json.loads(failed.stdout)["why"] == "HTTP 500"
+    assert "stopped: HTTP 500; 1 kept" in failed.stderr
+    sent = run("redeliver")
+    assert sent.returncode == 0, sent.stderr
+    assert "1 delivered, 0 refused again" in sent.stdout
+    assert run("dead-letters").stdout == ""

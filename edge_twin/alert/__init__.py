@@ -22,7 +22,12 @@ from edge_twin.alert.delivery import (
 from edge_twin.alert.engine import AlarmEngine
 from edge_twin.alert.payload import alarm_json, event_json
 from edge_twin.alert.stage import ALARM_SIGNALS, AlertStage
-from edge_twin.alert.webhook import WEBHOOK_CONSUMER, WebhookSender
+from edge_twin.alert.webhook import (
+    WEBHOOK_CONSUMER,
+    Redelivery,
+    WebhookSender,
+    redeliver_dead_letters,
+)
 from edge_twin.alert.webhook import read_secret as read_webhook_secret
 
 __all__ = [
@@ -34,6 +39,7 @@ __all__ = [
     "AlarmEngine",
     "AlarmSettings",
     "AlertStage",
+    "Redelivery",
     "WebhookSender",
     "alarm_json",
     "deliver_mqtt",
@@ -41,6 +47,7 @@ __all__ = [
     "event_json",
     "handle_command",
     "read_webhook_secret",
+    "redeliver_dead_letters",
     "register_channel",
     "storage_low",
 ]

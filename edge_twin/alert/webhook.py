@@ -3,7 +3,7 @@
 
 Each event is POSTed as JSON, in order, signed so that the receiver can trust it::
 
-    X-Edge-Twin-Event: <event_id>
+    X-Edge-Twin-Event: <gateway_id>:<event_id>
     X-Edge-Twin-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 
 (the Stripe/GitHub scheme: the receiver recomputes the HMAC with the shared secret and
@@ -18,7 +18,9 @@ does not undo it). Nothing can fool it or stop it:
   retried with back-off (1 s to 5 min, ``Retry-After`` in seconds honoured, bounded),
   the later events waiting behind it, in order;
 - an event the endpoint refuses for good (400, 413, 415, 422) goes to the dead-letter
-  list (``delivery_dead_letters``) and the rest flow on;
+  list (``delivery_dead_letters``) and the rest flow on; once the receiver is fixed,
+  ``redeliver_dead_letters`` (``edge-twin alarms redeliver``) sends them again, signed
+  and identified as before, marked ``"redelivered": true`` (late, out of order);
 - failures are counted on the consumer (``/health``); the alert stage raises the
   technical alarm ``alarm_delivery_failing`` when events wait too long or were refused
   (IEC 60601-1-8: a distributed alarm system reports its own failure).
@@ -47,6 +49,7 @@ from pathlib import Path
 from edge_twin import __version__
 from edge_twin.alert.payload import event_json
 from edge_twin.config import AlertSection, redacted, webhook_url_problem
+from edge_twin.domain import Alarm
 from edge_twin.errors import ConfigError
 from edge_twin.store import Store, alarms, consumers
 from edge_twin.workers import Workers
@@ -91,6 +94,29 @@ def read_secret(alert: AlertSection) -> bytes:
 def signature(secret: bytes, body: bytes, at: int) -> str:
     digest = hmac.new(secret, f"{at}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={at},v1={digest}"
+
+
+def signed_request(
+    secret: bytes,
+    gateway_id: str,
+    e: alarms.AlarmEvent,
+    a: Alarm,
+    at: int,
+    redelivered: bool = False,
+) -> tuple[bytes, dict[str, str]]:
+    """One event's body and headers, signed at ``at`` (unix seconds). ``redelivered``: a
+    dead letter sent again, late and out of order (said in the signed body)."""
+    payload = event_json(e, a, gateway_id)
+    if redelivered:
+        payload["redelivered"] = True
+    body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"edge-twin/{__version__}",
+        "X-Edge-Twin-Event": f"{gateway_id}:{e.id}",
+        "X-Edge-Twin-Signature": signature(secret, body, at),
+    }
+    return body, headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,14 +263,8 @@ class WebhookSender:
                 with store.transaction() as conn:
                     consumers.advance(conn, WEBHOOK_CONSUMER, e.id, self._wall())
                 continue
-            body = json.dumps(event_json(e, a, self._gateway_id)).encode()
             at = int(self._wall())
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": f"edge-twin/{__version__}",
-                "X-Edge-Twin-Event": f"{self._gateway_id}:{e.id}",
-                "X-Edge-Twin-Signature": signature(self._secret, body, at),
-            }
+            body, headers = signed_request(self._secret, self._gateway_id, e, a, at)
             result = post(self._url, body, headers, self._timeout_s)
             now = self._wall()
             if result.delivered:
@@ -277,6 +297,63 @@ class WebhookSender:
                 )
             return result.retry_after_s or 0.0
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Redelivery:
+    """What sending the dead letters again came to."""
+
+    delivered: int
+    refused: int  # refused for good again: still set aside, with the new reason
+    gone: int  # their event or alarm no longer stored: nothing to send, forgotten
+    waiting: int  # not sent: the endpoint failed, not for good, first (``why``)
+    why: str | None = None
+
+
+def redeliver_dead_letters(
+    store: Store, alert: AlertSection, gateway_id: str, wall: Callable[[], float] = time.time
+) -> Redelivery:
+    """Send the webhook's dead letters again, oldest first, once the receiver is fixed:
+    signed as any event, identified as before (``X-Edge-Twin-Event``: the receiver
+    dedupes) and marked ``"redelivered": true`` in the body (they come late, after events
+    that followed them: the receiver orders by ``at``). Delivered ones leave the list;
+    one refused for good again stays with the new reason (and keeps
+    alarm_delivery_failing up for a day from now); the first failure that is not for good
+    stops it, the rest kept. Beside a running gateway too: its sender never touches a
+    dead letter again."""
+    problem = (
+        webhook_url_problem(alert.webhook_url)
+        if alert.webhook_url
+        else ("alert.webhook_url is empty: there is no webhook to send to")
+    )
+    if problem is not None:
+        raise ConfigError(problem)
+    secret = read_secret(alert)
+    letters = consumers.dead_letters_of(store.conn, WEBHOOK_CONSUMER)
+    delivered = refused = gone = 0
+    for i, d in enumerate(letters):
+        e = alarms.event(store.conn, d.entry_id)
+        a = None if e is None else alarms.get(store.conn, e.alarm_id)
+        if e is None or a is None:
+            # The store never deletes alarm events: only a store replaced or edited by
+            # hand gets here. Nothing can be sent, and it is said.
+            log.warning("dead letter %d: its alarm event is no longer stored", d.entry_id)
+            with store.transaction() as conn:
+                consumers.forget_dead_letter(conn, WEBHOOK_CONSUMER, d.entry_id)
+            gone += 1
+            continue
+        body, headers = signed_request(secret, gateway_id, e, a, int(wall()), redelivered=True)
+        result = post(alert.webhook_url, body, headers, alert.webhook_timeout_s)
+        if not (result.delivered or result.permanent):
+            return Redelivery(delivered, refused, gone, len(letters) - i, result.why)
+        with store.transaction() as conn:
+            if result.delivered:
+                consumers.forget_dead_letter(conn, WEBHOOK_CONSUMER, e.id)
+                delivered += 1
+            else:
+                consumers.dead_letter(conn, WEBHOOK_CONSUMER, e.id, result.why, wall())
+                refused += 1
+    return Redelivery(delivered, refused, gone, 0)
 
 
 def _closed(store: Store | None) -> None:

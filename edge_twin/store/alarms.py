@@ -200,6 +200,15 @@ def events(conn: sqlite3.Connection, alarm_id: int) -> list[AlarmEvent]:
     return [_event(r) for r in rows]
 
 
+def event(conn: sqlite3.Connection, event_id: int) -> AlarmEvent | None:
+    row = conn.execute(
+        "SELECT id, alarm_id, at, recorded_at, event, actor, reason, state FROM alarm_events"
+        " WHERE id = ?",
+        (event_id,),
+    ).fetchone()
+    return None if row is None else _event(row)
+
+
 def events_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[AlarmEvent]:
     """Audit events with id > ``after_id`` in commit order: how consumers read the log."""
     rows = conn.execute(

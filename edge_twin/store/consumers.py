@@ -170,6 +170,26 @@ def dead_letters(
     return [DeadLetter(str(r[0]), int(r[1]), float(r[2]), str(r[3])) for r in rows]
 
 
+def dead_letters_of(
+    conn: sqlite3.Connection, consumer: Consumer, limit: int = 10_000
+) -> list[DeadLetter]:
+    """One consumer's entries set aside, oldest entry first (the order to send again)."""
+    rows = conn.execute(
+        "SELECT consumer, entry_id, at, reason FROM delivery_dead_letters WHERE consumer = ?"
+        " ORDER BY entry_id LIMIT ?",
+        (consumer.name, limit),
+    )
+    return [DeadLetter(str(r[0]), int(r[1]), float(r[2]), str(r[3])) for r in rows]
+
+
+def forget_dead_letter(conn: sqlite3.Connection, consumer: Consumer, entry_id: int) -> None:
+    """Delivered at last (or its entry is gone): no longer set aside."""
+    conn.execute(
+        "DELETE FROM delivery_dead_letters WHERE consumer = ? AND entry_id = ?",
+        (consumer.name, entry_id),
+    )
+
+
 def backlog(conn: sqlite3.Connection, consumer: Consumer) -> int:
     """Entries appended after the position (ids count up by one, and entries after any
     consumer's position are never deleted)."""
