@@ -329,7 +329,7 @@ def redeliver_dead_letters(
     if problem is not None:
         raise ConfigError(problem)
     secret = read_secret(alert)
-    letters = consumers.dead_letters_of(store.conn, WEBHOOK_CONSUMER)
+    letters = consumers.dead_letters(store.conn, WEBHOOK_CONSUMER, 10_000, oldest_first=True)
     delivered = refused = gone = 0
     for i, d in enumerate(letters):
         e = alarms.event(store.conn, d.entry_id)

@@ -159,25 +159,19 @@ def dead_letter_count(conn: sqlite3.Connection, since: float) -> int:
 
 
 def dead_letters(
-    conn: sqlite3.Connection, since: float = -float("inf"), limit: int = 100
+    conn: sqlite3.Connection,
+    consumer: Consumer | None = None,
+    limit: int = 100,
+    oldest_first: bool = False,
 ) -> list[DeadLetter]:
-    """Entries set aside at or after ``since``, newest first."""
+    """Entries set aside (``consumer``'s, or every consumer's), newest first; or oldest
+    entry first, the order to send them again."""
+    where, args = ("WHERE consumer = ?", (consumer.name,)) if consumer else ("", ())
+    order = "entry_id" if oldest_first else "at DESC, entry_id DESC"
     rows = conn.execute(
-        "SELECT consumer, entry_id, at, reason FROM delivery_dead_letters WHERE at >= ?"
-        " ORDER BY at DESC, entry_id DESC LIMIT ?",
-        (since, limit),
-    )
-    return [DeadLetter(str(r[0]), int(r[1]), float(r[2]), str(r[3])) for r in rows]
-
-
-def dead_letters_of(
-    conn: sqlite3.Connection, consumer: Consumer, limit: int = 10_000
-) -> list[DeadLetter]:
-    """One consumer's entries set aside, oldest entry first (the order to send again)."""
-    rows = conn.execute(
-        "SELECT consumer, entry_id, at, reason FROM delivery_dead_letters WHERE consumer = ?"
-        " ORDER BY entry_id LIMIT ?",
-        (consumer.name, limit),
+        f"SELECT consumer, entry_id, at, reason FROM delivery_dead_letters {where}"
+        f" ORDER BY {order} LIMIT ?",
+        (*args, limit),
     )
     return [DeadLetter(str(r[0]), int(r[1]), float(r[2]), str(r[3])) for r in rows]
 
